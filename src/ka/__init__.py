@@ -1,0 +1,173 @@
+"""ka: TCP keepalive for one socket or a whole pool.
+
+    import ka
+    policy = ka.KeepAlive(idle=60, interval=10, count=5)   # seconds, seconds, probes
+    ka.apply(sock, policy)                                  # a socket, an fd, or anything with fileno()
+    result = ka.apply_many(pool, policy)                    # every input applied or listed in result.failed
+    ka.read(sock)                                           # the values the kernel reports
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple
+
+from ._impl import IMPLEMENTATION, core
+from ._options import LIMITS, PLATFORM, Option
+from .errors import BulkError
+from .policy import KeepAlive
+from .results import BulkResult, Failure, KeepAliveSettings, ReadResult, _settings
+from .system import SystemDefaults, system_defaults
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IMPLEMENTATION",
+    "BulkError",
+    "BulkResult",
+    "Capabilities",
+    "Failure",
+    "KeepAlive",
+    "KeepAliveSettings",
+    "Option",
+    "ReadResult",
+    "SystemDefaults",
+    "apply",
+    "apply_many",
+    "capabilities",
+    "read",
+    "read_many",
+    "system_defaults",
+]
+
+MAX_THREADS = 64
+# Below this many sockets per thread, starting a thread costs more than it saves.
+SOCKETS_PER_THREAD = 4096
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+_CPUS = _cpu_count()
+
+
+def _threads_for(threads: int | None, n: int) -> int:
+    if threads is None:
+        return max(1, min(_CPUS, n // SOCKETS_PER_THREAD, MAX_THREADS))
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise TypeError(f"threads must be an int or None, not {type(threads).__name__} {threads!r}")
+    if not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"threads={threads!r} is out of range: it takes 1 to {MAX_THREADS}, or None")
+    return threads
+
+
+def _policy(policy: Any) -> KeepAlive:
+    if not isinstance(policy, KeepAlive):
+        raise TypeError(f"policy must be a ka.KeepAlive, not {type(policy).__name__} {policy!r}")
+    return policy
+
+
+def _size_hint(targets: Any) -> int:
+    try:
+        return len(targets)
+    except TypeError:
+        return 0
+
+
+def apply(target: Any, policy: KeepAlive) -> None:
+    """Apply ``policy`` to one socket: a ``socket.socket``, an int fd, or anything with ``fileno()``.
+
+    Raises ``OSError`` (the errno's own subclass) with ``errno``, ``fd`` and ``option`` (a
+    ``ka.Option``) when a call fails; the options before it stay applied (order: idle, interval,
+    count, user timeout, SO_KEEPALIVE).
+    """
+    core.apply(target, _policy(policy)._spec)
+
+
+def apply_many(targets: Any, policy: KeepAlive, *, threads: int | None = None) -> BulkResult:
+    """Apply ``policy`` to every target; no failure stops the batch.
+
+    ``targets``: a sequence or iterable of sockets, fds or objects with ``fileno()``, or an integer
+    array (``array('i')``, ``array('q')``, numpy int32/int64), the fastest path. Bad entries (wrong
+    type, impossible fd number) raise ``TypeError``/``ValueError`` before any system call.
+    The system calls run without the GIL, split over ``threads`` OS threads (``None``: one per
+    4096 sockets, at most one per CPU). Returns a ``BulkResult``: each input applied or in
+    ``result.failed`` with its errno and option; ``result.raise_for_failures()`` raises a BulkError.
+    """
+    spec = _policy(policy)._spec
+    nthreads = _threads_for(threads, _size_hint(targets))
+    fds, errnos, options, failed = core.apply_many(targets, spec, nthreads)
+    return BulkResult(fds, errnos, options, failed)
+
+
+def read(target: Any) -> KeepAliveSettings:
+    """One socket's keepalive values as the kernel reports them (on Linux, the sysctl defaults
+    for any value never set). Raises ``OSError`` with ``fd`` and ``option`` on failure."""
+    values = core.read(target)
+    settings = _settings(values)
+    if PLATFORM != "linux" and settings.enabled and None in settings[1:4]:
+        settings = _fill_defaults(settings)
+    return settings
+
+
+def _fill_defaults(settings: KeepAliveSettings) -> KeepAliveSettings:
+    defaults = system_defaults()
+    return settings._replace(
+        idle=settings.idle if settings.idle is not None else defaults.idle,
+        interval=settings.interval if settings.interval is not None else defaults.interval,
+        count=settings.count if settings.count is not None else defaults.count,
+    )
+
+
+def read_many(targets: Any, *, threads: int | None = None) -> ReadResult:
+    """Read every target's values into columns (arrays), one per field; no failure stops the batch.
+
+    Takes the same targets as ``apply_many``. See ``ReadResult``.
+    """
+    nthreads = _threads_for(threads, _size_hint(targets))
+    return ReadResult(*core.read_many(targets, nthreads))
+
+
+class Capabilities(NamedTuple):
+    """What this platform and build support. Limits: seconds, seconds, probes, milliseconds."""
+
+    platform: str
+    implementation: str
+    idle: bool
+    interval: bool
+    count: bool
+    user_timeout: bool
+    max_idle: int
+    max_interval: int
+    max_count: int
+    max_user_timeout_ms: int
+    listener_inherits: bool
+    listener_safe: bool
+
+
+def capabilities() -> Capabilities:
+    """Which knobs this OS and build support, their ranges, and how listeners behave.
+
+    ``listener_inherits``: accepted sockets get the listener's keepalive options (Linux, BSD).
+    ``listener_safe``: keepalive may be set on a listening socket (not on macOS, where it can
+    close the listener).
+    """
+    have = core.HAVE
+    return Capabilities(
+        platform=PLATFORM,
+        implementation=IMPLEMENTATION,
+        idle=have[0],
+        interval=have[1],
+        count=have[2],
+        user_timeout=have[3] and LIMITS.max_user_timeout_ms > 0,
+        max_idle=LIMITS.max_idle,
+        max_interval=LIMITS.max_interval,
+        max_count=LIMITS.max_count,
+        max_user_timeout_ms=LIMITS.max_user_timeout_ms,
+        listener_inherits=PLATFORM in ("linux", "freebsd"),
+        listener_safe=PLATFORM not in ("darwin",),
+    )

@@ -1,0 +1,247 @@
+# cython: language_level=3, freethreading_compatible=True, boundscheck=False, wraparound=False
+"""The compiled core of ka: single and bulk apply/read over the C shim in _platform.h.
+
+The pure-Python twin (_ka_py.py) has the same functions with the same results; the tests run
+every behaviour against both. Bulk loops run without the GIL and touch no Python object.
+Module state is constants only (free-threading safe).
+"""
+
+from cpython.array cimport array, clone
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
+from cpython.long cimport PyLong_AsLongLong
+from libc.stdint cimport int8_t, int32_t, uint8_t
+from libc.string cimport memcpy
+
+import array as _array
+
+from .errors import option_error
+
+cdef extern from "_platform.h" nogil:
+    ctypedef long long ka_fd_t
+    ctypedef struct ka_policy:
+        int enable
+        int idle
+        int interval
+        int count
+        int user_timeout_ms
+    ctypedef struct ka_values:
+        int enabled
+        int idle
+        int interval
+        int count
+        int user_timeout_ms
+    int KA_PLATFORM
+    int KA_MAX_IDLE
+    int KA_MAX_INTERVAL
+    int KA_MAX_COUNT
+    int KA_MAX_USER_TIMEOUT_MS
+    int KA_HAVE_IDLE
+    int KA_HAVE_INTERVAL
+    int KA_HAVE_COUNT
+    int KA_HAVE_USER_TIMEOUT
+    int ka_apply_one(ka_fd_t fd, const ka_policy *p, int *option)
+    int ka_read_one(ka_fd_t fd, ka_values *v, int *option)
+    long long ka_first_bad_fd(const void *fds, int width, int is_unsigned, size_t n)
+    size_t ka_apply_bulk(const void *fds, int width, size_t n, const ka_policy *p,
+                         int32_t *errnos, uint8_t *options, int nthreads)
+    size_t ka_read_bulk(const void *fds, int width, size_t n, int32_t *errnos, uint8_t *options,
+                        int8_t *enabled, int32_t *idle, int32_t *interval, int32_t *count,
+                        int32_t *user_timeout_ms, int nthreads)
+
+IMPLEMENTATION = "c"
+PLATFORM_CODE = KA_PLATFORM
+LIMITS = (KA_MAX_IDLE, KA_MAX_INTERVAL, KA_MAX_COUNT, KA_MAX_USER_TIMEOUT_MS)
+HAVE = (bool(KA_HAVE_IDLE), bool(KA_HAVE_INTERVAL), bool(KA_HAVE_COUNT), bool(KA_HAVE_USER_TIMEOUT))
+
+# Descriptors are C ints except on Windows, where a SOCKET is pointer-sized.
+cdef int FD_WIDTH = 8 if KA_PLATFORM == 4 else 4
+cdef array _FD_TEMPLATE = _array.array("q" if FD_WIDTH == 8 else "i")
+cdef array _I32 = _array.array("i")
+cdef array _U8 = _array.array("B")
+cdef array _I8 = _array.array("b")
+
+
+cdef inline int _check_fd(long long fd, object where) except -1:
+    if FD_WIDTH == 4 and not (-2147483648 <= fd <= 2147483647):
+        raise ValueError(f"{where} is {fd}: not a descriptor number (expected a C int)")
+    return 0
+
+
+cdef long long _fileno(object target, object where) except? -1:
+    """The descriptor number of a socket, fd or object with fileno(); -1 for a closed socket."""
+    cdef long long fd
+    if isinstance(target, bool):
+        raise TypeError(f"{where} is a bool ({target!r}): expected a socket, an int fd or an object with fileno()")
+    if isinstance(target, int):
+        try:
+            fd = PyLong_AsLongLong(target)
+        except OverflowError:
+            raise ValueError(f"{where} is {target}: not a descriptor number") from None
+        _check_fd(fd, where)
+        return fd
+    method = getattr(target, "fileno", None)
+    if method is None:
+        raise TypeError(
+            f"{where} is {type(target).__name__} {target!r}: expected a socket, an int fd or an object with fileno()"
+        )
+    value = method()
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{where}.fileno() returned {type(value).__name__} {value!r}, expected an int")
+    try:
+        fd = PyLong_AsLongLong(value)
+    except OverflowError:
+        raise ValueError(f"{where}.fileno() returned {value}: not a descriptor number") from None
+    _check_fd(fd, where)
+    return fd
+
+
+cdef inline ka_policy _policy(tuple spec):
+    cdef ka_policy p
+    p.enable = spec[0]
+    p.idle = spec[1]
+    p.interval = spec[2]
+    p.count = spec[3]
+    p.user_timeout_ms = spec[4]
+    return p
+
+
+def fileno_of(target):
+    """The descriptor number ka would use for ``target``."""
+    return _fileno(target, "target")
+
+
+def apply(target, tuple spec):
+    """Apply a policy spec (enable, idle, interval, count, user_timeout_ms; -1 = leave) to one socket."""
+    cdef long long fd = _fileno(target, "target")
+    cdef ka_policy p = _policy(spec)
+    cdef int option = 0
+    cdef int err = ka_apply_one(<ka_fd_t>fd, &p, &option)
+    if err:
+        raise option_error(err, fd, option, "setting")
+
+
+def read(target):
+    """(enabled, idle, interval, count, user_timeout_ms) of one socket; -1 where unknown."""
+    cdef long long fd = _fileno(target, "target")
+    cdef ka_values v
+    cdef int option = 0
+    cdef int err = ka_read_one(<ka_fd_t>fd, &v, &option)
+    if err:
+        raise option_error(err, fd, option, "reading")
+    return (v.enabled, v.idle, v.interval, v.count, v.user_timeout_ms)
+
+
+cdef array _from_buffer(object targets):
+    """Copy a 1-D C-contiguous buffer of 4- or 8-byte integers into an owned fd array, or None."""
+    cdef Py_buffer view
+    cdef array out
+    cdef long long bad
+    cdef bytes fmt
+    cdef int is_unsigned
+    cdef Py_ssize_t n, width
+    try:
+        PyObject_GetBuffer(targets, &view, PyBUF_ND | PyBUF_FORMAT)
+    except BufferError:  # not C-contiguous: read it item by item instead
+        return None
+    try:
+        fmt = view.format if view.format != NULL else b"B"
+        if fmt[:1] in (b"@", b"="):
+            fmt = fmt[1:]
+        width = view.itemsize
+        if view.ndim != 1 or fmt not in (b"i", b"l", b"q", b"n", b"I", b"L", b"Q", b"N") or width not in (4, 8):
+            raise TypeError(
+                f"a buffer of descriptors must be one-dimensional 4- or 8-byte integers "
+                f"(array('i'), array('q'), numpy int32/int64), not format {fmt.decode()!r} with "
+                f"itemsize {width} and {view.ndim} dimensions"
+            )
+        is_unsigned = fmt in (b"I", b"L", b"Q", b"N")
+        n = view.shape[0] if view.ndim == 1 else 0
+        bad = ka_first_bad_fd(view.buf, <int>width, is_unsigned, <size_t>n)
+        if bad >= 0:
+            value = _array.array(fmt.decode(), bytes((<char *>view.buf)[bad * width:(bad + 1) * width]))[0]
+            raise ValueError(f"targets[{bad}] is {value}: not a descriptor number (expected a C int)")
+        if width == FD_WIDTH:
+            out = clone(_FD_TEMPLATE, n, False)
+            if n:
+                memcpy(out.data.as_voidptr, view.buf, <size_t>(n * width))
+        elif width == 4:  # widen int32 to Windows' 64-bit handles
+            out = clone(_FD_TEMPLATE, n, False)
+            for i in range(n):
+                out.data.as_longlongs[i] = (<int *>view.buf)[i]
+        else:  # narrow checked 64-bit values to C ints
+            out = clone(_FD_TEMPLATE, n, False)
+            for i in range(n):
+                out.data.as_ints[i] = <int>(<long long *>view.buf)[i]
+        return out
+    finally:
+        PyBuffer_Release(&view)
+
+
+def collect_fds(targets):
+    """Every target as a descriptor number, in an owned array ('i', or 'q' on Windows).
+
+    Raises TypeError/ValueError naming the first bad entry before any system call.
+    """
+    cdef array out
+    cdef Py_ssize_t i, n
+    cdef long long fd
+    if PyObject_CheckBuffer(targets) and not isinstance(targets, (bytes, bytearray, str)):
+        out = _from_buffer(targets)
+        if out is not None:
+            return out
+    if isinstance(targets, (str, bytes, bytearray)) or not hasattr(targets, "__iter__"):
+        raise TypeError(
+            f"targets must be a sequence or iterable of sockets or fds, or an integer array, "
+            f"not {type(targets).__name__}"
+        )
+    seq = targets if isinstance(targets, (list, tuple)) else list(targets)
+    n = len(seq)
+    out = clone(_FD_TEMPLATE, n, False)
+    for i in range(n):
+        fd = _fileno(seq[i], f"targets[{i}]")
+        if FD_WIDTH == 8:
+            out.data.as_longlongs[i] = fd
+        else:
+            out.data.as_ints[i] = <int>fd
+    return out
+
+
+def apply_many(targets, tuple spec, int threads):
+    """Apply a spec to every target. Returns (fds, errnos, options, failed_count).
+
+    errnos[i] is 0 where input i was applied; otherwise options[i] names the option that failed.
+    """
+    cdef array fds = collect_fds(targets)
+    cdef Py_ssize_t n = len(fds)
+    cdef array errnos = clone(_I32, n, False)
+    cdef array options = clone(_U8, n, False)
+    cdef ka_policy p = _policy(spec)
+    cdef size_t failed
+    cdef int nthreads = threads if threads > 0 else 1
+    with nogil:
+        failed = ka_apply_bulk(fds.data.as_voidptr, FD_WIDTH, <size_t>n, &p,
+                               <int32_t *>errnos.data.as_voidptr, <uint8_t *>options.data.as_voidptr,
+                               nthreads)
+    return fds, errnos, options, failed
+
+
+def read_many(targets, int threads):
+    """Read every target. Returns (fds, errnos, options, enabled, idle, interval, count, user_timeout_ms, failed)."""
+    cdef array fds = collect_fds(targets)
+    cdef Py_ssize_t n = len(fds)
+    cdef array errnos = clone(_I32, n, False)
+    cdef array options = clone(_U8, n, False)
+    cdef array enabled = clone(_I8, n, False)
+    cdef array idle = clone(_I32, n, False)
+    cdef array interval = clone(_I32, n, False)
+    cdef array count = clone(_I32, n, False)
+    cdef array user_timeout = clone(_I32, n, False)
+    cdef size_t failed
+    cdef int nthreads = threads if threads > 0 else 1
+    with nogil:
+        failed = ka_read_bulk(fds.data.as_voidptr, FD_WIDTH, <size_t>n,
+                              <int32_t *>errnos.data.as_voidptr, <uint8_t *>options.data.as_voidptr,
+                              <int8_t *>enabled.data.as_voidptr, <int32_t *>idle.data.as_voidptr,
+                              <int32_t *>interval.data.as_voidptr, <int32_t *>count.data.as_voidptr,
+                              <int32_t *>user_timeout.data.as_voidptr, nthreads)
+    return fds, errnos, options, enabled, idle, interval, count, user_timeout, failed

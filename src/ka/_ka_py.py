@@ -1,0 +1,297 @@
+"""The pure-Python twin of the compiled core: the same functions over the stdlib socket module.
+
+Used on PyPy and other non-CPython implementations, and where ``KA_NO_EXTENSIONS`` is set.
+Every function returns what ``_ka_c`` returns for the same input, including which option failed.
+The ``threads`` argument is accepted and ignored: the GIL would serialise the calls anyway.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+from ._options import LIMITS as _LIMITS
+from ._options import PLATFORM, PLATFORM_CODES, SOCKET_NUMBERS, Option
+from .errors import option_error
+
+IMPLEMENTATION = "python"
+PLATFORM_CODE = PLATFORM_CODES[PLATFORM]
+LIMITS = tuple(_LIMITS)
+HAVE = tuple(
+    SOCKET_NUMBERS[o] is not None
+    for o in (Option.IDLE, Option.INTERVAL, Option.COUNT, Option.USER_TIMEOUT)
+)
+
+_FD_TYPECODE = "q" if PLATFORM == "windows" else "i"
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+_ENOPROTOOPT = getattr(errno, "WSAENOPROTOOPT", errno.ENOPROTOOPT) if PLATFORM == "windows" else errno.ENOPROTOOPT
+_MISSING_ON_WINDOWS = {getattr(errno, "WSAENOPROTOOPT", -1), getattr(errno, "WSAEINVAL", -1)}
+_WINDOWS = PLATFORM == "windows"
+_BUFFER_FORMATS = {"i", "l", "q", "n", "I", "L", "Q", "N"}
+
+
+def _check_fd(fd: int, where: str) -> int:
+    if not _WINDOWS and not _INT_MIN <= fd <= _INT_MAX:
+        raise ValueError(f"{where} is {fd}: not a descriptor number (expected a C int)")
+    return fd
+
+
+def _fileno(target: Any, where: str) -> int:
+    if isinstance(target, bool):
+        raise TypeError(
+            f"{where} is a bool ({target!r}): expected a socket, an int fd or an object with fileno()"
+        )
+    if isinstance(target, int):
+        if not -(2**63) <= target < 2**63:
+            raise ValueError(f"{where} is {target}: not a descriptor number")
+        return _check_fd(int(target), where)
+    method = getattr(target, "fileno", None)
+    if method is None:
+        raise TypeError(
+            f"{where} is {type(target).__name__} {target!r}: expected a socket, an int fd or an "
+            "object with fileno()"
+        )
+    value = method()
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{where}.fileno() returned {type(value).__name__} {value!r}, expected an int")
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{where}.fileno() returned {value}: not a descriptor number")
+    return _check_fd(int(value), where)
+
+
+def fileno_of(target: Any) -> int:
+    """The descriptor number ka would use for ``target``."""
+    return _fileno(target, "target")
+
+
+def _steps(spec: tuple[int, int, int, int, int]) -> list[tuple[Option, int]]:
+    """The (option, value) calls a spec makes, in the order of _platform.h."""
+    enable, idle, interval, count, user_timeout_ms = spec
+    steps: list[tuple[Option, int]] = []
+    if enable:
+        if idle >= 0:
+            steps.append((Option.IDLE, idle))
+        if interval >= 0:
+            steps.append((Option.INTERVAL, interval))
+        if count >= 0:
+            steps.append((Option.COUNT, count))
+    if user_timeout_ms >= 0:
+        steps.append((Option.USER_TIMEOUT, user_timeout_ms))
+    steps.append((Option.KEEPALIVE, 1 if enable else 0))
+    return steps
+
+
+class _Borrowed:
+    """A socket object over a descriptor we do not own: detached, never closed, on exit."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, fd: int) -> None:
+        self.sock = socket.socket(fileno=fd)
+
+    def __enter__(self) -> socket.socket:
+        return self.sock
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.detach()
+
+
+def _windows_keepalive_vals(sock: socket.socket, spec: tuple[int, int, int, int, int]) -> None:
+    enable, idle, interval = spec[0], spec[1], spec[2]
+    idle_ms = idle * 1000 if idle >= 0 else 7_200_000
+    interval_ms = interval * 1000 if interval >= 0 else 1000
+    sock.ioctl(socket.SIO_KEEPALIVE_VALS, (enable, idle_ms, interval_ms))  # type: ignore[attr-defined]
+
+
+def _apply_sock(sock: socket.socket, spec: tuple[int, int, int, int, int]) -> tuple[int, int]:
+    """(errno, option) of the first failing call, or (0, 0)."""
+    use_ioctl = False
+    for option, value in _steps(spec):
+        numbers = SOCKET_NUMBERS[option]
+        if numbers is None:
+            return _ENOPROTOOPT, option
+        if use_ioctl and option is Option.INTERVAL:
+            continue
+        if option is Option.KEEPALIVE and use_ioctl:
+            try:
+                _windows_keepalive_vals(sock, spec)
+            except OSError as exc:
+                return _errno_of(exc), Option.IDLE
+        try:
+            sock.setsockopt(numbers[0], numbers[1], value)
+        except OSError as exc:
+            err = _errno_of(exc)
+            if _WINDOWS and option in (Option.IDLE, Option.INTERVAL) and err in _MISSING_ON_WINDOWS:
+                use_ioctl = True
+                continue
+            return err, option
+    return 0, 0
+
+
+def _errno_of(exc: OSError) -> int:
+    return exc.errno if exc.errno is not None else errno.EINVAL
+
+
+def _first_option(spec: tuple[int, int, int, int, int]) -> Option:
+    return _steps(spec)[0][0]
+
+
+def _apply_fd(fd: int, target: Any, spec: tuple[int, int, int, int, int]) -> tuple[int, int]:
+    if isinstance(target, socket.socket) and target.fileno() == fd:
+        return _apply_sock(target, spec)
+    try:
+        borrowed = _Borrowed(fd)
+    except OSError as exc:  # not a socket, or not open: the first call would have failed so
+        return _errno_of(exc), _first_option(spec)
+    with borrowed as sock:
+        return _apply_sock(sock, spec)
+
+
+def apply(target: Any, spec: tuple[int, int, int, int, int]) -> None:
+    """Apply a policy spec to one socket; raises OSError naming the option that failed."""
+    fd = _fileno(target, "target")
+    err, option = _apply_fd(fd, target, spec)
+    if err:
+        raise option_error(err, fd, option, "setting")
+
+
+_READ_ORDER = (Option.KEEPALIVE, Option.IDLE, Option.INTERVAL, Option.COUNT, Option.USER_TIMEOUT)
+
+
+def _read_sock(sock: socket.socket) -> tuple[int, int, tuple[int, int, int, int, int]]:
+    values = [-1, -1, -1, -1, -1]
+    for k, option in enumerate(_READ_ORDER):
+        numbers = SOCKET_NUMBERS[option]
+        if numbers is None:
+            continue
+        try:
+            value = sock.getsockopt(numbers[0], numbers[1])
+        except OSError as exc:
+            err = _errno_of(exc)
+            if _WINDOWS and option is not Option.KEEPALIVE and err in _MISSING_ON_WINDOWS:
+                continue
+            return err, option, (values[0], values[1], values[2], values[3], values[4])
+        values[k] = (1 if value else 0) if option is Option.KEEPALIVE else value
+    return 0, 0, (values[0], values[1], values[2], values[3], values[4])
+
+
+_UNREAD = (-1, -1, -1, -1, -1)
+
+
+def _read_fd(fd: int, target: Any) -> tuple[int, int, tuple[int, int, int, int, int]]:
+    if isinstance(target, socket.socket) and target.fileno() == fd:
+        return _read_sock(target)
+    try:
+        borrowed = _Borrowed(fd)
+    except OSError as exc:
+        return _errno_of(exc), Option.KEEPALIVE, _UNREAD
+    with borrowed as sock:
+        return _read_sock(sock)
+
+
+def read(target: Any) -> tuple[int, int, int, int, int]:
+    """(enabled, idle, interval, count, user_timeout_ms) of one socket; -1 where unknown."""
+    fd = _fileno(target, "target")
+    err, option, values = _read_fd(fd, target)
+    if err:
+        raise option_error(err, fd, option, "reading")
+    return values
+
+
+def _buffer_fds(targets: Any) -> array.array[int] | None:
+    try:
+        view = memoryview(targets)
+    except TypeError:
+        return None
+    with view:
+        fmt = view.format.lstrip("@=")
+        if view.ndim != 1 or fmt not in _BUFFER_FORMATS or view.itemsize not in (4, 8):
+            raise TypeError(
+                "a buffer of descriptors must be one-dimensional 4- or 8-byte integers "
+                "(array('i'), array('q'), numpy int32/int64), not format "
+                f"{fmt!r} with itemsize {view.itemsize} and {view.ndim} dimensions"
+            )
+        if not view.c_contiguous:
+            return None
+        values = view.cast("B").cast(fmt).tolist()
+    for i, value in enumerate(values):
+        if not _WINDOWS and not _INT_MIN <= value <= _INT_MAX:
+            raise ValueError(f"targets[{i}] is {value}: not a descriptor number (expected a C int)")
+    return array.array(_FD_TYPECODE, values)
+
+
+def collect_fds(targets: Any) -> array.array[int]:
+    """Every target as a descriptor number, in an owned array ('i', or 'q' on Windows)."""
+    if not isinstance(targets, (bytes, bytearray, str)):
+        fds = _buffer_fds(targets)
+        if fds is not None:
+            return fds
+    if isinstance(targets, (str, bytes, bytearray)) or not isinstance(targets, Iterable):
+        raise TypeError(
+            "targets must be a sequence or iterable of sockets or fds, or an integer array, "
+            f"not {type(targets).__name__}"
+        )
+    return array.array(_FD_TYPECODE, [_fileno(t, f"targets[{i}]") for i, t in enumerate(targets)])
+
+
+def _objects(targets: Any, n: int) -> list[Any]:
+    """The socket objects among the targets, by index, so the twin reuses them without a dup."""
+    if isinstance(targets, (list, tuple)) and len(targets) == n:
+        return list(targets)
+    return [None] * n
+
+
+def apply_many(
+    targets: Any, spec: tuple[int, int, int, int, int], threads: int
+) -> tuple[array.array[int], array.array[int], array.array[int], int]:
+    """Apply a spec to every target: (fds, errnos, options, failed_count)."""
+    if not isinstance(targets, (list, tuple)) and not _is_buffer(targets):
+        targets = list(targets)
+    fds = collect_fds(targets)
+    n = len(fds)
+    objects = _objects(targets, n)
+    errnos = array.array("i", bytes(4 * n))
+    options = array.array("B", bytes(n))
+    failed = 0
+    for i in range(n):
+        err, option = _apply_fd(fds[i], objects[i], spec)
+        if err:
+            errnos[i] = err
+            options[i] = option
+            failed += 1
+    return fds, errnos, options, failed
+
+
+def read_many(targets: Any, threads: int) -> tuple[Any, ...]:
+    """Read every target: (fds, errnos, options, enabled, idle, interval, count, user_timeout_ms, failed)."""
+    if not isinstance(targets, (list, tuple)) and not _is_buffer(targets):
+        targets = list(targets)
+    fds = collect_fds(targets)
+    n = len(fds)
+    objects = _objects(targets, n)
+    errnos = array.array("i", bytes(4 * n))
+    options = array.array("B", bytes(n))
+    enabled = array.array("b", bytes(n))
+    columns = [array.array("i", bytes(4 * n)) for _ in range(4)]
+    failed = 0
+    for i in range(n):
+        err, option, values = _read_fd(fds[i], objects[i])
+        errnos[i] = err
+        options[i] = option
+        enabled[i] = values[0]
+        for k in range(4):
+            columns[k][i] = values[k + 1]
+        failed += err != 0
+    return (fds, errnos, options, enabled, columns[0], columns[1], columns[2], columns[3], failed)
+
+
+def _is_buffer(obj: Any) -> bool:
+    try:
+        memoryview(obj).release()
+    except TypeError:
+        return False
+    return True
+

@@ -1,0 +1,52 @@
+"""The exceptions ka raises for failed system calls."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from ._options import Option
+
+if TYPE_CHECKING:
+    from .results import BulkResult, Failure
+
+
+def option_error(err: int, fd: int, option: int, action: str = "setting") -> OSError:
+    """An ``OSError`` for one failed call, carrying ``errno``, ``fd`` and ``option``.
+
+    ``OSError(errno, message)`` picks the matching subclass (``PermissionError``,
+    ``ConnectionResetError``, ...), so callers can catch the usual ones.
+    """
+    opt = Option(option)
+    exc = OSError(err, f"{os.strerror(err)} ({action} {opt.system_name} on fd {fd})")
+    exc.fd = fd  # type: ignore[attr-defined]
+    exc.option = opt  # type: ignore[attr-defined]
+    return exc
+
+
+class BulkError(OSError):
+    """Some inputs of a bulk call failed; ``failures`` lists each one, ``result`` holds them all.
+
+    ``errno`` is the first failure's errno; every failure keeps its own.
+    """
+
+    failures: list[Failure]
+    result: BulkResult
+
+    def __init__(self, result: BulkResult, *args: Any) -> None:
+        failures = result.failed
+        first = failures[0]
+        shown = ", ".join(
+            f"#{f.index} fd {f.fd}: {os.strerror(f.errno)} on {f.option.system_name}"
+            for f in failures[:5]
+        )
+        more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
+        super().__init__(
+            first.errno,
+            f"{len(failures)} of {len(result)} sockets failed ({shown}{more})",
+        )
+        self.failures = failures
+        self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.result,))

@@ -1,0 +1,219 @@
+"""What the bulk calls return: every input accounted for, in compact arrays."""
+
+from __future__ import annotations
+
+import array
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, NamedTuple
+
+from ._options import Option
+from .errors import BulkError, option_error
+
+if TYPE_CHECKING:
+    from .policy import KeepAlive
+
+
+class Failure(NamedTuple):
+    """One input of a bulk call that failed: where it was, its fd, the errno and the option."""
+
+    index: int
+    fd: int
+    errno: int
+    option: Option
+
+    @property
+    def strerror(self) -> str:
+        return os.strerror(self.errno)
+
+    def error(self, action: str = "setting") -> OSError:
+        """This failure as the OSError a single call would have raised."""
+        return option_error(self.errno, self.fd, self.option, action)
+
+
+def _failures(fds: array.array[int], errnos: array.array[int], options: array.array[int]) -> list[Failure]:
+    return [
+        Failure(i, fds[i], err, Option(options[i])) for i, err in enumerate(errnos) if err
+    ]
+
+
+class _Accounted:
+    """Shared by BulkResult and ReadResult: failures derived once from the errno column."""
+
+    __slots__ = ("fds", "errnos", "options", "_failed_count", "_failed")
+
+    fds: array.array[int]
+    errnos: array.array[int]
+    options: array.array[int]
+
+    def __init__(
+        self,
+        fds: array.array[int],
+        errnos: array.array[int],
+        options: array.array[int],
+        failed_count: int,
+    ) -> None:
+        self.fds = fds
+        self.errnos = errnos
+        self.options = options
+        self._failed_count = failed_count
+        self._failed: list[Failure] | None = None
+
+    def __len__(self) -> int:
+        return len(self.fds)
+
+    @property
+    def ok(self) -> bool:
+        """True when no input failed."""
+        return self._failed_count == 0
+
+    @property
+    def failed(self) -> list[Failure]:
+        """Each failed input as (index, fd, errno, option), in input order."""
+        if self._failed is None:
+            self._failed = [] if self._failed_count == 0 else _failures(self.fds, self.errnos, self.options)
+        return self._failed
+
+    @property
+    def failed_count(self) -> int:
+        return self._failed_count
+
+    def raise_for_failures(self) -> None:
+        """Raise one BulkError listing every failure, if there was any."""
+        if self._failed_count:
+            raise BulkError(self)  # type: ignore[arg-type]
+
+
+class BulkResult(_Accounted):
+    """The outcome of ``apply_many``: ``errnos[i] == 0`` where input ``i`` was applied.
+
+    ``fds``, ``errnos`` and ``options`` are arrays (no Python object per socket); ``failed`` lists
+    the failures; ``applied`` counts the rest. Every input is in exactly one of the two.
+    """
+
+    __slots__ = ()
+
+    @property
+    def applied(self) -> int:
+        """How many inputs got the whole policy."""
+        return len(self.fds) - self._failed_count
+
+    @property
+    def applied_indices(self) -> list[int]:
+        """Indices of the inputs that got the whole policy."""
+        return [i for i, err in enumerate(self.errnos) if not err]
+
+    def __repr__(self) -> str:
+        return f"<BulkResult {len(self)} sockets: {self.applied} applied, {self._failed_count} failed>"
+
+
+class KeepAliveSettings(NamedTuple):
+    """One socket's keepalive values as the kernel reports them.
+
+    ``idle``/``interval`` in seconds, ``count`` in probes, ``user_timeout`` in seconds (0.0: the
+    system's behaviour); None where this platform cannot tell.
+    """
+
+    enabled: bool
+    idle: int | None
+    interval: int | None
+    count: int | None
+    user_timeout: float | None
+
+    @property
+    def detection_time(self) -> float | None:
+        """idle + interval * count: seconds to find a dead peer, if keepalive is on."""
+        if not self.enabled or self.idle is None or self.interval is None or self.count is None:
+            return None
+        return float(self.idle + self.interval * self.count)
+
+    def matches(self, policy: KeepAlive) -> bool:
+        """Whether this socket carries every value the policy sets."""
+        spec = policy._spec
+        if bool(spec[0]) != self.enabled:
+            return False
+        wanted = (
+            (spec[1], self.idle),
+            (spec[2], self.interval),
+            (spec[3], self.count),
+            (spec[4], None if self.user_timeout is None else round(self.user_timeout * 1000)),
+        )
+        if not spec[0]:
+            wanted = wanted[3:]
+        return all(want < 0 or want == have for want, have in wanted)
+
+
+def _settings(values: tuple[int, int, int, int, int]) -> KeepAliveSettings:
+    enabled, idle, interval, count, ut = values
+    return KeepAliveSettings(
+        bool(enabled),
+        idle if idle > 0 else None,
+        interval if interval > 0 else None,
+        count if count > 0 else None,
+        ut / 1000 if ut >= 0 else None,
+    )
+
+
+class ReadResult(_Accounted):
+    """The outcome of ``read_many``, one column (an array) per field.
+
+    ``enabled`` (0/1), ``idle``, ``interval``, ``count`` (seconds, probes) and ``user_timeout_ms``;
+    -1 where the platform cannot tell or the read failed (see ``errnos``/``failed``).
+    ``result[i]`` is one socket's ``KeepAliveSettings``.
+    """
+
+    __slots__ = ("enabled", "idle", "interval", "count", "user_timeout_ms")
+
+    def __init__(
+        self,
+        fds: array.array[int],
+        errnos: array.array[int],
+        options: array.array[int],
+        enabled: array.array[int],
+        idle: array.array[int],
+        interval: array.array[int],
+        count: array.array[int],
+        user_timeout_ms: array.array[int],
+        failed_count: int,
+    ) -> None:
+        super().__init__(fds, errnos, options, failed_count)
+        self.enabled = enabled
+        self.idle = idle
+        self.interval = interval
+        self.count = count
+        self.user_timeout_ms = user_timeout_ms
+
+    def __getitem__(self, index: int) -> KeepAliveSettings:
+        if self.errnos[index]:
+            raise option_error(self.errnos[index], self.fds[index], self.options[index], "reading")
+        return _settings(
+            (
+                self.enabled[index],
+                self.idle[index],
+                self.interval[index],
+                self.count[index],
+                self.user_timeout_ms[index],
+            )
+        )
+
+    def __iter__(self) -> Iterator[KeepAliveSettings | None]:
+        """Each socket's settings, or None where its read failed."""
+        for i in range(len(self)):
+            yield None if self.errnos[i] else self[i]
+
+    def mismatches(self, policy: KeepAlive) -> list[int]:
+        """Indices of the sockets that do not carry the policy (failed reads included)."""
+        enable, idle, interval, count, ut = policy._spec
+        checks = [(self.enabled, enable)]
+        if enable:
+            checks += [(self.idle, idle), (self.interval, interval), (self.count, count)]
+        checks.append((self.user_timeout_ms, ut))
+        checks = [(column, want) for column, want in checks if want >= 0]
+        return [
+            i
+            for i in range(len(self))
+            if self.errnos[i] or any(column[i] != want for column, want in checks)
+        ]
+
+    def __repr__(self) -> str:
+        return f"<ReadResult {len(self)} sockets: {len(self) - self._failed_count} read, {self._failed_count} failed>"
