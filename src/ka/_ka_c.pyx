@@ -7,7 +7,7 @@ Module state is constants only (free-threading safe).
 """
 
 from cpython.array cimport array, clone
-from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_STRIDES, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
 from cpython.long cimport PyLong_AsLongLong
 from libc.stdint cimport int8_t, int32_t, uint8_t
 from libc.string cimport memcpy
@@ -61,37 +61,52 @@ cdef array _U8 = _array.array("B")
 cdef array _I8 = _array.array("b")
 
 
-cdef inline int _check_fd(long long fd, object where) except -1:
+cdef str _where(Py_ssize_t index):
+    return "target" if index < 0 else f"targets[{index}]"
+
+
+cdef inline int _check_fd(long long fd, Py_ssize_t index) except -1:
     if FD_WIDTH == 4 and not (-2147483648 <= fd <= 2147483647):
-        raise ValueError(f"{where} is {fd}: not a descriptor number (expected a C int)")
+        raise ValueError(f"{_where(index)} is {fd}: not a descriptor number (expected a C int)")
     return 0
 
 
-cdef long long _fileno(object target, object where) except? -1:
-    """The descriptor number of a socket, fd or object with fileno(); -1 for a closed socket."""
+cdef long long _fileno(object target, Py_ssize_t index) except? -1:
+    """The descriptor number of a socket, fd or object with fileno(); -1 for a closed socket.
+
+    ``index`` names the entry in error messages (-1: a single target); messages are only built
+    on error, so the bulk conversion costs no string per entry.
+    """
     cdef long long fd
-    if isinstance(target, bool):
-        raise TypeError(f"{where} is a bool ({target!r}): expected a socket, an int fd or an object with fileno()")
-    if isinstance(target, int):
+    if type(target) is int:
         try:
             fd = PyLong_AsLongLong(target)
         except OverflowError:
-            raise ValueError(f"{where} is {target}: not a descriptor number") from None
-        _check_fd(fd, where)
+            raise ValueError(f"{_where(index)} is {target}: not a descriptor number") from None
+        _check_fd(fd, index)
         return fd
+    if isinstance(target, bool):
+        raise TypeError(
+            f"{_where(index)} is a bool ({target!r}): expected a socket, an int fd or an object with fileno()"
+        )
+    if isinstance(target, int):
+        return _fileno(int(target), index)
     method = getattr(target, "fileno", None)
     if method is None:
         raise TypeError(
-            f"{where} is {type(target).__name__} {target!r}: expected a socket, an int fd or an object with fileno()"
+            f"{_where(index)} is {type(target).__name__} {target!r}: expected a socket, an int fd "
+            "or an object with fileno()"
         )
     value = method()
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{where}.fileno() returned {type(value).__name__} {value!r}, expected an int")
+        raise TypeError(
+            f"{_where(index)}.fileno() returned {type(value).__name__} {value!r}, expected an int"
+        )
     try:
         fd = PyLong_AsLongLong(value)
     except OverflowError:
-        raise ValueError(f"{where}.fileno() returned {value}: not a descriptor number") from None
-    _check_fd(fd, where)
+        raise ValueError(f"{_where(index)}.fileno() returned {value}: not a descriptor number") from None
+    _check_fd(fd, index)
     return fd
 
 
@@ -107,12 +122,12 @@ cdef inline ka_policy _policy(tuple spec):
 
 def fileno_of(target):
     """The descriptor number ka would use for ``target``."""
-    return _fileno(target, "target")
+    return _fileno(target, -1)
 
 
 def apply(target, tuple spec):
     """Apply a policy spec (enable, idle, interval, count, user_timeout_ms; -1 = leave) to one socket."""
-    cdef long long fd = _fileno(target, "target")
+    cdef long long fd = _fileno(target, -1)
     cdef ka_policy p = _policy(spec)
     cdef int option = 0
     cdef int err = ka_apply_one(<ka_fd_t>fd, &p, &option)
@@ -122,7 +137,7 @@ def apply(target, tuple spec):
 
 def read(target):
     """(enabled, idle, interval, count, user_timeout_ms) of one socket; -1 where unknown."""
-    cdef long long fd = _fileno(target, "target")
+    cdef long long fd = _fileno(target, -1)
     cdef ka_values v
     cdef int option = 0
     cdef int err = ka_read_one(<ka_fd_t>fd, &v, &option)
@@ -132,17 +147,16 @@ def read(target):
 
 
 cdef array _from_buffer(object targets):
-    """Copy a 1-D C-contiguous buffer of 4- or 8-byte integers into an owned fd array, or None."""
+    """Copy a 1-D buffer of 4- or 8-byte integers (any stride) into an owned fd array."""
     cdef Py_buffer view
     cdef array out
-    cdef long long bad
+    cdef long long bad, value
+    cdef unsigned long long uvalue
     cdef bytes fmt
-    cdef int is_unsigned
-    cdef Py_ssize_t n, width
-    try:
-        PyObject_GetBuffer(targets, &view, PyBUF_ND | PyBUF_FORMAT)
-    except BufferError:  # not C-contiguous: read it item by item instead
-        return None
+    cdef bint is_unsigned
+    cdef Py_ssize_t i, n, width, stride
+    cdef char *item
+    PyObject_GetBuffer(targets, &view, PyBUF_STRIDES | PyBUF_FORMAT)
     try:
         fmt = view.format if view.format != NULL else b"B"
         if fmt[:1] in (b"@", b"="):
@@ -155,23 +169,34 @@ cdef array _from_buffer(object targets):
                 f"itemsize {width} and {view.ndim} dimensions"
             )
         is_unsigned = fmt in (b"I", b"L", b"Q", b"N")
-        n = view.shape[0] if view.ndim == 1 else 0
-        bad = ka_first_bad_fd(view.buf, <int>width, is_unsigned, <size_t>n)
-        if bad >= 0:
-            value = _array.array(fmt.decode(), bytes((<char *>view.buf)[bad * width:(bad + 1) * width]))[0]
-            raise ValueError(f"targets[{bad}] is {value}: not a descriptor number (expected a C int)")
-        if width == FD_WIDTH:
-            out = clone(_FD_TEMPLATE, n, False)
-            if n:
-                memcpy(out.data.as_voidptr, view.buf, <size_t>(n * width))
-        elif width == 4:  # widen int32 to Windows' 64-bit handles
-            out = clone(_FD_TEMPLATE, n, False)
-            for i in range(n):
-                out.data.as_longlongs[i] = (<int *>view.buf)[i]
-        else:  # narrow checked 64-bit values to C ints
-            out = clone(_FD_TEMPLATE, n, False)
-            for i in range(n):
-                out.data.as_ints[i] = <int>(<long long *>view.buf)[i]
+        n = view.shape[0]
+        stride = view.strides[0]
+        out = clone(_FD_TEMPLATE, n, False)
+        if stride == width and width == FD_WIDTH:  # the common case: one check, one copy
+            bad = ka_first_bad_fd(view.buf, <int>width, is_unsigned, <size_t>n)
+            if bad < 0:
+                if n:
+                    memcpy(out.data.as_voidptr, view.buf, <size_t>(n * width))
+                return out
+            i = bad
+        else:
+            i = -1
+        for i in range(i if i >= 0 else 0, n):
+            item = <char *>view.buf + i * stride
+            if width == 8:
+                value = (<long long *>item)[0]
+                uvalue = <unsigned long long>value
+                if is_unsigned and uvalue > 9223372036854775807ULL:
+                    raise ValueError(f"targets[{i}] is {uvalue}: not a descriptor number")
+            elif is_unsigned:
+                value = (<unsigned int *>item)[0]
+            else:
+                value = (<int *>item)[0]
+            _check_fd(value, i)
+            if FD_WIDTH == 8:
+                out.data.as_longlongs[i] = value
+            else:
+                out.data.as_ints[i] = <int>value
         return out
     finally:
         PyBuffer_Release(&view)
@@ -186,9 +211,7 @@ def collect_fds(targets):
     cdef Py_ssize_t i, n
     cdef long long fd
     if PyObject_CheckBuffer(targets) and not isinstance(targets, (bytes, bytearray, str)):
-        out = _from_buffer(targets)
-        if out is not None:
-            return out
+        return _from_buffer(targets)
     if isinstance(targets, (str, bytes, bytearray)) or not hasattr(targets, "__iter__"):
         raise TypeError(
             f"targets must be a sequence or iterable of sockets or fds, or an integer array, "
@@ -198,7 +221,7 @@ def collect_fds(targets):
     n = len(seq)
     out = clone(_FD_TEMPLATE, n, False)
     for i in range(n):
-        fd = _fileno(seq[i], f"targets[{i}]")
+        fd = _fileno(seq[i], i)
         if FD_WIDTH == 8:
             out.data.as_longlongs[i] = fd
         else:

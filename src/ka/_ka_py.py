@@ -30,6 +30,7 @@ _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _ENOPROTOOPT = getattr(errno, "WSAENOPROTOOPT", errno.ENOPROTOOPT) if PLATFORM == "windows" else errno.ENOPROTOOPT
 _MISSING_ON_WINDOWS = {getattr(errno, "WSAENOPROTOOPT", -1), getattr(errno, "WSAEINVAL", -1)}
 _WINDOWS = PLATFORM == "windows"
+_BAD_FD = getattr(errno, "WSAENOTSOCK", 10038) if _WINDOWS else errno.EBADF
 _BUFFER_FORMATS = {"i", "l", "q", "n", "I", "L", "Q", "N"}
 
 
@@ -142,6 +143,8 @@ def _first_option(spec: tuple[int, int, int, int, int]) -> Option:
 def _apply_fd(fd: int, target: Any, spec: tuple[int, int, int, int, int]) -> tuple[int, int]:
     if isinstance(target, socket.socket) and target.fileno() == fd:
         return _apply_sock(target, spec)
+    if fd < 0:  # what the kernel answers for a negative descriptor
+        return _BAD_FD, _first_option(spec)
     try:
         borrowed = _Borrowed(fd)
     except OSError as exc:  # not a socket, or not open: the first call would have failed so
@@ -184,6 +187,8 @@ _UNREAD = (-1, -1, -1, -1, -1)
 def _read_fd(fd: int, target: Any) -> tuple[int, int, tuple[int, int, int, int, int]]:
     if isinstance(target, socket.socket) and target.fileno() == fd:
         return _read_sock(target)
+    if fd < 0:
+        return _BAD_FD, Option.KEEPALIVE, _UNREAD
     try:
         borrowed = _Borrowed(fd)
     except OSError as exc:
@@ -202,6 +207,7 @@ def read(target: Any) -> tuple[int, int, int, int, int]:
 
 
 def _buffer_fds(targets: Any) -> array.array[int] | None:
+    """An owned fd array from a 1-D integer buffer (any stride), or None for a non-buffer."""
     try:
         view = memoryview(targets)
     except TypeError:
@@ -214,26 +220,33 @@ def _buffer_fds(targets: Any) -> array.array[int] | None:
                 "(array('i'), array('q'), numpy int32/int64), not format "
                 f"{fmt!r} with itemsize {view.itemsize} and {view.ndim} dimensions"
             )
-        if not view.c_contiguous:
-            return None
-        values = view.cast("B").cast(fmt).tolist()
+        values = view.tolist()
     for i, value in enumerate(values):
-        if not _WINDOWS and not _INT_MIN <= value <= _INT_MAX:
-            raise ValueError(f"targets[{i}] is {value}: not a descriptor number (expected a C int)")
+        if value >= 2**63:
+            raise ValueError(f"targets[{i}] is {value}: not a descriptor number")
+        _check_fd(value, f"targets[{i}]")
     return array.array(_FD_TYPECODE, values)
+
+
+def _materialize(targets: Any) -> Any:
+    """A list, tuple or buffer as it is; any other iterable as a list; anything else an error."""
+    if isinstance(targets, (str, bytes, bytearray)) or not isinstance(targets, Iterable):
+        if not _is_buffer(targets) or isinstance(targets, (str, bytes, bytearray)):
+            raise TypeError(
+                "targets must be a sequence or iterable of sockets or fds, or an integer array, "
+                f"not {type(targets).__name__}"
+            )
+    if isinstance(targets, (list, tuple)) or _is_buffer(targets):
+        return targets
+    return list(targets)
 
 
 def collect_fds(targets: Any) -> array.array[int]:
     """Every target as a descriptor number, in an owned array ('i', or 'q' on Windows)."""
-    if not isinstance(targets, (bytes, bytearray, str)):
-        fds = _buffer_fds(targets)
-        if fds is not None:
-            return fds
-    if isinstance(targets, (str, bytes, bytearray)) or not isinstance(targets, Iterable):
-        raise TypeError(
-            "targets must be a sequence or iterable of sockets or fds, or an integer array, "
-            f"not {type(targets).__name__}"
-        )
+    targets = _materialize(targets)
+    fds = _buffer_fds(targets)
+    if fds is not None:
+        return fds
     return array.array(_FD_TYPECODE, [_fileno(t, f"targets[{i}]") for i, t in enumerate(targets)])
 
 
@@ -248,8 +261,7 @@ def apply_many(
     targets: Any, spec: tuple[int, int, int, int, int], threads: int
 ) -> tuple[array.array[int], array.array[int], array.array[int], int]:
     """Apply a spec to every target: (fds, errnos, options, failed_count)."""
-    if not isinstance(targets, (list, tuple)) and not _is_buffer(targets):
-        targets = list(targets)
+    targets = _materialize(targets)
     fds = collect_fds(targets)
     n = len(fds)
     objects = _objects(targets, n)
@@ -267,8 +279,7 @@ def apply_many(
 
 def read_many(targets: Any, threads: int) -> tuple[Any, ...]:
     """Read every target: (fds, errnos, options, enabled, idle, interval, count, user_timeout_ms, failed)."""
-    if not isinstance(targets, (list, tuple)) and not _is_buffer(targets):
-        targets = list(targets)
+    targets = _materialize(targets)
     fds = collect_fds(targets)
     n = len(fds)
     objects = _objects(targets, n)

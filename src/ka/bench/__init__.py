@@ -1,0 +1,1 @@
+"""ka's benchmark harness and the pools of live loopback connections it measures on."""

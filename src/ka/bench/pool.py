@@ -1,0 +1,146 @@
+"""Pools of established loopback TCP connections, with the far ends in a child process.
+
+A process may hold only so many descriptors (20000 on some machines, with no way to raise it), so
+the peer of every connection lives in a child: the caller's process holds one end of each.
+"""
+
+from __future__ import annotations
+
+import array
+import socket
+import subprocess
+import sys
+from types import TracebackType
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None  # type: ignore[assignment]
+
+# The child: connect N times to the parent's listener, say how many, hold them until stdin closes.
+_CHILD = r"""
+import os, socket, sys
+try:
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+except Exception:
+    pass
+host, port, n, family = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+held = []
+try:
+    for _ in range(n):
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.connect((host, port))
+        held.append(s)
+except OSError as exc:
+    sys.stdout.write(f"error {exc.errno} {exc.strerror} after {len(held)}\n")
+    sys.stdout.flush()
+    sys.exit(1)
+sys.stdout.write(f"ok {len(held)}\n")
+sys.stdout.flush()
+sys.stdin.read()
+"""
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's descriptor limit to its hard limit; returns the new soft limit."""
+    if resource is None:
+        return 1 << 30
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft
+
+
+class LoopbackPool:
+    """``n`` established TCP connections on loopback; ``sockets`` are this process's ends.
+
+    The ends held here are the accepted (server) side. Use as a context manager, or call
+    ``close()``: it closes every socket here and ends the child.
+    """
+
+    def __init__(self, n: int, host: str = "127.0.0.1") -> None:
+        if n < 0:
+            raise ValueError(f"a pool needs n >= 0 connections, not {n}")
+        limit = raise_fd_limit()
+        if n + 64 > limit:
+            raise ValueError(
+                f"a pool of {n} connections needs {n + 64} descriptors here; the limit is {limit}"
+            )
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.host = host
+        self.sockets: list[socket.socket] = []
+        self._child: subprocess.Popen[str] | None = None
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.bind((host, 0))
+            listener.listen(min(n, 4096) or 1)
+            port = listener.getsockname()[1]
+            self._child = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, host, str(port), str(n), str(int(family))],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            listener.settimeout(30)
+            for _ in range(n):
+                conn, _ = listener.accept()
+                conn.settimeout(None)
+                self.sockets.append(conn)
+            assert self._child.stdout is not None
+            status = self._child.stdout.readline().split()
+            if not status or status[0] != "ok":
+                raise RuntimeError(f"the pool's child process failed: {' '.join(status)}")
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            listener.close()
+
+    def __len__(self) -> int:
+        return len(self.sockets)
+
+    def fds(self, typecode: str = "i") -> array.array[int]:
+        """The descriptors of this process's ends, as an integer array."""
+        return array.array(typecode, (s.fileno() for s in self.sockets))
+
+    def close(self) -> None:
+        for s in self.sockets:
+            s.close()
+        self.sockets = []
+        child, self._child = self._child, None
+        if child is not None:
+            if child.stdin is not None:
+                child.stdin.close()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            if child.stdout is not None:
+                child.stdout.close()
+
+    def __enter__(self) -> LoopbackPool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_child", None) is not None or getattr(self, "sockets", None):
+            self.close()
+
+
+def pid_of_child(pool: LoopbackPool) -> int | None:
+    """The pid of the process holding the far ends (for tools such as ``ss``)."""
+    return pool._child.pid if pool._child is not None else None
+
+
+__all__ = ["LoopbackPool", "pid_of_child", "raise_fd_limit"]

@@ -1,0 +1,41 @@
+"""Reading socket options straight from the kernel, without ka, to check what ka did."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+TCP_KEEPIDLE = getattr(socket, "TCP_KEEPIDLE", 4)
+TCP_KEEPINTVL = getattr(socket, "TCP_KEEPINTVL", 5)
+TCP_KEEPCNT = getattr(socket, "TCP_KEEPCNT", 6)
+TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
+
+
+def kernel_values(sock: socket.socket) -> tuple[int, int, int, int, int]:
+    """(SO_KEEPALIVE, idle, interval, count, user timeout ms) by getsockopt."""
+    return (
+        1 if sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) else 0,
+        sock.getsockopt(socket.IPPROTO_TCP, TCP_KEEPIDLE),
+        sock.getsockopt(socket.IPPROTO_TCP, TCP_KEEPINTVL),
+        sock.getsockopt(socket.IPPROTO_TCP, TCP_KEEPCNT),
+        sock.getsockopt(socket.IPPROTO_TCP, TCP_USER_TIMEOUT),
+    )
+
+
+def ss_timers(port: int) -> dict[tuple[str, int], str]:
+    """``ss -tno`` timer fields of established sockets whose local port is ``port``,
+    keyed by (peer address, peer port)."""
+    out = subprocess.run(
+        ["ss", "-tnoH", "state", "established", f"( sport = :{port} )"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    timers = {}
+    for line in out.splitlines():
+        fields = line.split()
+        peer = fields[3]
+        host, _, peer_port = peer.rpartition(":")
+        timer = next((f for f in fields if f.startswith("timer:(")), "")
+        timers[(host, int(peer_port))] = timer
+    return timers
