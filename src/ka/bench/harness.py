@@ -1,61 +1,563 @@
-"""The benchmark harness: methods timed interleaved on the same pool of live connections."""
+"""The benchmark harness: ka against plain socket calls, the C floor and threads, on live pools.
+
+One harness serves ``python -m ka bench`` (a quick default) and ``benchmarks/run.py`` (the full
+sweep with JSON and plots). Every method of a table is timed in the same run on the same pool,
+interleaved round by round (in a new random order each round), and reported as the median ns per socket with the
+spread (25th-75th percentile) across rounds.
+"""
 
 from __future__ import annotations
 
 import argparse
+import array
+import json
+import os
+import platform
+import random
+import shutil
 import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
+from typing import Any
 
 import ka
+from ka import _ka_py
 
-from .pool import LoopbackPool
+from . import floor as floor_mod
+from .pool import LoopbackPool, somaxconn
 
 _TCP = socket.IPPROTO_TCP
-_OPTS = (
-    (_TCP, getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", 0x10))),
-    (_TCP, socket.TCP_KEEPINTVL),
-    (_TCP, socket.TCP_KEEPCNT),
-    (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
-)
+_IDLE = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", 0x10))
+_INTVL = getattr(socket, "TCP_KEEPINTVL", 5)
+_CNT = getattr(socket, "TCP_KEEPCNT", 6)
+_UTO = getattr(socket, "TCP_USER_TIMEOUT", 18)
+_SOL, _SO_KA = socket.SOL_SOCKET, socket.SO_KEEPALIVE
+
+Values = tuple[int, int, int]
+Method = Callable[[Values], object]
+
+STDLIB_APPLY = "stdlib setsockopt loop"
+STDLIB_READ = "stdlib getsockopt loop"
+FLOOR = "C floor (plain C loop)"
+BULK_ARRAY = "ka.apply_many(int array)"
+BULK_LIST = "ka.apply_many(list of sockets)"
+BULK_THREADS = "ka.apply_many(int array, threads={})"
+READ_ARRAY = "ka.read_many(int array)"
+READ_LIST = "ka.read_many(list of sockets)"
+READ_THREADS = "ka.read_many(int array, threads={})"
 
 
-def stdlib_loop(sockets: list[socket.socket], values: tuple[int, int, int]) -> None:
+# -- the methods --------------------------------------------------------------------------------
+def stdlib_apply(sockets: list[socket.socket], values: Values) -> None:
+    """What code without ka does: four setsockopt calls per socket."""
     idle, interval, count = values
-    (l1, o1), (l2, o2), (l3, o3), (l4, o4) = _OPTS
     for s in sockets:
-        s.setsockopt(l1, o1, idle)
-        s.setsockopt(l2, o2, interval)
-        s.setsockopt(l3, o3, count)
-        s.setsockopt(l4, o4, 1)
+        s.setsockopt(_TCP, _IDLE, idle)
+        s.setsockopt(_TCP, _INTVL, interval)
+        s.setsockopt(_TCP, _CNT, count)
+        s.setsockopt(_SOL, _SO_KA, 1)
 
 
+def stdlib_read(sockets: list[socket.socket]) -> list[tuple[int, int, int, int, int]]:
+    """The same five reads as ka.read_many, one getsockopt each."""
+    return [
+        (
+            s.getsockopt(_SOL, _SO_KA),
+            s.getsockopt(_TCP, _IDLE),
+            s.getsockopt(_TCP, _INTVL),
+            s.getsockopt(_TCP, _CNT),
+            s.getsockopt(_TCP, _UTO),
+        )
+        for s in sockets
+    ]
+
+
+def _keepalive_socket() -> Any:
+    try:
+        import keepalive  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return keepalive if hasattr(keepalive, "set") else None
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def apply_methods(pool: LoopbackPool, floor: floor_mod.Floor | None, threads: int, notes: list[str]) -> dict[str, Method]:
+    socks = pool.sockets
+    fds = pool.fds()
+    policy = ka.KeepAlive  # one policy per call, built outside the per-socket work
+    methods: dict[str, Method] = {
+        STDLIB_APPLY: lambda v: stdlib_apply(socks, v),
+    }
+    keepalive = _keepalive_socket()
+    if keepalive is not None:
+        methods["keepalive-socket (PyPI)"] = lambda v: [keepalive.set(s, *v) for s in socks]
+    else:
+        notes.append("keepalive-socket is not installed: skipped (pip install keepalive-socket)")
+
+    def apply_loop(v: Values) -> None:
+        p, apply = policy(*v), ka.apply
+        for s in socks:
+            apply(s, p)
+
+    methods["ka.apply in a Python loop"] = apply_loop
+    methods[BULK_LIST] = lambda v: ka.apply_many(socks, policy(*v), threads=1)
+    methods[BULK_ARRAY] = lambda v: ka.apply_many(fds, policy(*v), threads=1)
+    if threads > 1:
+        methods[BULK_THREADS.format(threads)] = lambda v: ka.apply_many(fds, policy(*v), threads=threads)
+    if ka.IMPLEMENTATION == "c":
+        methods["pure-Python twin apply_many(int array)"] = lambda v: _ka_py.apply_many(fds, policy(*v)._spec, 1)
+    if floor is not None:
+        methods[FLOOR] = lambda v: floor.apply(fds, *v)
+    return methods
+
+
+def read_methods(pool: LoopbackPool, floor: floor_mod.Floor | None, threads: int) -> dict[str, Method]:
+    socks = pool.sockets
+    fds = pool.fds()
+    out = array.array("i", bytes(4 * 5 * len(fds)))
+    methods: dict[str, Method] = {
+        STDLIB_READ: lambda v: stdlib_read(socks),
+        "ka.read in a Python loop": lambda v: [ka.read(s) for s in socks],
+        READ_LIST: lambda v: ka.read_many(socks, threads=1),
+        READ_ARRAY: lambda v: ka.read_many(fds, threads=1),
+    }
+    if threads > 1:
+        methods[READ_THREADS.format(threads)] = lambda v: ka.read_many(fds, threads=threads)
+    if ka.IMPLEMENTATION == "c":
+        methods["pure-Python twin read_many(int array)"] = lambda v: _ka_py.read_many(fds, 1)
+    if floor is not None:
+        methods[FLOOR] = lambda v: floor.read(fds, out)
+    return methods
+
+
+_CYCLE = 2 * 97 * 31  # values repeat after this many calls
+
+
+def _round_values(calls: int = _CYCLE) -> list[Values]:
+    # Every call sets values different from the call before it on the same sockets: the kernel
+    # does less work re-setting an unchanged idle (the keepalive timer keeps its expiry), and
+    # whichever method ran first in a round would otherwise be the only one paying full price.
+    return [(60 + i % 97, 10 + i % 31, 5 + i % 2) for i in range(min(calls, _CYCLE))]
+
+
+# -- timing -------------------------------------------------------------------------------------
+def _percentile(sorted_values: list[float], q: float) -> float:
+    k = (len(sorted_values) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def summarize(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "median": statistics.median(ordered),
+        "p25": _percentile(ordered, 0.25),
+        "p75": _percentile(ordered, 0.75),
+        "min": ordered[0],
+        "max": ordered[-1],
+    }
+
+
+def time_interleaved(
+    methods: dict[str, Method], n: int, rounds: int, progress: Callable[[int], None] | None = None
+) -> dict[str, list[float]]:
+    """ns per socket of each method, ``rounds`` times, interleaved in a random order per round."""
+    names = list(methods)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    values = _round_values()
+    call = 0
+    for name in names:  # warm-up: first calls fault in pages and caches
+        methods[name](values[call % _CYCLE])
+        call += 1
+    shuffler = random.Random(rounds * 7919 + n)
+    for r in range(rounds):
+        # A fresh random order each round: no method always follows the same neighbour (a threaded
+        # run leaves socket cache lines on the other core; a slow Python loop lets caches cool).
+        order = names[:]
+        shuffler.shuffle(order)
+        for name in order:
+            v = values[call % _CYCLE]
+            call += 1
+            t0 = time.perf_counter_ns()
+            methods[name](v)
+            samples[name].append((time.perf_counter_ns() - t0) / n)
+        if progress is not None:
+            progress(r + 1)
+    return samples
+
+
+# -- memory -------------------------------------------------------------------------------------
+def bulk_memory(pool: LoopbackPool) -> dict[str, float]:
+    """Bytes a bulk call adds per socket (peak), and Python objects it leaves per socket."""
+    n = len(pool)
+    fds = pool.fds()
+    socks = pool.sockets
+    policy = ka.KeepAlive(61, 11, 6)
+    out: dict[str, float] = {}
+    for label, targets in (("int array", fds), ("list of sockets", socks)):
+        ka.apply_many(targets, policy, threads=1)
+        blocks_before = sys.getallocatedblocks()
+        tracemalloc.start()
+        result = ka.apply_many(targets, policy, threads=1)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        blocks_after = sys.getallocatedblocks()
+        assert result.ok
+        out[f"{label}: peak bytes per socket"] = peak / n
+        out[f"{label}: Python objects kept per socket"] = (blocks_after - blocks_before) / n
+        del result
+    return out
+
+
+# -- the server path ----------------------------------------------------------------------------
+SERVER_MODES = {
+    "accept only (no keepalive)": "none",
+    "stdlib: 4 setsockopt per accept": "stdlib",
+    "ka.apply per accept": "ka",
+    "inherited from the listener (set once)": "inherit",
+}
+
+
+def server_path_once(mode: str, n: int) -> float:
+    """ns per accepted connection, accept loop included, for one way of giving the policy."""
+    policy = ka.KeepAlive(61, 11, 6)
+    values = (61, 11, 6)
+    prepare: Callable[[socket.socket], object] | None = None
+    on_accept: Callable[[socket.socket], object] | None = None
+    if mode == "stdlib":
+        on_accept = lambda s: stdlib_apply([s], values)  # noqa: E731
+    elif mode == "ka":
+        on_accept = lambda s: ka.apply(s, policy)  # noqa: E731
+    elif mode == "inherit":
+        prepare = lambda listener: ka.apply(listener, policy)  # noqa: E731
+    with LoopbackPool(n, prepare_listener=prepare, on_accept=on_accept, connect_first=True) as pool:
+        if mode != "none":
+            assert ka.read(pool.sockets[-1]).idle == 61, f"{mode}: policy missing on an accepted socket"
+        return pool.accept_ns / n
+
+
+def server_path(n: int, rounds: int) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {label: [] for label in SERVER_MODES}
+    labels = list(SERVER_MODES)
+    for r in range(rounds):
+        for label in labels[r % len(labels):] + labels[: r % len(labels)]:
+            samples[label].append(server_path_once(SERVER_MODES[label], n))
+    return samples
+
+
+def server_syscalls(n: int) -> dict[str, dict[str, float]] | str:
+    """setsockopt and accept calls per accepted connection, counted by ``strace -c -f``."""
+    strace = shutil.which("strace")
+    if strace is None:
+        return "strace is not installed: system calls not counted"
+    counts: dict[str, dict[str, float]] = {}
+    for label, mode in SERVER_MODES.items():
+        with tempfile.NamedTemporaryFile("r", suffix=".strace") as report:
+            cmd = [
+                strace, "-f", "-c", "-o", report.name, "-e", "trace=setsockopt,accept,accept4",
+                sys.executable, "-m", "ka.bench.harness", "--server-path-child", mode, str(n),
+            ]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                return f"strace failed ({proc.stderr.strip()[:200]})"
+            calls = _parse_strace_summary(report.read())
+        counts[label] = {name: calls.get(name, 0) / n for name in ("setsockopt", "accept4")}
+        counts[label]["accept4"] += calls.get("accept", 0) / n
+    return counts
+
+
+def _parse_strace_summary(text: str) -> dict[str, int]:
+    calls: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[-1].isidentifier() and fields[3].isdigit():
+            calls[fields[-1]] = int(fields[3])
+    return calls
+
+
+# -- the run ------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", default="4000", help="comma-separated pool sizes (default 4000)")
-    parser.add_argument("--repeats", type=int, default=15, help="rounds per method (default 15)")
+    parser.add_argument("--sizes", default="1000,4000,16000",
+                        help="comma-separated pool sizes (default 1000,4000,16000; at most about 19000)")
+    parser.add_argument("--rounds", type=int, default=11, help="timed rounds per method (default 11)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads for the threaded rows (default: the number of CPUs)")
+    parser.add_argument("--thread-sweep", default="",
+                        help="thread counts to sweep on the largest pool, e.g. 1,2,4 (default: none)")
+    parser.add_argument("--server-n", type=int, default=2000,
+                        help="connections for the server-path rows (default 2000; 0 skips them)")
+    parser.add_argument("--syscalls", action="store_true", help="count server-path system calls with strace -c -f")
+    parser.add_argument("--json", metavar="FILE", help="write the raw results as JSON to FILE")
+    parser.add_argument("--plots", metavar="DIR", help="write PNG plots to DIR (needs matplotlib)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+class Progress:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet or not sys.stderr.isatty()
+        self.started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        line = f"[{time.monotonic() - self.started:5.1f}s] {text}"
+        if self.quiet:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if not self.quiet:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = sorted({int(x) for x in args.sizes.split(",") if x.strip()})
+    threads = args.threads or max(2, _cpus())
+    progress = Progress(args.quiet)
+    floor, floor_note = floor_mod.load()
+    notes = [f"C floor: {floor_note}"] if floor is not None else [f"C floor skipped: {floor_note}"]
+    results: dict[str, Any] = {
+        "machine": {
+            "python": platform.python_version(),
+            "implementation": ka.IMPLEMENTATION,
+            "platform": platform.platform(),
+            "cpus": _cpus(),
+        },
+        "rounds": args.rounds,
+        "threads": threads,
+        "apply": {},
+        "read": {},
+        "notes": notes,
+    }
+    for n in sizes:
+        with LoopbackPool(n) as pool:
+            for kind, make in (("apply", lambda: apply_methods(pool, floor, threads, notes)),
+                               ("read", lambda: read_methods(pool, floor, threads))):
+                methods = make()
+                progress.say(f"{kind}: pool of {n}, {len(methods)} methods")
+                samples = time_interleaved(
+                    methods, n, args.rounds,
+                    lambda r, kind=kind, n=n: progress.say(f"{kind}: pool of {n}, round {r}/{args.rounds}"),
+                )
+                results[kind][str(n)] = samples
+            if n == sizes[-1]:
+                progress.say(f"memory: pool of {n}")
+                results["memory"] = {"pool": n, **bulk_memory(pool)}
+                sweep = [int(x) for x in args.thread_sweep.split(",") if x.strip()]
+                if sweep:
+                    fds = pool.fds()
+                    tm: dict[str, Method] = {
+                        str(t): (lambda v, t=t: ka.apply_many(fds, ka.KeepAlive(*v), threads=t)) for t in sweep
+                    }
+                    progress.say(f"thread sweep on {n}")
+                    results["thread_sweep"] = {"pool": n, "samples": time_interleaved(tm, n, args.rounds)}
+    if args.server_n:
+        n = min(args.server_n, somaxconn())
+        progress.say(f"server path: {n} accepted connections per round")
+        results["server"] = {"n": n, "samples": server_path(n, max(3, args.rounds // 2))}
+        if args.syscalls:
+            progress.say("server path: counting system calls with strace")
+            results["server"]["syscalls"] = server_syscalls(min(n, 1000))
+    progress.done()
+    results["notes"] = list(dict.fromkeys(notes))
+    return results
+
+
+# -- reporting ----------------------------------------------------------------------------------
+def _median(results: dict[str, Any], kind: str, n: int, name: str) -> float | None:
+    samples = results[kind].get(str(n), {}).get(name)
+    return statistics.median(samples) if samples else None
+
+
+def table(results: dict[str, Any], kind: str) -> str:
+    base_name = STDLIB_APPLY if kind == "apply" else STDLIB_READ
+    lines = []
+    for n_text, methods in results[kind].items():
+        n = int(n_text)
+        base = _median(results, kind, n, base_name)
+        floor = _median(results, kind, n, FLOOR)
+        lines.append(f"\n{kind} on a pool of {n} live connections ({results['rounds']} rounds, interleaved)")
+        lines.append(f"  {'method':42s} {'ns/socket':>10s} {'p25-p75':>15s} {'vs stdlib':>10s} {'vs C floor':>11s}")
+        for name, samples in sorted(methods.items(), key=lambda kv: -statistics.median(kv[1])):
+            s = summarize(samples)
+            speed = f"{base / s['median']:.2f}x" if base else "-"
+            vs_floor = f"{s['median'] / floor:.3f}x" if floor else "-"
+            spread = f"{s['p25']:.0f}-{s['p75']:.0f}"
+            lines.append(f"  {name:42s} {s['median']:10.0f} {spread:>15s} {speed:>10s} {vs_floor:>11s}")
+    return "\n".join(lines)
+
+
+def server_table(results: dict[str, Any]) -> str:
+    server = results.get("server")
+    if not server:
+        return ""
+    lines = [f"\nserver path: {server['n']} connections accepted per round (accept loop, ns per connection)"]
+    samples = server["samples"]
+    base = statistics.median(samples["stdlib: 4 setsockopt per accept"])
+    syscalls = server.get("syscalls")
+    header = f"  {'how the policy is given':42s} {'ns/conn':>10s} {'vs stdlib':>10s}"
+    if isinstance(syscalls, dict):
+        header += f" {'setsockopt/conn':>16s} {'accept/conn':>12s}"
+    lines.append(header)
+    for label, values in samples.items():
+        med = statistics.median(values)
+        line = f"  {label:42s} {med:10.0f} {base / med:9.2f}x"
+        if isinstance(syscalls, dict):
+            c = syscalls[label]
+            line += f" {c['setsockopt']:16.3f} {c['accept4']:12.3f}"
+        lines.append(line)
+    if isinstance(syscalls, str):
+        lines.append(f"  ({syscalls})")
+    return "\n".join(lines)
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, float | None, str, bool | None]]:
+    """(target, measured, goal, met) for every target of the benchmark issue."""
+    sizes = [int(n) for n in results["apply"]]
+    big, small = max(sizes), min(sizes)
+    threads = results["threads"]
+    rows: list[tuple[str, float | None, str, bool | None]] = []
+
+    def ratio(kind: str, n: int, a: str, b: str) -> float | None:
+        x, y = _median(results, kind, n, a), _median(results, kind, n, b)
+        return None if x is None or y is None else x / y
+
+    for kind, stdlib, array_name, list_name, thr in (
+        ("apply", STDLIB_APPLY, BULK_ARRAY, BULK_LIST, BULK_THREADS),
+        ("read", STDLIB_READ, READ_ARRAY, READ_LIST, READ_THREADS),
+    ):
+        fn = "apply_many" if kind == "apply" else "read_many"
+        r = ratio(kind, big, array_name, FLOOR)
+        rows.append((f"{fn}(int array) / C floor, 1 thread, pool {big}", r, "<= 1.05", None if r is None else r <= 1.05))
+        r = ratio(kind, big, stdlib, array_name)
+        rows.append((f"{fn}(int array) speed-up over stdlib, pool {big}", r, ">= 1.35", None if r is None else r >= 1.35))
+        r = ratio(kind, big, stdlib, list_name)
+        rows.append((f"{fn}(list of sockets) speed-up over stdlib, pool {big}", r, ">= 1.30", None if r is None else r >= 1.30))
+        r = ratio(kind, big, array_name, thr.format(threads))
+        rows.append((f"{fn} threads={threads} speed-up over 1 thread, pool {big}", r, ">= 1.70", None if r is None else r >= 1.70))
+        if big != small:
+            x, y = _median(results, kind, big, array_name), _median(results, kind, small, array_name)
+            r = None if x is None or y is None else x / y
+            rows.append((f"{fn}(int array) cost per socket, pool {big} / pool {small}", r, "within 0.85-1.15",
+                         None if r is None else 0.85 <= r <= 1.15))
+    return rows
+
+
+def report(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    parts = [f"ka bench: Python {m['python']}, ka core: {m['implementation']}, {m['cpus']} CPUs, {m['platform']}"]
+    parts.append(table(results, "apply"))
+    parts.append(table(results, "read"))
+    if "thread_sweep" in results:
+        sweep = results["thread_sweep"]
+        one = statistics.median(sweep["samples"][min(sweep["samples"], key=int)])
+        parts.append(f"\nthread scaling, apply_many(int array) on a pool of {sweep['pool']}")
+        for t, samples in sweep["samples"].items():
+            med = statistics.median(samples)
+            parts.append(f"  threads={t:>3s} {med:10.0f} ns/socket  {one / med:5.2f}x")
+    parts.append(server_table(results))
+    if "memory" in results:
+        mem = results["memory"]
+        parts.append(f"\nmemory a bulk call adds, pool of {mem['pool']}")
+        for key, value in mem.items():
+            if key != "pool":
+                parts.append(f"  {key:48s} {value:8.3f}")
+    parts.append("\ntargets (measured in this run)")
+    for name, value, goal, met in targets(results):
+        shown = "n/a" if value is None else f"{value:.3f}"
+        verdict = "skipped" if met is None else ("met" if met else "MISSED")
+        parts.append(f"  {name:58s} {shown:>7s}  goal {goal:18s} {verdict}")
+    for note in results["notes"]:
+        parts.append(f"note: {note}")
+    return "\n".join(p for p in parts if p)
+
+
+def plots(results: dict[str, Any], directory: str) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    os.makedirs(directory, exist_ok=True)
+    written = []
+    for kind in ("apply", "read"):
+        fig, ax = plt.subplots(figsize=(8, 5))
+        sizes = sorted(int(n) for n in results[kind])
+        names = list(results[kind][str(sizes[0])])
+        for name in names:
+            ys = [statistics.median(results[kind][str(n)][name]) for n in sizes]
+            ax.plot(sizes, ys, marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("pool size (live loopback connections)")
+        ax.set_ylabel("ns per socket (median)")
+        ax.set_title(f"ka bench: {kind} cost per socket vs pool size")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        path = os.path.join(directory, f"{kind}_cost_vs_pool.png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    if "thread_sweep" in results:
+        sweep = results["thread_sweep"]
+        ts = sorted(int(t) for t in sweep["samples"])
+        one = statistics.median(sweep["samples"][str(ts[0])])
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(ts, [one / statistics.median(sweep["samples"][str(t)]) for t in ts], marker="o", label="measured")
+        ax.plot(ts, [min(t, results["machine"]["cpus"]) / ts[0] for t in ts], linestyle="--", label="ideal (cores)")
+        ax.set_xlabel("threads")
+        ax.set_ylabel("speed-up over 1 thread")
+        ax.set_title(f"apply_many(int array) thread scaling, pool of {sweep['pool']}")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        path = os.path.join(directory, "thread_scaling.png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    sizes = [int(x) for x in args.sizes.split(",")]
-    for n in sizes:
-        with LoopbackPool(n) as pool:
-            socks = pool.sockets
-            fds = pool.fds()
-            values = [(60 + (r % 7), 10, 5) for r in range(args.repeats)]
-            methods: dict[str, Callable[[tuple[int, int, int]], object]] = {
-                "stdlib setsockopt loop": lambda v: stdlib_loop(socks, v),
-                "ka.apply_many(int array)": lambda v: ka.apply_many(fds, ka.KeepAlive(*v), threads=1),
-            }
-            times: dict[str, list[float]] = {m: [] for m in methods}
-            for v in values:
-                for name, fn in methods.items():
-                    t0 = time.perf_counter_ns()
-                    fn(v)
-                    times[name].append((time.perf_counter_ns() - t0) / n)
-            base = statistics.median(times["stdlib setsockopt loop"])
-            print(f"pool of {n} connections:")
-            for name, ts in times.items():
-                med = statistics.median(ts)
-                print(f"  {name:30s} {med:8.0f} ns/socket  {base / med:5.2f}x faster than stdlib")
+    results = run(args)
+    print(report(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"raw results: {args.json}")
+    if args.plots:
+        written = plots(results, args.plots)
+        if written:
+            print("plots: " + ", ".join(written))
+        else:
+            print("plots skipped: matplotlib is not installed (pip install 'ka[bench]')")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ka-bench", description=__doc__)
+    add_arguments(parser)
+    parser.add_argument("--server-path-child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.server_path_child:
+        mode, n = args.server_path_child
+        server_path_once(mode, int(n))
+        return 0
+    return run_cli(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

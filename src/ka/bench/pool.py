@@ -10,6 +10,8 @@ import array
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from types import TracebackType
 
 try:
@@ -43,6 +45,15 @@ sys.stdin.read()
 """
 
 
+def somaxconn() -> int:
+    """The kernel's cap on a listen backlog (4096 where it cannot be read)."""
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 4096
+
+
 def raise_fd_limit() -> int:
     """Raise this process's descriptor limit to its hard limit; returns the new soft limit."""
     if resource is None:
@@ -59,9 +70,22 @@ class LoopbackPool:
 
     The ends held here are the accepted (server) side. Use as a context manager, or call
     ``close()``: it closes every socket here and ends the child.
+
+    For measuring a server's accept path: ``prepare_listener(listener)`` runs before anyone
+    connects, ``on_accept(sock)`` after each accept, and with ``connect_first`` every connection is
+    completed (waiting in the backlog, so ``n`` is capped by ``net.core.somaxconn``) before the
+    accept loop starts; ``accept_ns`` is the accept loop's duration.
     """
 
-    def __init__(self, n: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        n: int,
+        host: str = "127.0.0.1",
+        *,
+        prepare_listener: Callable[[socket.socket], object] | None = None,
+        on_accept: Callable[[socket.socket], object] | None = None,
+        connect_first: bool = False,
+    ) -> None:
         if n < 0:
             raise ValueError(f"a pool needs n >= 0 connections, not {n}")
         limit = raise_fd_limit()
@@ -72,10 +96,15 @@ class LoopbackPool:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.host = host
         self.sockets: list[socket.socket] = []
+        self.accept_ns = 0
         self._child: subprocess.Popen[str] | None = None
+        if connect_first and n > somaxconn():
+            raise ValueError(f"connect_first holds all {n} connections in the backlog: at most {somaxconn()}")
         listener = socket.socket(family, socket.SOCK_STREAM)
         try:
             listener.bind((host, 0))
+            if prepare_listener is not None:
+                prepare_listener(listener)
             listener.listen(min(n, 4096) or 1)
             port = listener.getsockname()[1]
             self._child = subprocess.Popen(
@@ -84,20 +113,33 @@ class LoopbackPool:
                 stdout=subprocess.PIPE,
                 text=True,
             )
+            if connect_first:
+                self._wait_for_child()
             listener.settimeout(30)
+            accept = listener.accept
+            sockets = self.sockets
+            start = time.perf_counter_ns()
             for _ in range(n):
-                conn, _ = listener.accept()
+                conn, _ = accept()
+                if on_accept is not None:
+                    on_accept(conn)
+                sockets.append(conn)
+            self.accept_ns = time.perf_counter_ns() - start
+            for conn in sockets:
                 conn.settimeout(None)
-                self.sockets.append(conn)
-            assert self._child.stdout is not None
-            status = self._child.stdout.readline().split()
-            if not status or status[0] != "ok":
-                raise RuntimeError(f"the pool's child process failed: {' '.join(status)}")
+            if not connect_first:
+                self._wait_for_child()
         except BaseException:
             self.close()
             raise
         finally:
             listener.close()
+
+    def _wait_for_child(self) -> None:
+        assert self._child is not None and self._child.stdout is not None
+        status = self._child.stdout.readline().split()
+        if not status or status[0] != "ok":
+            raise RuntimeError(f"the pool's child process failed: {' '.join(status) or 'no answer'}")
 
     def __len__(self) -> int:
         return len(self.sockets)
@@ -143,4 +185,4 @@ def pid_of_child(pool: LoopbackPool) -> int | None:
     return pool._child.pid if pool._child is not None else None
 
 
-__all__ = ["LoopbackPool", "pid_of_child", "raise_fd_limit"]
+__all__ = ["LoopbackPool", "pid_of_child", "raise_fd_limit", "somaxconn"]

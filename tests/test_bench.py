@@ -1,0 +1,111 @@
+"""The benchmark harness: every method does the work it claims, and the report holds together.
+
+Nothing here times anything: speed is the benchmark's business, printed as measured ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+import ka
+from helpers import kernel_values
+from ka.bench import floor as floor_mod
+from ka.bench import harness
+from ka.bench.pool import LoopbackPool
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux option numbers")
+
+
+def test_pool_holds_established_connections() -> None:
+    with LoopbackPool(300) as pool:
+        assert len(pool) == 300
+        peers = {s.getpeername() for s in pool.sockets}
+        assert len(peers) == 300
+        pool.sockets[0].sendall(b"x")  # the far end is alive: no error on send
+        fds = pool.fds()
+        assert list(fds) == [s.fileno() for s in pool.sockets]
+    assert pool.sockets == []
+
+
+def test_pool_rejects_bad_sizes() -> None:
+    with pytest.raises(ValueError, match="n >= 0"):
+        LoopbackPool(-1)
+    with pytest.raises(ValueError, match="descriptors here; the limit is"):
+        LoopbackPool(10**9)
+
+
+def test_c_floor_sets_and_reads_the_same_options() -> None:
+    floor, why = floor_mod.load()
+    if floor is None:
+        pytest.skip(why)
+    with LoopbackPool(50) as pool:
+        fds = pool.fds()
+        assert floor.apply(fds, 77, 13, 4) == 0
+        for s in pool.sockets:
+            assert kernel_values(s)[:4] == (1, 77, 13, 4)
+        out = array.array("i", bytes(4 * 5 * len(fds)))
+        assert floor.read(fds, out) == 0
+        assert list(out[:5]) == [1, 77, 13, 4, 0]
+
+
+def test_every_apply_method_applies() -> None:
+    floor, _ = floor_mod.load()
+    with LoopbackPool(40) as pool:
+        methods = harness.apply_methods(pool, floor, 2, [])
+        for i, (name, method) in enumerate(methods.items()):
+            values = (100 + i, 20 + i, 3 + i % 2)
+            method(values)
+            for s in pool.sockets:
+                assert kernel_values(s)[:4] == (1, *values), name
+
+
+def test_consecutive_calls_change_every_value() -> None:
+    values = harness._round_values()
+    assert all(a[k] != b[k] for a, b in zip(values, values[1:]) for k in range(3))
+
+
+def test_strace_summary_parser() -> None:
+    text = """% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 61.41    0.001845           1      1000           accept4
+ 38.59    0.001159           0      4004         3 setsockopt
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.003004           0      5004         3 total
+"""
+    assert harness._parse_strace_summary(text) == {"accept4": 1000, "setsockopt": 4004, "total": 5004}
+
+
+def test_quick_run_reports_everything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    harness.add_arguments(parser)
+    out = tmp_path / "r.json"
+    args = parser.parse_args(
+        ["--sizes", "30,60", "--rounds", "2", "--server-n", "20", "--thread-sweep", "1,2",
+         "--json", str(out), "--quiet"] + (["--syscalls"] if shutil.which("strace") else [])
+    )
+    assert harness.run_cli(args) == 0
+    text = capsys.readouterr().out
+    results = json.loads(out.read_text())
+    assert set(results["apply"]) == {"30", "60"}
+    for kind in ("apply", "read"):
+        for samples in results[kind].values():
+            assert harness.STDLIB_APPLY in samples or harness.STDLIB_READ in samples
+            assert all(len(v) == 2 and all(x > 0 for x in v) for v in samples.values())
+    assert set(results["server"]["samples"]) == set(harness.SERVER_MODES)
+    if shutil.which("strace"):
+        calls = results["server"]["syscalls"]
+        assert calls["stdlib: 4 setsockopt per accept"]["setsockopt"] == pytest.approx(4.0)
+        assert calls["ka.apply per accept"]["setsockopt"] == pytest.approx(4.0)
+        assert calls["inherited from the listener (set once)"]["setsockopt"] == pytest.approx(4 / 20)
+        assert calls["accept only (no keepalive)"]["accept4"] == pytest.approx(1.0)
+    if ka.IMPLEMENTATION == "c":
+        assert results["memory"]["int array: Python objects kept per socket"] < 1
+    assert "targets (measured in this run)" in text
+    assert text.count("goal") == len(harness.targets(results)) == 10
