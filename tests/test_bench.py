@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import kernel_values
 
 import ka
-from helpers import kernel_values
 from ka.bench import floor as floor_mod
 from ka.bench import harness
 from ka.bench.pool import LoopbackPool

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
+from helpers import kernel_values, ss_timers
 
 import ka
-from helpers import kernel_values, ss_timers
 from ka.bench.pool import LoopbackPool
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux option numbers")

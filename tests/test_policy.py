@@ -36,7 +36,7 @@ def test_fields_and_detection_time() -> None:
     ],
 )
 def test_durations_round_up_to_whole_seconds(given: object, seconds: int) -> None:
-    p = KeepAlive(idle=given, interval=given)  # type: ignore[arg-type]
+    p = KeepAlive(idle=given, interval=given)  # type: ignore[arg-type,unused-ignore]
     assert p.idle == seconds
     assert p.interval == seconds
 
@@ -96,7 +96,7 @@ def test_value_semantics() -> None:
     with pytest.raises(AttributeError, match="immutable"):
         a.idle = 5  # type: ignore[misc]
     with pytest.raises(AttributeError, match="immutable"):
-        a._idle = 5  # type: ignore[misc]
+        a._idle = 5
     assert a.replace(count=7) == KeepAlive(60, 10, 7, user_timeout=110)
     assert a.as_dict() == {"idle": 60, "interval": 10, "count": 5, "user_timeout": 110.0, "enabled": True}
 

@@ -130,7 +130,7 @@ class KeepAlive:
     ``enabled=False`` makes a policy that turns ``SO_KEEPALIVE`` off; it takes no timing values.
     """
 
-    __slots__ = ("_idle", "_interval", "_count", "_user_timeout_ms", "_enabled", "_spec")
+    __slots__ = ("_count", "_enabled", "_idle", "_interval", "_spec", "_user_timeout_ms")
 
     _idle: int | None
     _interval: int | None

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 class Failure(NamedTuple):
     """One input of a bulk call that failed: where it was, its fd, the errno and the option."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index, on purpose
     fd: int
     errno: int
     option: Option
@@ -40,7 +40,7 @@ def _failures(fds: array.array[int], errnos: array.array[int], options: array.ar
 class _Accounted:
     """Shared by BulkResult and ReadResult: failures derived once from the errno column."""
 
-    __slots__ = ("fds", "errnos", "options", "_failed_count", "_failed")
+    __slots__ = ("_failed", "_failed_count", "errnos", "fds", "options")
 
     fds: array.array[int]
     errnos: array.array[int]
@@ -117,7 +117,7 @@ class KeepAliveSettings(NamedTuple):
     enabled: bool
     idle: int | None
     interval: int | None
-    count: int | None
+    count: int | None  # type: ignore[assignment]  # shadows tuple.count, on purpose
     user_timeout: float | None
 
     @property
@@ -132,14 +132,10 @@ class KeepAliveSettings(NamedTuple):
         spec = policy._spec
         if bool(spec[0]) != self.enabled:
             return False
-        wanted = (
-            (spec[1], self.idle),
-            (spec[2], self.interval),
-            (spec[3], self.count),
-            (spec[4], None if self.user_timeout is None else round(self.user_timeout * 1000)),
-        )
-        if not spec[0]:
-            wanted = wanted[3:]
+        user_timeout_ms = None if self.user_timeout is None else round(self.user_timeout * 1000)
+        wanted: list[tuple[int, int | None]] = [(spec[4], user_timeout_ms)]
+        if spec[0]:  # a disabled policy sets no timing values
+            wanted += [(spec[1], self.idle), (spec[2], self.interval), (spec[3], self.count)]
         return all(want < 0 or want == have for want, have in wanted)
 
 
@@ -162,7 +158,7 @@ class ReadResult(_Accounted):
     ``result[i]`` is one socket's ``KeepAliveSettings``.
     """
 
-    __slots__ = ("enabled", "idle", "interval", "count", "user_timeout_ms")
+    __slots__ = ("count", "enabled", "idle", "interval", "user_timeout_ms")
 
     def __init__(
         self,

@@ -31,7 +31,7 @@ class SystemDefaults(NamedTuple):
 
     idle: int
     interval: int
-    count: int
+    count: int  # type: ignore[assignment]  # the field shadows tuple.count, on purpose
     source: str
 
     @property

@@ -79,7 +79,7 @@ def stdlib_read(sockets: list[socket.socket]) -> list[tuple[int, int, int, int, 
 
 def _keepalive_socket() -> Any:
     try:
-        import keepalive  # type: ignore[import-not-found]
+        import keepalive  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
         return None
     return keepalive if hasattr(keepalive, "set") else None
@@ -142,6 +142,10 @@ def read_methods(pool: LoopbackPool, floor: floor_mod.Floor | None, threads: int
 
 
 _CYCLE = 2 * 97 * 31  # values repeat after this many calls
+
+
+def _threaded_apply(fds: array.array[int], threads: int) -> Method:
+    return lambda v: ka.apply_many(fds, ka.KeepAlive(*v), threads=threads)
 
 
 def _round_values(calls: int = _CYCLE) -> list[Values]:
@@ -236,11 +240,11 @@ def server_path_once(mode: str, n: int) -> float:
     prepare: Callable[[socket.socket], object] | None = None
     on_accept: Callable[[socket.socket], object] | None = None
     if mode == "stdlib":
-        on_accept = lambda s: stdlib_apply([s], values)  # noqa: E731
+        on_accept = lambda s: stdlib_apply([s], values)
     elif mode == "ka":
-        on_accept = lambda s: ka.apply(s, policy)  # noqa: E731
+        on_accept = lambda s: ka.apply(s, policy)
     elif mode == "inherit":
-        prepare = lambda listener: ka.apply(listener, policy)  # noqa: E731
+        prepare = lambda listener: ka.apply(listener, policy)
     with LoopbackPool(n, prepare_listener=prepare, on_accept=on_accept, connect_first=True) as pool:
         if mode != "none":
             assert ka.read(pool.sockets[-1]).idle == 61, f"{mode}: policy missing on an accepted socket"
@@ -341,24 +345,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     for n in sizes:
         with LoopbackPool(n) as pool:
-            for kind, make in (("apply", lambda: apply_methods(pool, floor, threads, notes)),
-                               ("read", lambda: read_methods(pool, floor, threads))):
-                methods = make()
-                progress.say(f"{kind}: pool of {n}, {len(methods)} methods")
-                samples = time_interleaved(
-                    methods, n, args.rounds,
-                    lambda r, kind=kind, n=n: progress.say(f"{kind}: pool of {n}, round {r}/{args.rounds}"),
-                )
-                results[kind][str(n)] = samples
+            tables = {
+                "apply": apply_methods(pool, floor, threads, notes),
+                "read": read_methods(pool, floor, threads),
+            }
+            for kind, methods in tables.items():
+                label = f"{kind}: pool of {n}, {len(methods)} methods"
+                progress.say(label)
+
+                def tick(r: int, label: str = label) -> None:
+                    progress.say(f"{label}, round {r}/{args.rounds}")
+
+                results[kind][str(n)] = time_interleaved(methods, n, args.rounds, tick)
             if n == sizes[-1]:
                 progress.say(f"memory: pool of {n}")
                 results["memory"] = {"pool": n, **bulk_memory(pool)}
                 sweep = [int(x) for x in args.thread_sweep.split(",") if x.strip()]
                 if sweep:
                     fds = pool.fds()
-                    tm: dict[str, Method] = {
-                        str(t): (lambda v, t=t: ka.apply_many(fds, ka.KeepAlive(*v), threads=t)) for t in sweep
-                    }
+                    tm: dict[str, Method] = {str(t): _threaded_apply(fds, t) for t in sweep}
                     progress.say(f"thread sweep on {n}")
                     results["thread_sweep"] = {"pool": n, "samples": time_interleaved(tm, n, args.rounds)}
     if args.server_n:
