@@ -18,7 +18,7 @@ import numbers
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple, Protocol, Union
 
 from ._options import LIMITS
 from .policy import Duration, KeepAlive, UserTimeout, _microseconds
@@ -37,9 +37,17 @@ __all__ = [
     "policy_for_middlebox",
 ]
 
+
+
+class _MultiHeaders(Protocol):
+    """Headers that keep every line of a field: ``http.client.HTTPMessage``, ``email.message.Message``."""
+
+    def get_all(self, name: str) -> Any: ...
+
+
 Text = Union[str, bytes, bytearray]
 HeaderValue = Union[Text, Iterable[Text]]
-Headers = Union[Mapping[Any, Any], Iterable[tuple[Text, Text]]]
+Headers = Union[Mapping[Any, Any], _MultiHeaders, Iterable[tuple[Text, Text]]]
 HTTPVersion = Union[str, bytes, int, tuple[int, int]]
 
 #: The largest number a Keep-Alive ``timeout`` or ``max`` keeps; larger ones are clamped to it,
