@@ -38,7 +38,6 @@ __all__ = [
 ]
 
 
-
 class _MultiHeaders(Protocol):
     """Headers that keep every line of a field: ``http.client.HTTPMessage``, ``email.message.Message``."""
 
