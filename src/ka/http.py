@@ -1,0 +1,577 @@
+"""HTTP Keep-Alive: the ``Keep-Alive`` and ``Connection`` headers, and TCP keepalive policies for HTTP.
+
+HTTP Keep-Alive (persistent connections) is about reusing one TCP connection for many requests;
+TCP keepalive (``ka.KeepAlive``) is about finding out that the peer of an idle connection is gone.
+This module parses and formats ``Keep-Alive: timeout=5, max=1000``, applies the persistence rules
+of RFC 9112 section 9.3, and derives TCP keepalive policies from HTTP and middlebox idle timeouts.
+
+Header values are ``str`` (or ``bytes``, decoded as ISO-8859-1, the octets HTTP carries); several
+header lines of one field may be passed as a list and count as one comma-joined value (RFC 9110
+section 5.3). Parsing is lenient by default (malformed parts are skipped and reported, never
+raised); ``strict=True`` raises ``HeaderError`` naming the offending part.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol, Union
+
+from ._options import LIMITS
+from .policy import Duration, KeepAlive, UserTimeout, _microseconds
+
+__all__ = [
+    "DELTA_SECONDS_MAX",
+    "ConnectionDecision",
+    "HeaderError",
+    "KeepAliveHeader",
+    "decide_connection",
+    "format_keep_alive",
+    "is_persistent",
+    "parse_connection",
+    "parse_keep_alive",
+    "policy_for_http_idle_timeout",
+    "policy_for_middlebox",
+]
+
+
+class _MultiHeaders(Protocol):
+    """Headers that keep every line of a field: ``http.client.HTTPMessage``, ``email.message.Message``."""
+
+    def get_all(self, name: str) -> Any: ...
+
+
+Text = Union[str, bytes, bytearray]
+HeaderValue = Union[Text, Iterable[Text]]
+Headers = Union[Mapping[Any, Any], _MultiHeaders, Iterable[tuple[Text, Text]]]
+HTTPVersion = Union[str, bytes, int, tuple[int, int]]
+
+#: The largest number a Keep-Alive ``timeout`` or ``max`` keeps; larger ones are clamped to it,
+#: as RFC 9111 section 1.2.2 tells recipients of delta-seconds to do.
+DELTA_SECONDS_MAX = 2**31
+
+_TCHAR = r"!#$%&'*+.^_`|~0-9A-Za-z-"
+_TOKEN = f"[{_TCHAR}]+"
+# RFC 9110 5.6.4: qdtext and quoted-pair; obs-text is %x80-FF.
+_QUOTED = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_TOKEN_RE = re.compile(_TOKEN)
+_STRICT_PARAM = re.compile(f"({_TOKEN})=({_TOKEN}|{_QUOTED})")
+_LENIENT_PARAM = re.compile(f"({_TOKEN})[ \t]*=[ \t]*({_TOKEN}|{_QUOTED})")
+_DIGITS = re.compile("[0-9]+")
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+_NEEDS_ESCAPE = re.compile(r'(["\\])')
+_VALUE_CHARS = re.compile("[\t\x20-\x7e\x80-\xff]*")
+_OBS_FOLD = re.compile("\r?\n[ \t]+")  # RFC 9112 5.2: a recipient may replace obs-fold with SP
+_OWS = " \t"
+_VERSION = re.compile(r"(?:HTTP/)?([0-9])\.([0-9])")
+_RESERVED = ("timeout", "max")
+
+
+class HeaderError(ValueError):
+    """A header value that does not follow its grammar (raised by the ``strict=True`` parsers).
+
+    ``field`` is the header's name, ``part`` the offending text, ``reason`` what is wrong with it.
+    """
+
+    field: str
+    part: str
+    reason: str
+
+    def __init__(self, field: str, part: str, reason: str) -> None:
+        super().__init__(f"Malformed {field} header: {part!r} {reason}.")
+        self.field = field
+        self.part = part
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.field, self.part, self.reason))
+
+
+# -- header values -----------------------------------------------------------------------------
+
+
+def _text(value: object, what: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("latin-1")
+    raise TypeError(f"{what} must be str or bytes, not {type(value).__name__} {value!r}")
+
+
+def _joined(value: object, header: str) -> str:
+    """One field value from a str/bytes or an iterable of header lines, obs-folds unfolded."""
+    if isinstance(value, (str, bytes, bytearray)):
+        text = _text(value, f"the {header} header value")
+    else:
+        try:
+            lines = list(value)  # type: ignore[call-overload]
+        except TypeError:
+            raise TypeError(
+                f"the {header} header value must be str, bytes or an iterable of them (one per "
+                f"header line), not {type(value).__name__} {value!r}"
+            ) from None
+        text = ", ".join(_text(line, f"{header} header line #{i}") for i, line in enumerate(lines))
+    return _OBS_FOLD.sub(" ", text)
+
+
+def _split_list(text: str) -> list[str]:
+    """RFC 9110 5.6.1 list elements: split at commas outside quoted strings, OWS trimmed."""
+    parts = []
+    start = 0
+    quoted = False
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if quoted:
+            if c == "\\":
+                i += 1  # the escaped character cannot end the string
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+        elif c == ",":
+            parts.append(text[start:i].strip(_OWS))
+            start = i + 1
+        i += 1
+    parts.append(text[start:].strip(_OWS))
+    return parts
+
+
+def _delta_seconds(text: str) -> int | None:
+    """1*DIGIT as an int clamped to 2**31, or None; never builds a huge int."""
+    if not _DIGITS.fullmatch(text):
+        return None
+    digits = text.lstrip("0") or "0"
+    if len(digits) > 10:
+        return DELTA_SECONDS_MAX
+    return min(int(digits), DELTA_SECONDS_MAX)
+
+
+def _unquote(value: str) -> str:
+    if value.startswith('"'):
+        return _QUOTED_PAIR.sub(r"\1", value[1:-1])
+    return value
+
+
+def _quote(value: str) -> str:
+    """A parameter value as a token where it is one, else as a quoted-string."""
+    if _TOKEN_RE.fullmatch(value):
+        return value
+    return '"' + _NEEDS_ESCAPE.sub(r"\\\1", value) + '"'
+
+
+# -- Keep-Alive --------------------------------------------------------------------------------
+
+
+def _check_number(name: str, value: object, unit: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{name} must be a whole number of {unit} (int), not {type(value).__name__} {value!r}"
+        )
+    number = int(value)
+    if not 0 <= number <= DELTA_SECONDS_MAX:
+        raise ValueError(f"{name}={value!r} is out of range: {name} takes 0 to {DELTA_SECONDS_MAX} {unit}")
+    return number
+
+
+def _check_param_name(name: object) -> str:
+    if not isinstance(name, str) or not _TOKEN_RE.fullmatch(name):
+        raise ValueError(
+            f"Keep-Alive parameter name {name!r} is not an HTTP token (letters, digits and "
+            f"!#$%&'*+-.^_`|~; RFC 9110 section 5.6.2)"
+        )
+    return name.lower()
+
+
+def _check_param_value(name: str, value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
+        raise TypeError(
+            f"Keep-Alive parameter {name!r} must be str or int, not {type(value).__name__} {value!r}"
+        )
+    text = value if isinstance(value, str) else str(int(value))
+    if not _VALUE_CHARS.fullmatch(text):
+        bad = next(c for c in text if not _VALUE_CHARS.fullmatch(c))
+        raise ValueError(
+            f"Keep-Alive parameter {name!r} value {text!r} contains {bad!r}, which a header value "
+            "cannot carry (only tab, printable ASCII and \\x80-\\xff)"
+        )
+    return text
+
+
+def _extensions(items: object) -> tuple[tuple[str, str], ...]:
+    pairs: Iterable[Any]
+    if isinstance(items, Mapping):
+        pairs = items.items()
+    elif isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise TypeError(
+            "extensions must be a mapping or an iterable of (name, value) pairs, "
+            f"not {type(items).__name__} {items!r}"
+        )
+    else:
+        pairs = items
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for pair in pairs:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise TypeError(f"each Keep-Alive extension must be a (name, value) pair, not {pair!r}")
+        name = _check_param_name(pair[0])
+        if name in _RESERVED:
+            raise ValueError(
+                f"Keep-Alive parameter {pair[0]!r} must be given as {name}=, not as an extension"
+            )
+        if name in seen:
+            raise ValueError(f"Keep-Alive parameter {name!r} is given twice (names are case-insensitive)")
+        seen.add(name)
+        out.append((name, _check_param_value(name, pair[1])))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class KeepAliveHeader:
+    """A parsed ``Keep-Alive`` header: immutable, hashable, ``str()`` gives the header value.
+
+    ``timeout``: seconds the sender keeps an idle connection open, or None. ``max``: how many more
+    requests it accepts on the connection, or None. Both are 0 to ``DELTA_SECONDS_MAX``.
+    ``extensions``: any other parameters as (lowercase name, unquoted value) pairs, in order.
+    ``skipped``: the parts a lenient parse ignored (not part of equality).
+    """
+
+    timeout: int | None = None
+    max: int | None = None
+    extensions: tuple[tuple[str, str], ...] = ()
+    skipped: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if self.timeout is not None:
+            set_(self, "timeout", _check_number("timeout", self.timeout, "seconds"))
+        if self.max is not None:
+            set_(self, "max", _check_number("max", self.max, "requests"))
+        set_(self, "extensions", _extensions(self.extensions))
+        set_(self, "skipped", tuple(_text(s, "a skipped part") for s in self.skipped))
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """A parameter by case-insensitive name: ``timeout``/``max`` as int, others as str."""
+        key = name.lower()
+        if key in _RESERVED:
+            value = self.timeout if key == "timeout" else self.max
+            return default if value is None else value
+        for ext_name, ext_value in self.extensions:
+            if ext_name == key:
+                return ext_value
+        return default
+
+    def __str__(self) -> str:
+        return format_keep_alive(self.timeout, self.max, **dict(self.extensions))
+
+
+def parse_keep_alive(value: HeaderValue, *, strict: bool = False) -> KeepAliveHeader:
+    """Parse a ``Keep-Alive`` header value such as ``timeout=5, max=1000``.
+
+    Grammar (RFC 2068 section 19.7.1.1 with RFC 9110 lists): comma-separated ``name=value``
+    parameters, the value a token or a quoted-string (equivalent forms, so ``timeout="5"`` is 5);
+    names are case-insensitive; empty list elements and OWS around commas are allowed.
+    ``timeout`` and ``max`` take 1*DIGIT; numbers above ``DELTA_SECONDS_MAX`` are clamped to it.
+
+    Lenient (default): whitespace around ``=`` is tolerated; a part that is not ``name=value``,
+    a non-numeric ``timeout``/``max``, and a repeat of a name already taken are skipped and
+    listed in ``.skipped``; the result is always a ``KeepAliveHeader``. ``strict=True`` raises
+    ``HeaderError`` naming the first such part instead. Wrong argument types are a ``TypeError``.
+    """
+    text = _joined(value, "Keep-Alive")
+    param = _STRICT_PARAM if strict else _LENIENT_PARAM
+    found: dict[str, str] = {}
+    numbers_: dict[str, int] = {}
+    extensions: list[tuple[str, str]] = []
+    skipped: list[str] = []
+    for part in _split_list(text):
+        if not part:
+            continue
+        match = param.fullmatch(part)
+        if match is None:
+            if strict:
+                raise HeaderError(
+                    "Keep-Alive",
+                    part,
+                    "is not a name=value parameter (a token name, '=' without spaces around it, "
+                    "and a token or quoted-string value)",
+                )
+            skipped.append(part)
+            continue
+        name = match.group(1).lower()
+        raw = _unquote(match.group(2))
+        if name in found:
+            if strict:
+                reason = f"repeats the parameter {name!r} (first given as {found[name]!r})"
+                raise HeaderError("Keep-Alive", part, reason)
+            skipped.append(part)
+            continue
+        if name in _RESERVED:
+            number = _delta_seconds(raw)
+            if number is None:
+                if strict:
+                    unit = "seconds" if name == "timeout" else "requests"
+                    reason = f"has a {name} that is not a whole number of {unit} (digits only)"
+                    raise HeaderError("Keep-Alive", part, reason)
+                skipped.append(part)
+                continue
+            numbers_[name] = number
+        else:
+            extensions.append((name, raw))
+        found[name] = part
+    return KeepAliveHeader(numbers_.get("timeout"), numbers_.get("max"), tuple(extensions), tuple(skipped))
+
+
+def format_keep_alive(timeout: int | None = None, max: int | None = None, **params: str | int | None) -> str:
+    """A ``Keep-Alive`` header value: ``format_keep_alive(5, 1000)`` gives ``'timeout=5, max=1000'``.
+
+    ``timeout`` (seconds) and ``max`` (requests) are ints from 0 to ``DELTA_SECONDS_MAX``; other
+    parameters (``**{"name": value}``) take str or int values, quoted where they are not tokens.
+    Names are written in lowercase; a None value leaves the parameter out. Bad values raise
+    ``TypeError``/``ValueError`` naming them.
+    """
+    parts = []
+    if timeout is not None:
+        parts.append(f"timeout={_check_number('timeout', timeout, 'seconds')}")
+    if max is not None:
+        parts.append(f"max={_check_number('max', max, 'requests')}")
+    given = {name: value for name, value in params.items() if value is not None}
+    for name, text in _extensions(given):
+        parts.append(f"{name}={_quote(text)}")
+    return ", ".join(parts)
+
+
+# -- Connection and persistence ----------------------------------------------------------------
+
+
+def parse_connection(value: HeaderValue, *, strict: bool = False) -> tuple[str, ...]:
+    """The options of a ``Connection`` header, lowercased, in order, without repeats.
+
+    ``Connection: Keep-Alive, Upgrade`` gives ``('keep-alive', 'upgrade')``. Options are tokens
+    (RFC 9110 section 7.6.1), case-insensitive. Lenient (default): elements that are not tokens
+    are skipped; ``strict=True`` raises ``HeaderError`` naming the first one.
+    """
+    options: list[str] = []
+    for part in _split_list(_joined(value, "Connection")):
+        if not part:
+            continue
+        if not _TOKEN_RE.fullmatch(part):
+            if strict:
+                raise HeaderError("Connection", part, "is not a connection option (an HTTP token)")
+            continue
+        option = part.lower()
+        if option not in options:
+            options.append(option)
+    return tuple(options)
+
+
+def _field_lines(headers: Headers, name: str) -> list[Text]:
+    """Every value of the field ``name`` (lowercase), matched case-insensitively, in order."""
+    get_all = getattr(headers, "get_all", None)  # http.client.HTTPMessage, email.message.Message
+    if callable(get_all) and not isinstance(headers, Mapping):
+        # email's Header objects (undecodable values) become their text
+        return [v if isinstance(v, (str, bytes, bytearray)) else str(v) for v in get_all(name) or []]
+    pairs: Iterable[Any]
+    if isinstance(headers, Mapping):
+        pairs = headers.items()  # a multidict's items() holds every line
+    elif isinstance(headers, (str, bytes, bytearray)) or not isinstance(headers, Iterable):
+        raise TypeError(
+            "headers must be a mapping or an iterable of (name, value) pairs, "
+            f"not {type(headers).__name__} {headers!r}"
+        )
+    else:
+        pairs = headers
+    lines: list[Text] = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise TypeError(f"headers[{i}] must be a (name, value) pair, not {pair!r}")
+        if _text(pair[0], f"headers[{i}] name").lower() == name:
+            value = pair[1]
+            if not isinstance(value, (str, bytes, bytearray)):
+                raise TypeError(
+                    f"headers[{i}] value must be str or bytes, not {type(value).__name__} {value!r}"
+                )
+            lines.append(value)
+    return lines
+
+
+def _version(version: object) -> tuple[int, int]:
+    """(major, minor) of an HTTP/1.x or HTTP/0.9 version."""
+    parsed: tuple[int, int] | None = None
+    if isinstance(version, bool):
+        parsed = None
+    elif isinstance(version, int):
+        parsed = {9: (0, 9), 10: (1, 0), 11: (1, 1)}.get(version)  # http.client's numbering
+    elif isinstance(version, tuple):
+        if len(version) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 9 for v in version
+        ):
+            parsed = (version[0], version[1])
+    elif isinstance(version, (str, bytes, bytearray)):
+        match = _VERSION.fullmatch(_text(version, "version"))
+        if match:
+            parsed = (int(match.group(1)), int(match.group(2)))
+    else:
+        raise TypeError(
+            "version must be str ('HTTP/1.1'), bytes, an int (11, as http.client gives it) or a "
+            f"tuple (1, 1), not {type(version).__name__} {version!r}"
+        )
+    if parsed is None:
+        raise ValueError(
+            f"version {version!r} is not an HTTP version: expected e.g. 'HTTP/1.1', '1.0', 11 or (1, 1)"
+        )
+    if parsed[0] >= 2:
+        raise ValueError(
+            f"version {version!r} is HTTP/{parsed[0]}: these persistence rules are HTTP/1.x's "
+            "(RFC 9112); HTTP/2 and HTTP/3 have no Connection header"
+        )
+    return parsed
+
+
+def is_persistent(version: HTTPVersion, headers: Headers) -> bool:
+    """Whether the connection stays open after this message, by RFC 9112 section 9.3.
+
+    ``version``: the message's HTTP version (``'HTTP/1.1'``, ``'1.0'``, ``11``, ``(1, 0)``).
+    ``headers``: a mapping (names case-insensitive; ``http.client.HTTPMessage`` and multidicts
+    keep every line) or an iterable of (name, value) pairs. A ``close`` option means no; else
+    HTTP/1.1 and later persist; HTTP/1.0 persists only with the ``keep-alive`` option; HTTP/0.9
+    never. Connection options are parsed leniently. Not covered: a proxy must not honour an
+    HTTP/1.0 request's ``keep-alive``, and a message whose body ends at close cannot persist.
+    """
+    major_minor = _version(version)
+    lines = _field_lines(headers, "connection")
+    options = parse_connection(lines) if lines else ()
+    if "close" in options:
+        return False
+    if major_minor >= (1, 1):
+        return True
+    if major_minor == (1, 0):
+        return "keep-alive" in options
+    return False
+
+
+class ConnectionDecision(NamedTuple):
+    """``persistent``: whether the server keeps the connection after the response.
+    ``headers``: the (name, value) pairs the response carries to say so."""
+
+    persistent: bool
+    headers: tuple[tuple[str, str], ...]
+
+
+def decide_connection(
+    request_version: HTTPVersion,
+    request_headers: Headers,
+    *,
+    keep_open: bool = True,
+    timeout: int | None = None,
+    max: int | None = None,
+) -> ConnectionDecision:
+    """What a server answers to keep (or close) the connection a request came on.
+
+    The connection persists when the request allows it (``is_persistent``), ``keep_open`` is
+    True and ``max`` (requests still accepted after this one) is not 0. Then HTTP/1.0 clients
+    get ``Connection: keep-alive``; ``timeout``/``max`` add ``Keep-Alive: timeout=.., max=..``
+    (with ``Connection: keep-alive``, which marks it hop-by-hop, for HTTP/1.1 too). Otherwise
+    the response carries ``Connection: close`` (RFC 9112 section 9.6); HTTP/0.9 gets no headers.
+    The response must still have a self-delimited length (Content-Length, or chunked for 1.1).
+    """
+    if not isinstance(keep_open, bool):
+        raise TypeError(f"keep_open must be True or False, not {type(keep_open).__name__} {keep_open!r}")
+    keep_alive = format_keep_alive(timeout, max)  # validated whatever the outcome
+    major_minor = _version(request_version)
+    if major_minor < (1, 0):
+        return ConnectionDecision(False, ())
+    persistent = keep_open and max != 0 and is_persistent(request_version, request_headers)
+    if not persistent:
+        return ConnectionDecision(False, (("Connection", "close"),))
+    headers: list[tuple[str, str]] = []
+    if major_minor == (1, 0) or keep_alive:
+        headers.append(("Connection", "keep-alive"))
+    if keep_alive:
+        headers.append(("Keep-Alive", keep_alive))
+    return ConnectionDecision(True, tuple(headers))
+
+
+# -- TCP keepalive policies for HTTP ------------------------------------------------------------
+
+
+def _whole_seconds(name: str, value: object, *, up: bool) -> int:
+    us = _microseconds(name, value)
+    return -(-us // 1_000_000) if up else us // 1_000_000
+
+
+def policy_for_http_idle_timeout(
+    seconds: Duration,
+    *,
+    count: int = 3,
+    user_timeout: UserTimeout = "auto",
+) -> KeepAlive:
+    """A TCP keepalive policy for an HTTP server that closes connections idle for ``seconds``.
+
+    An idle keep-alive connection is closed by the server's own timer after T = ``seconds``
+    (rounded up), dead peer or not; keepalive probes carry no data, so they never reset that timer.
+    Probing before T would only add traffic. Keepalive matters where the HTTP timer is not
+    running (a slow handler, a long poll, a silent stream): there it bounds how long a dead peer
+    holds the connection to about the same T. So: ``idle = T`` (capped at the platform maximum),
+    ``interval = max(1, T // (3 * count))``, and ``detection_time = T + interval * count``, at
+    most about 4/3 T (T + count for T below 3 * count). ``user_timeout="auto"`` (Linux) drops a
+    connection whose sent data stays unacknowledged that long; pass None to leave it.
+    If a NAT or load balancer with a shorter idle timeout sits in between, use
+    ``policy_for_middlebox`` instead.
+    """
+    total = _whole_seconds("seconds", seconds, up=True)
+    idle = min(total, LIMITS.max_idle)
+    probes = KeepAlive(count=count).count
+    assert probes is not None
+    interval = min(max(1, total // (3 * probes)), LIMITS.max_interval)
+    return KeepAlive(idle, interval, probes, user_timeout=user_timeout)
+
+
+def policy_for_middlebox(
+    idle_timeout: Duration,
+    *,
+    detect_within: Duration | None = None,
+    count: int = 3,
+    user_timeout: UserTimeout = "auto",
+) -> KeepAlive:
+    """A TCP keepalive policy that keeps a NAT or load balancer from forgetting the connection.
+
+    A middlebox drops a flow that carried no packet for ``idle_timeout`` seconds M (whole seconds,
+    rounded down; at least 3), often silently (defaults at the time of writing: AWS NLB and NAT
+    gateway 350 s, Azure Load Balancer 4 min, GCP VPC firewall tracking 10 min). A probe and its
+    ACK refresh the mapping, so the first probe must go out before M: ``idle = M - margin`` with
+    ``margin = max(2, ceil(M / 10))`` for timer slack and transit, and
+    ``interval = max(1, margin // 2)``, so that a lost first probe is retried before M too
+    (``idle + interval < M``; ``interval < M``). ``detection_time = idle + interval * count``.
+
+    ``detect_within``: an upper bound in seconds (rounded down, at least 2) on ``detection_time``;
+    where the figures above would exceed it, interval, count and idle are lowered to fit (every
+    middlebox condition still holds). It never makes the policy slower.
+    """
+    limit = _whole_seconds("idle_timeout", idle_timeout, up=False)
+    if limit < 3:
+        raise ValueError(
+            f"idle_timeout={idle_timeout!r} is too short: keeping a mapping alive takes a probe "
+            "before the timeout and a retry after it, 1 s apart, so it must be at least 3 seconds"
+        )
+    probes = KeepAlive(count=count).count
+    assert probes is not None
+    margin = max(2, math.ceil(limit / 10))
+    idle = min(limit - margin, LIMITS.max_idle)
+    interval = min(max(1, margin // 2), LIMITS.max_interval)
+    if detect_within is not None:
+        budget = _whole_seconds("detect_within", detect_within, up=False)
+        if budget < 2:
+            raise ValueError(
+                f"detect_within={detect_within!r} is too short: a dead peer takes at least 2 seconds "
+                "to find (1 s idle, then one 1 s probe)"
+            )
+        if idle + interval * probes > budget:
+            probes = min(probes, budget - 1)
+            interval = min(interval, max(1, budget // (3 * probes)))
+            idle = min(idle, budget - interval * probes)
+    return KeepAlive(idle, interval, probes, user_timeout=user_timeout)
