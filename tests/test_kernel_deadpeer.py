@@ -28,11 +28,15 @@ pytestmark = [pytest.mark.netns, pytest.mark.skipif(REASON is not None, reason=R
 
 POLICY = ka.KeepAlive(idle=2, interval=1, count=3)
 AUTO = POLICY.replace(user_timeout="auto")
+SHORT_UT = POLICY.replace(user_timeout=3)  # shorter than detection_time: cuts keepalive short
 DETECTION = 5.0  # idle + interval * count
 # A death counts as on schedule within [expected - EARLY, expected + LATE] seconds: the kernel's
 # timers are exact to a jiffy, the rest is this shared 2-core machine waking the test up.
 EARLY = 0.25
 LATE = 1.0
+# The user timeout is checked when a retransmission timer fires (backed off 0.2, 0.4, 0.8, ... s):
+# measured here 0.4-0.7 s after the nominal time.
+UT_LATE = 1.5
 MANY = 300
 TCP_ESTABLISHED = 1
 
@@ -80,7 +84,7 @@ def _established(sock: socket.socket) -> bool:
 def run() -> Iterator[Run]:
     result = Run()
     with netns.NetnsPair() as pair:
-        names = ["blocked", "control", "user_timeout", "keepalive_only_in_flight"]
+        names = ["blocked", "control", "user_timeout", "keepalive_only_in_flight", "short_user_timeout"]
         near, far = netns.connect_pairs(pair, len(names) + MANY)
         try:
             single = dict(zip(names, near))
@@ -88,6 +92,7 @@ def run() -> Iterator[Run]:
             ka.apply(single["blocked"], POLICY)
             ka.apply(single["user_timeout"], AUTO)
             ka.apply(single["keepalive_only_in_flight"], POLICY)
+            ka.apply(single["short_user_timeout"], SHORT_UT)
             result.bulk = ka.apply_many(many_near, POLICY)
 
             for name, (n, f) in zip(names, zip(near, far)):
@@ -113,15 +118,15 @@ def run() -> Iterator[Run]:
 
             # One wait for all: every connection that should die, until the last one's schedule has passed.
             watched = {s.fileno(): o for s, o in zip(many_near, result.many)}
-            for name in ("control", "user_timeout", "keepalive_only_in_flight"):
+            for name in ("control", "user_timeout", "keepalive_only_in_flight", "short_user_timeout"):
                 watched[single[name].fileno()] = result.outcomes[name]
             by_fd = {s.fileno(): s for s in near}
             poller = select.epoll()
             for fd in watched:
                 poller.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
             latest = max(o.heard for o in watched.values())
-            deadline = max(latest, *result.sent.values()) + DETECTION + LATE + 0.5
-            expected_dead = len(result.many) + 1
+            deadline = max(latest + DETECTION + LATE, max(result.sent.values()) + DETECTION + UT_LATE) + 0.2
+            expected_dead = len(result.many) + 2
             dead = 0
             while dead < expected_dead and (left := deadline - time.monotonic()) > 0:
                 for fd, _ in poller.poll(left):
@@ -142,8 +147,8 @@ def run() -> Iterator[Run]:
                 s.close()
 
 
-def _on_schedule(seconds: float, expected: float = DETECTION) -> bool:
-    return expected - EARLY <= seconds <= expected + LATE
+def _on_schedule(seconds: float, expected: float = DETECTION, late: float = LATE) -> bool:
+    return expected - EARLY <= seconds <= expected + late
 
 
 def test_blocked_recv_fails_with_etimedout_at_detection_time(run: Run) -> None:
@@ -180,7 +185,7 @@ def test_user_timeout_drops_connection_with_data_in_flight(run: Run) -> None:
     assert outcome.died is not None
     since_sent = outcome.died - run.sent["user_timeout"]
     print(f"\nuser timeout ('auto' = {AUTO.user_timeout} s): died {since_sent:.3f} s after the unacknowledged send")
-    assert _on_schedule(since_sent, AUTO.user_timeout)
+    assert _on_schedule(since_sent, AUTO.user_timeout, UT_LATE), since_sent
 
 
 def test_keepalive_alone_does_not_probe_while_data_is_in_flight(run: Run) -> None:
@@ -189,3 +194,11 @@ def test_keepalive_alone_does_not_probe_while_data_is_in_flight(run: Run) -> Non
     assert outcome.died is None, f"died after {outcome.after:.3f} s"
     assert run.watched_until - run.sent["keepalive_only_in_flight"] > DETECTION + LATE
     assert run.still_open["keepalive_only_in_flight"]
+
+
+def test_short_user_timeout_cuts_keepalive_short(run: Run) -> None:
+    """Once a probe is out, Linux drops the connection when the user timeout has passed."""
+    outcome = run.outcomes["short_user_timeout"]
+    assert outcome.errno == errno.ETIMEDOUT, errno.errorcode.get(outcome.errno)
+    print(f"\nuser timeout 3 s under a 5 s keepalive policy: died {outcome.after:.3f} s after last heard")
+    assert _on_schedule(outcome.after, 3.0), outcome.after
