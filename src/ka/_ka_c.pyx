@@ -65,9 +65,10 @@ cdef str _where(Py_ssize_t index):
     return "target" if index < 0 else f"targets[{index}]"
 
 
-cdef inline int _check_fd(long long fd, Py_ssize_t index) except -1:
+cdef inline int _check_fd(long long fd, Py_ssize_t index, bint via_fileno=False) except -1:
     if FD_WIDTH == 4 and not (-2147483648 <= fd <= 2147483647):
-        raise ValueError(f"{_where(index)} is {fd}: not a descriptor number (expected a C int)")
+        what = f"{_where(index)}.fileno() returned" if via_fileno else f"{_where(index)} is"
+        raise ValueError(f"{what} {fd}: not a descriptor number (expected a C int)")
     return 0
 
 
@@ -106,7 +107,7 @@ cdef long long _fileno(object target, Py_ssize_t index) except? -1:
         fd = PyLong_AsLongLong(value)
     except OverflowError:
         raise ValueError(f"{_where(index)}.fileno() returned {value}: not a descriptor number") from None
-    _check_fd(fd, index)
+    _check_fd(fd, index, True)
     return fd
 
 

@@ -34,9 +34,10 @@ _BAD_FD = getattr(errno, "WSAENOTSOCK", 10038) if _WINDOWS else errno.EBADF
 _BUFFER_FORMATS = {"i", "l", "q", "n", "I", "L", "Q", "N"}
 
 
-def _check_fd(fd: int, where: str) -> int:
+def _check_fd(fd: int, where: str, via_fileno: bool = False) -> int:
     if not _WINDOWS and not _INT_MIN <= fd <= _INT_MAX:
-        raise ValueError(f"{where} is {fd}: not a descriptor number (expected a C int)")
+        what = f"{where}.fileno() returned" if via_fileno else f"{where} is"
+        raise ValueError(f"{what} {fd}: not a descriptor number (expected a C int)")
     return fd
 
 
@@ -60,7 +61,7 @@ def _fileno(target: Any, where: str) -> int:
         raise TypeError(f"{where}.fileno() returned {type(value).__name__} {value!r}, expected an int")
     if not -(2**63) <= value < 2**63:
         raise ValueError(f"{where}.fileno() returned {value}: not a descriptor number")
-    return _check_fd(int(value), where)
+    return _check_fd(int(value), where, via_fileno=True)
 
 
 def fileno_of(target: Any) -> int:

@@ -45,12 +45,20 @@ def _microseconds(field: str, value: object) -> int:
     elif isinstance(value, numbers.Integral):
         us = int(value) * _US_PER_S
     else:
-        f = float(value)
-        if math.isnan(f) or math.isinf(f):
+        try:
+            f = float(value)
+        except OverflowError:  # a Real beyond float range (a huge Fraction): exact, and out of range
+            f = None
+        if f is None:
+            us = int(value) * _US_PER_S  # type: ignore[call-overload]
+        elif math.isnan(f) or math.isinf(f):
             raise ValueError(f"{field} must be a finite number of seconds, not {value!r}")
-        us = round(f * _US_PER_S)
-        if us == 0 and f > 0:
-            us = 1  # never let rounding turn a positive value into 0
+        else:
+            scaled = f * _US_PER_S
+            # A finite float can overflow when scaled (1e303 s): count it exactly; the range check follows.
+            us = int(f) * _US_PER_S if math.isinf(scaled) else round(scaled)
+            if us == 0 and f > 0:
+                us = 1  # never let rounding turn a positive value into 0
     if us <= 0:
         raise ValueError(f"{field} must be positive, not {value!r}")
     return us
