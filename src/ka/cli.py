@@ -3,7 +3,8 @@
 Subcommands: ``defaults`` (the system's keepalive sysctls, and setting them), ``show`` (the
 keepalive state of a running process's TCP connections), ``apply`` (changing it in place),
 ``bench`` (the benchmark). ``--json`` on defaults, show and apply prints one JSON object on stdout
-instead of text; errors then come as ``{"error": {"message": ..., "exit_code": ...}}`` too.
+instead of text; errors found after the arguments parse then come as
+``{"error": {"message": ..., "exit_code": ...}}`` too (argparse's own usage errors stay text).
 
 Exit codes: 0 success, 1 some sockets failed or a check did not hold (apply: a connection failed,
 or none matched the filters), 2 bad usage or input (argument values, a process that does not
@@ -388,6 +389,8 @@ def _show(args: argparse.Namespace) -> int:
             skipped.append({"pid": pid, "command": live.command_name(pid), "reason": "no ptrace permission"})
         except (ProcessLookupError, FileNotFoundError):
             continue  # exited while we looked
+        except OSError as exc:  # one process's trouble does not end the listing
+            skipped.append({"pid": pid, "command": live.command_name(pid), "reason": str(exc)})
     if args.json:
         _print_json({"processes": [_process_data(pid, s) for pid, s in found], "skipped": skipped})
         return EXIT_OK
@@ -398,7 +401,7 @@ def _show(args: argparse.Namespace) -> int:
     if skipped:
         pids = ", ".join(str(s["pid"]) for s in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
         print(
-            f"\nnote: {len(skipped)} process{'es' if len(skipped) != 1 else ''} skipped without ptrace "
+            f"\nnote: {len(skipped)} process{'es' if len(skipped) != 1 else ''} skipped, most without ptrace "
             f"permission ({pids}): run as their user, or as root, to see them.",
             file=sys.stderr,
         )
