@@ -387,3 +387,13 @@ def test_durations() -> None:
     assert human(7875) == "2 h 11 min 15 s"
     assert human(110) == "1 min 50 s"
     assert human(4.5) == "4.5 s"
+
+
+def test_unsupported_platform_exits_4(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from ka import cli, live
+
+    monkeypatch.setattr(live, "PLATFORM", "darwin")
+    assert cli.main(["show", "--pid", str(os.getpid()), "--json"]) == cli.EXIT_UNSUPPORTED
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["exit_code"] == 4 and "needs Linux (pidfd_getfd)" in error["message"]
+    assert cli.main(["apply", "--pid", str(os.getpid()), "--idle", "5"]) == cli.EXIT_UNSUPPORTED
