@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import sys
 from pathlib import Path
@@ -109,8 +110,11 @@ def set_system_defaults(
 ) -> SystemDefaults:
     """Write the Linux sysctls for the caller's network namespace (root only); returns the new values.
 
-    Raises PermissionError naming the file when the caller may not write it, and
-    NotImplementedError on other platforms.
+    Values are validated and rounded as ``KeepAlive`` does (seconds rounded up) before anything
+    is written; ``None`` leaves a sysctl as it is. Every file is opened before any is written,
+    and a failed write restores the values already written, so the three change together or not
+    at all. Raises PermissionError naming the file when the caller may not write it (root or
+    CAP_NET_ADMIN over the namespace is needed), and NotImplementedError on other platforms.
     """
     if PLATFORM != "linux":
         raise NotImplementedError(
@@ -119,18 +123,55 @@ def set_system_defaults(
     from .policy import KeepAlive
 
     policy = KeepAlive(idle, interval, count)  # same validation and rounding: raises before any write
-    for field, value in (("idle", policy.idle), ("interval", policy.interval), ("count", policy.count)):
-        if value is None:
-            continue
-        path = PROC_DIR / LINUX_FILES[field]
+    wanted = {
+        field: value
+        for field, value in (("idle", policy.idle), ("interval", policy.interval), ("count", policy.count))
+        if value is not None
+    }
+    if not wanted:
+        return system_defaults()
+    previous = system_defaults()
+    opened: dict[str, int] = {}
+    try:
+        for field in wanted:
+            path = PROC_DIR / LINUX_FILES[field]
+            try:
+                opened[field] = os.open(path, os.O_WRONLY)
+            except OSError as exc:
+                raise _write_error(exc, path) from None
+        written: list[str] = []
         try:
-            fd = os.open(path, os.O_WRONLY)
-        except PermissionError as exc:
-            raise PermissionError(
-                exc.errno, f"{exc.strerror}: writing {path} needs root (CAP_NET_ADMIN)", str(path)
-            ) from None
-        try:
-            os.write(fd, f"{int(value)}\n".encode())
-        finally:
+            for field, value in wanted.items():
+                path = PROC_DIR / LINUX_FILES[field]
+                try:
+                    os.write(opened[field], f"{int(value)}\n".encode())
+                except OSError as exc:
+                    raise _write_error(exc, path) from None
+                written.append(field)
+        except OSError:
+            _restore(previous, written)
+            raise
+    finally:
+        for fd in opened.values():
             os.close(fd)
     return system_defaults()
+
+
+def _write_error(exc: OSError, path: Path) -> OSError:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return PermissionError(
+            exc.errno,
+            f"{exc.strerror}: writing {path} needs root or CAP_NET_ADMIN over this network namespace",
+            str(path),
+        )
+    if exc.errno == errno.EROFS:
+        return OSError(exc.errno, f"{exc.strerror}: {path} is read-only here (a container?)", str(path))
+    return OSError(exc.errno, f"{exc.strerror}: writing {path}", str(path))
+
+
+def _restore(previous: SystemDefaults, fields: list[str]) -> None:
+    for field in fields:
+        try:
+            (PROC_DIR / LINUX_FILES[field]).write_text(f"{getattr(previous, field)}\n")
+        except OSError:
+            pass  # best effort: the caller sees the original error

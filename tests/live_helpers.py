@@ -1,0 +1,168 @@
+"""Looking at another process's sockets without ka: /proc, pidfd_getfd by hand, ss, a test server.
+
+The live tests check what ``ka apply`` did through these, so a bug in ka.live cannot hide itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+from helpers import kernel_values
+
+SERVER = Path(__file__).with_name("echo_server.py")
+SYS_PIDFD_GETFD = 438
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def getfd(pidfd: int, fd: int) -> int:
+    """pidfd_getfd(2) straight through libc's syscall()."""
+    new = int(_libc.syscall(ctypes.c_long(SYS_PIDFD_GETFD), ctypes.c_int(pidfd), ctypes.c_int(fd), ctypes.c_uint(0)))
+    if new < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return new
+
+
+class Seen(NamedTuple):
+    """One TCP socket of another process, as its duplicate shows it."""
+
+    fd: int
+    local: tuple[str, int]
+    peer: tuple[str, int] | None  # None for a listener
+    values: tuple[int, int, int, int, int]  # SO_KEEPALIVE, idle, interval, count, user timeout ms
+
+
+def sockets_of(pid: int) -> list[Seen]:
+    """Every TCP socket process ``pid`` holds, read through our own pidfd_getfd duplicates."""
+    seen = []
+    pidfd = os.pidfd_open(pid)
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if not os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
+                    continue
+                dup = getfd(pidfd, int(name))
+            except OSError:
+                continue  # closed meanwhile
+            with socket.socket(fileno=dup) as sock:
+                if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+                    continue
+                try:
+                    peer: tuple[str, int] | None = sock.getpeername()[:2]
+                except OSError:
+                    peer = None
+                seen.append(Seen(int(name), sock.getsockname()[:2], peer, kernel_values(sock)))
+    finally:
+        os.close(pidfd)
+    return seen
+
+
+_TIMER = re.compile(r"timer:\((\w+),(?:(\d+)min)?(?:(\d+)sec)?(?:(\d+)ms)?,(\d+)\)")
+
+
+def timer_seconds(field: str) -> tuple[str, float]:
+    """``timer:(keepalive,39sec,0)`` -> ("keepalive", 39.0); ("", 0.0) for no timer."""
+    match = _TIMER.match(field)
+    if match is None:
+        return "", 0.0
+    minutes, secs, ms = (int(g) if g else 0 for g in match.group(2, 3, 4))
+    return match.group(1), minutes * 60 + secs + ms / 1000
+
+
+class EchoServer(NamedTuple):
+    proc: subprocess.Popen[str]
+    ports: list[int]  # IPv4 port, then the IPv6 one where there is IPv6
+    clients: list[socket.socket]  # our ends of its connections
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def round_trip(sock: socket.socket, payload: bytes) -> bytes:
+    sock.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+@contextmanager
+def echo_server(n4: int, n6: int, user: Sequence[str] = ()) -> Iterator[EchoServer]:
+    """The echo server in a child (optionally run through ``user``, e.g. setpriv), with ``n4``
+    IPv4 and ``n6`` IPv6 connections whose far ends are here, each checked by one round trip."""
+    proc = subprocess.Popen(
+        [*user, sys.executable, str(SERVER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    clients: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        ports = [int(p) for p in proc.stdout.readline().split()]
+        if len(ports) < 2:
+            n6 = 0
+        for i in range(n4 + n6):
+            host = "127.0.0.1" if i < n4 else "::1"
+            sock = socket.create_connection((host, ports[0 if i < n4 else 1]), timeout=5)
+            clients.append(sock)
+            assert round_trip(sock, b"hello %d" % i) == b"hello %d" % i
+        yield EchoServer(proc, ports, clients)
+    finally:
+        for sock in clients:
+            sock.close()
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def ka_command(*args: str, user: Sequence[str] = (), env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m ka ARGS`` in a child process (optionally through ``user``)."""
+    return subprocess.run(
+        [*user, sys.executable, "-m", "ka", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def wait_for_timers(ports: Sequence[int], want: str, count: int, timeout: float = 3.0) -> dict[tuple[str, int], str]:
+    """``ss -tno`` timers of the established sockets on ``ports``, once ``count`` of them show
+    ``want`` (a just-echoed socket briefly runs its retransmission timer until the ACK)."""
+    from helpers import ss_timers
+
+    deadline = time.monotonic() + timeout
+    while True:
+        timers: dict[tuple[str, int], str] = {}
+        for port in ports:
+            timers.update(ss_timers(port))
+        if sum(1 for t in timers.values() if timer_seconds(t)[0] == want) >= count or time.monotonic() > deadline:
+            return timers
+        time.sleep(0.05)
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None
