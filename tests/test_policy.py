@@ -96,7 +96,7 @@ def test_value_semantics() -> None:
     with pytest.raises(AttributeError, match="immutable"):
         a.idle = 5  # type: ignore[misc]
     with pytest.raises(AttributeError, match="immutable"):
-        a._idle = 5  # type: ignore[misc]
+        a._idle = 5
     assert a.replace(count=7) == KeepAlive(60, 10, 7, user_timeout=110)
     assert a.as_dict() == {"idle": 60, "interval": 10, "count": 5, "user_timeout": 110.0, "enabled": True}
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any, NamedTuple
 
-from ._impl import IMPLEMENTATION, core
+from ._impl import IMPLEMENTATION
+from ._impl import core as core  # the active implementation; tests swap it
 from ._options import LIMITS, PLATFORM, Option
 from .errors import BulkError
 from .policy import KeepAlive
@@ -139,7 +140,7 @@ class Capabilities(NamedTuple):
     implementation: str
     idle: bool
     interval: bool
-    count: bool
+    count: bool  # type: ignore[assignment]  # a field named like tuple.count, as intended
     user_timeout: bool
     max_idle: int
     max_interval: int

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 class Failure(NamedTuple):
     """One input of a bulk call that failed: where it was, its fd, the errno and the option."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # a field named like tuple.index, as intended
     fd: int
     errno: int
     option: Option
@@ -117,7 +117,7 @@ class KeepAliveSettings(NamedTuple):
     enabled: bool
     idle: int | None
     interval: int | None
-    count: int | None
+    count: int | None  # type: ignore[assignment]  # a field named like tuple.count, as intended
     user_timeout: float | None
 
     @property
@@ -132,7 +132,7 @@ class KeepAliveSettings(NamedTuple):
         spec = policy._spec
         if bool(spec[0]) != self.enabled:
             return False
-        wanted = (
+        wanted: tuple[tuple[int, int | None], ...] = (
             (spec[1], self.idle),
             (spec[2], self.interval),
             (spec[3], self.count),
@@ -216,4 +216,5 @@ class ReadResult(_Accounted):
         ]
 
     def __repr__(self) -> str:
-        return f"<ReadResult {len(self)} sockets: {len(self) - self._failed_count} read, {self._failed_count} failed>"
+        n, failed = len(self), self._failed_count
+        return f"<ReadResult {n} sockets: {n - failed} read, {failed} failed>"

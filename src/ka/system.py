@@ -31,7 +31,7 @@ class SystemDefaults(NamedTuple):
 
     idle: int
     interval: int
-    count: int
+    count: int  # type: ignore[assignment]  # a field named like tuple.count, as intended
     source: str
 
     @property

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import array
+import functools
 import socket
 import statistics
 import time
@@ -31,6 +33,10 @@ def stdlib_loop(sockets: list[socket.socket], values: tuple[int, int, int]) -> N
         s.setsockopt(l4, o4, 1)
 
 
+def ka_bulk(fds: array.array[int], values: tuple[int, int, int]) -> None:
+    ka.apply_many(fds, ka.KeepAlive(*values), threads=1)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="4000", help="comma-separated pool sizes (default 4000)")
     parser.add_argument("--repeats", type=int, default=15, help="rounds per method (default 15)")
@@ -44,8 +50,8 @@ def run_cli(args: argparse.Namespace) -> int:
             fds = pool.fds()
             values = [(60 + (r % 7), 10, 5) for r in range(args.repeats)]
             methods: dict[str, Callable[[tuple[int, int, int]], object]] = {
-                "stdlib setsockopt loop": lambda v: stdlib_loop(socks, v),
-                "ka.apply_many(int array)": lambda v: ka.apply_many(fds, ka.KeepAlive(*v), threads=1),
+                "stdlib setsockopt loop": functools.partial(stdlib_loop, socks),
+                "ka.apply_many(int array)": functools.partial(ka_bulk, fds),
             }
             times: dict[str, list[float]] = {m: [] for m in methods}
             for v in values:
