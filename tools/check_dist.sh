@@ -12,7 +12,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-TOOLS=${KA_DIST_TOOLS:-/tmp/ka-dist-tools}
+TOOLS=${KA_DIST_TOOLS:-$ROOT/.venv-dist-tools}  # per checkout: parallel runs do not share it
 PYENV_VERSIONS=${PYENV_ROOT:-$HOME/.pyenv}/versions
 PYTHONS=${KA_DIST_PYTHONS:-"3.9.18 3.10.13 3.11.7 3.12.1 3.13.0"}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ka-dist.XXXXXX")

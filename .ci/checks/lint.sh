@@ -3,7 +3,7 @@
 # in their own venv so the project's venv stays as users have it. Tool versions are pinned.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-LINT_VENV=${LINT_VENV:-/tmp/ka-lint-venv}
+LINT_VENV=${LINT_VENV:-.venv-lint}  # per checkout: parallel runs do not share it
 PYTHON=${PYTHON:-python3}
 
 [ -x "$LINT_VENV/bin/python" ] || "$PYTHON" -m venv "$LINT_VENV"
