@@ -155,7 +155,7 @@ def test_bad_targets_raise_before_any_call(impl: ModuleType) -> None:
         ka.apply(2**40, POLICY)
     with pytest.raises(ValueError, match="not a descriptor number"):
         ka.apply(2**70, POLICY)
-    with pytest.raises(TypeError, match="policy must be a ka.KeepAlive"):
+    with pytest.raises(TypeError, match=r"policy must be a ka\.KeepAlive"):
         ka.apply(0, {"idle": 5})  # type: ignore[arg-type]
 
     class BadFileno:
@@ -175,7 +175,7 @@ def test_asyncio_transport_socket(impl: ModuleType) -> None:
 
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         host, port = server.sockets[0].getsockname()[:2]
-        reader, writer = await asyncio.open_connection(host, port)
+        _, writer = await asyncio.open_connection(host, port)
         sock = writer.get_extra_info("socket")
         ka.apply(sock, POLICY)
         with socket.socket(fileno=os.dup(sock.fileno())) as dup:
@@ -199,5 +199,5 @@ def test_core_limits_match_python_mirror(core: ModuleType) -> None:
     from ka import _options
 
     assert tuple(core.LIMITS) == tuple(_options.LIMITS)
-    assert core.PLATFORM_CODE == _options.PLATFORM_CODES[_options.PLATFORM]
+    assert _options.PLATFORM_CODES[_options.PLATFORM] == core.PLATFORM_CODE
     assert tuple(core.HAVE) == (True, True, True, True)

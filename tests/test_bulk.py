@@ -140,7 +140,13 @@ def test_read_many_columns(impl: ModuleType, mixed: tuple) -> None:  # type: ign
     assert settings[first_bad] is None and settings[0] is not None
 
 
-@pytest.mark.parametrize("kind", ["list", "tuple", "generator", "array_i", "array_q", "array_l", "numpy64", "numpy32", "numpy_u64", "numpy_strided"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "list", "tuple", "generator", "array_i", "array_q", "array_l",
+        "numpy64", "numpy32", "numpy_u64", "numpy_strided",
+    ],
+)
 def test_target_containers(impl: ModuleType, pool100: LoopbackPool, kind: str) -> None:
     socks = pool100.sockets
     fds = [s.fileno() for s in socks]
@@ -216,7 +222,7 @@ def test_threads_argument_is_checked(impl: ModuleType) -> None:
         ka.read_many([], threads=65)
     with pytest.raises(TypeError, match="threads must be an int"):
         ka.apply_many([], POLICY, threads=2.0)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="policy must be a ka.KeepAlive"):
+    with pytest.raises(TypeError, match=r"policy must be a ka\.KeepAlive"):
         ka.apply_many([], None)  # type: ignore[arg-type]
 
 

@@ -20,6 +20,8 @@ else:
     except ImportError:
         if os.environ.get("KA_REQUIRE_EXTENSIONS"):
             raise
-        from . import _ka_py as core  # type: ignore[no-redef]
+        from . import _ka_py as core
+
+__all__ = ["IMPLEMENTATION", "NO_EXTENSIONS", "core"]
 
 IMPLEMENTATION: str = core.IMPLEMENTATION

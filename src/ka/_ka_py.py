@@ -27,7 +27,9 @@ HAVE = tuple(
 
 _FD_TYPECODE = "q" if PLATFORM == "windows" else "i"
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
-_ENOPROTOOPT = getattr(errno, "WSAENOPROTOOPT", errno.ENOPROTOOPT) if PLATFORM == "windows" else errno.ENOPROTOOPT
+_ENOPROTOOPT = (
+    getattr(errno, "WSAENOPROTOOPT", errno.ENOPROTOOPT) if PLATFORM == "windows" else errno.ENOPROTOOPT
+)
 _MISSING_ON_WINDOWS = {getattr(errno, "WSAENOPROTOOPT", -1), getattr(errno, "WSAEINVAL", -1)}
 _WINDOWS = PLATFORM == "windows"
 _BAD_FD = getattr(errno, "WSAENOTSOCK", 10038) if _WINDOWS else errno.EBADF
@@ -231,12 +233,12 @@ def _buffer_fds(targets: Any) -> array.array[int] | None:
 
 def _materialize(targets: Any) -> Any:
     """A list, tuple or buffer as it is; any other iterable as a list; anything else an error."""
-    if isinstance(targets, (str, bytes, bytearray)) or not isinstance(targets, Iterable):
-        if not _is_buffer(targets) or isinstance(targets, (str, bytes, bytearray)):
-            raise TypeError(
-                "targets must be a sequence or iterable of sockets or fds, or an integer array, "
-                f"not {type(targets).__name__}"
-            )
+    text = isinstance(targets, (str, bytes, bytearray))
+    if text or not (isinstance(targets, Iterable) or _is_buffer(targets)):
+        raise TypeError(
+            "targets must be a sequence or iterable of sockets or fds, or an integer array, "
+            f"not {type(targets).__name__}"
+        )
     if isinstance(targets, (list, tuple)) or _is_buffer(targets):
         return targets
     return list(targets)
@@ -278,7 +280,19 @@ def apply_many(
     return fds, errnos, options, failed
 
 
-def read_many(targets: Any, threads: int) -> tuple[Any, ...]:
+def read_many(
+    targets: Any, threads: int
+) -> tuple[
+    array.array[int],
+    array.array[int],
+    array.array[int],
+    array.array[int],
+    array.array[int],
+    array.array[int],
+    array.array[int],
+    array.array[int],
+    int,
+]:
     """Read every target: (fds, errnos, options, enabled, idle, interval, count, user_timeout_ms, failed)."""
     targets = _materialize(targets)
     fds = collect_fds(targets)

@@ -79,6 +79,8 @@ _SYSTEM_NAMES = {
 # Linux values are fixed by the kernel ABI; the fallback covers Pythons built on old headers.
 _LINUX_NUMBERS = {"TCP_KEEPIDLE": 4, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 6, "TCP_USER_TIMEOUT": 18}
 _WINDOWS_NUMBERS = {"TCP_KEEPIDLE": 3, "TCP_KEEPINTVL": 17, "TCP_KEEPCNT": 16}
+# xnu bsd/netinet/tcp.h; Python exposes TCP_KEEPALIVE only since 3.10.
+_DARWIN_NUMBERS = {"TCP_KEEPALIVE": 0x10, "TCP_KEEPINTVL": 0x101, "TCP_KEEPCNT": 0x102}
 
 
 def _number(name: str) -> int | None:
@@ -87,8 +89,8 @@ def _number(name: str) -> int | None:
         value = _LINUX_NUMBERS.get(name)
     if value is None and PLATFORM == "windows":
         value = _WINDOWS_NUMBERS.get(name)
-    if value is None and PLATFORM == "darwin" and name == "TCP_KEEPALIVE":
-        value = 0x10
+    if value is None and PLATFORM == "darwin":
+        value = _DARWIN_NUMBERS.get(name)
     return value
 
 

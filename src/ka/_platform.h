@@ -56,7 +56,7 @@
 #if defined(_WIN32)
 typedef SOCKET ka_fd_t;
 #  define KA_PLATFORM KA_PLATFORM_WINDOWS
-/* ws2ipdef.h values, documented by Microsoft; older mingw headers lack some of them. */
+/* ws2ipdef.h values (Go's internal/syscall/windows uses the same); mingw-w64 12 lacks all four. */
 #  ifndef TCP_KEEPALIVE
 #    define TCP_KEEPALIVE 3
 #  endif
@@ -73,16 +73,28 @@ typedef SOCKET ka_fd_t;
 #    define SIO_KEEPALIVE_VALS _WSAIOW(IOC_VENDOR, 4)
 #  endif
 #  define KA_IDLE_OPTNAME TCP_KEEPIDLE
-#  define KA_MAX_IDLE 4294967       /* DWORD milliseconds in SIO_KEEPALIVE_VALS */
+#  define KA_MAX_IDLE 4294967       /* seconds whose milliseconds fit SIO_KEEPALIVE_VALS' u_long */
 #  define KA_MAX_INTERVAL 4294967
-#  define KA_MAX_COUNT 255           /* TCP_KEEPCNT: "a value between 0 and 255" */
+#  define KA_MAX_COUNT 255           /* "illegal to set TCP_KEEPCNT to a value greater than 255" */
 #  define KA_MAX_USER_TIMEOUT_MS 0   /* no TCP_USER_TIMEOUT on Windows */
 #  define KA_LAST_ERROR() ((int)WSAGetLastError())
 #  define KA_EINTR WSAEINTR
 #elif defined(__APPLE__)
 typedef int ka_fd_t;
 #  define KA_PLATFORM KA_PLATFORM_DARWIN
-/* XNU: idle is TCP_KEEPALIVE (0x10); seconds, checked against UINT32_MAX / TCP_RETRANSHZ (1000). */
+/* XNU netinet/tcp.h hides these when _POSIX_C_SOURCE is set without _DARWIN_C_SOURCE; the
+ * values are the kernel ABI (TCP_KEEPINTVL and TCP_KEEPCNT since OS X 10.8). */
+#  ifndef TCP_KEEPALIVE
+#    define TCP_KEEPALIVE 0x10
+#  endif
+#  ifndef TCP_KEEPINTVL
+#    define TCP_KEEPINTVL 0x101
+#  endif
+#  ifndef TCP_KEEPCNT
+#    define TCP_KEEPCNT 0x102
+#  endif
+/* xnu tcp_usrreq.c tcp_ctloutput: idle (TCP_KEEPALIVE) and interval are seconds in
+ * 0..UINT32_MAX / TCP_RETRANSHZ (1000), the count 0..INT32_MAX; else EINVAL. */
 #  define KA_IDLE_OPTNAME TCP_KEEPALIVE
 #  define KA_MAX_IDLE 4294967
 #  define KA_MAX_INTERVAL 4294967
@@ -110,7 +122,8 @@ typedef int ka_fd_t;
 #  if defined(TCP_KEEPIDLE)
 #    define KA_IDLE_OPTNAME TCP_KEEPIDLE
 #  endif
-/* tcp_usrreq.c: values are seconds, rejected above INT_MAX / hz (hz is 1000 by default). */
+/* FreeBSD tcp_usrreq.c: idle and interval are u_int seconds, EINVAL above UINT_MAX / hz; the
+ * cap INT_MAX / 1000 (= UINT_MAX / 2000) holds for any kern.hz up to 2000. Count: any u_int. */
 #  define KA_MAX_IDLE 2147483
 #  define KA_MAX_INTERVAL 2147483
 #  define KA_MAX_COUNT 2147483647

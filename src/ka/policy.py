@@ -80,7 +80,7 @@ def _whole_seconds(field: str, value: object, maximum: int) -> int:
 
 
 def _probe_count(value: object, maximum: int) -> int:
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise TypeError(f"count must be a whole number of probes (int), not {type(value).__name__} {value!r}")
     try:
         count = operator.index(value)  # type: ignore[arg-type]
@@ -103,7 +103,8 @@ def _user_timeout_ms(value: object, maximum: int) -> int:
             "TCP_USER_TIMEOUT (use user_timeout=None, or 'auto' to set it only where supported)"
         )
     zero = datetime.timedelta(0) if isinstance(value, datetime.timedelta) else 0
-    if not isinstance(value, bool) and isinstance(value, (numbers.Real, datetime.timedelta)) and value == zero:
+    is_duration = isinstance(value, (numbers.Real, datetime.timedelta)) and not isinstance(value, bool)
+    if is_duration and value == zero:
         return 0  # 0 restores the system's behaviour (no user timeout)
     ms = _ceil_div(_microseconds("user_timeout", value), _US_PER_MS)
     if ms > maximum:

@@ -212,4 +212,5 @@ class ReadResult(_Accounted):
         ]
 
     def __repr__(self) -> str:
-        return f"<ReadResult {len(self)} sockets: {len(self) - self._failed_count} read, {self._failed_count} failed>"
+        n, failed = len(self), self._failed_count
+        return f"<ReadResult {n} sockets: {n - failed} read, {failed} failed>"

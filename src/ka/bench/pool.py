@@ -14,10 +14,8 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-try:
+if sys.platform != "win32":
     import resource
-except ImportError:  # Windows
-    resource = None  # type: ignore[assignment]
 
 # The child: connect N times to the parent's listener, say how many, hold them until stdin closes.
 _CHILD = r"""
@@ -56,7 +54,7 @@ def somaxconn() -> int:
 
 def raise_fd_limit() -> int:
     """Raise this process's descriptor limit to its hard limit; returns the new soft limit."""
-    if resource is None:
+    if sys.platform == "win32":  # no RLIMIT_NOFILE: the limit is memory
         return 1 << 30
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and soft < hard:
