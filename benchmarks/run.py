@@ -16,10 +16,14 @@ from ka.bench import harness
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="bench-results", help="directory for results.json and the plots")
     harness.add_arguments(parser)
-    parser.set_defaults(sizes="1000,4000,16000", rounds=31, thread_sweep="1,2,3,4", server_n=2000, syscalls=True)
+    parser.set_defaults(
+        sizes="1000,4000,16000", rounds=31, thread_sweep="1,2,3,4", server_n=2000, syscalls=True
+    )
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     if args.json is None:

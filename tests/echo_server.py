@@ -6,6 +6,7 @@ each accepted connection sends, and exits when its stdin closes.
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import sys
@@ -14,10 +15,8 @@ import sys
 def main() -> None:
     sel = selectors.DefaultSelector()
     listeners = [socket.create_server(("127.0.0.1", 0))]
-    try:
+    with contextlib.suppress(OSError):  # no IPv6 loopback here
         listeners.append(socket.create_server(("::1", 0), family=socket.AF_INET6))
-    except OSError:
-        pass  # no IPv6 loopback here
     print(" ".join(str(sock.getsockname()[1]) for sock in listeners), flush=True)
     for sock in listeners:
         sock.setblocking(False)

@@ -30,7 +30,9 @@ _libc.syscall.restype = ctypes.c_long
 
 def getfd(pidfd: int, fd: int) -> int:
     """pidfd_getfd(2) straight through libc's syscall()."""
-    new = int(_libc.syscall(ctypes.c_long(SYS_PIDFD_GETFD), ctypes.c_int(pidfd), ctypes.c_int(fd), ctypes.c_uint(0)))
+    new = int(
+        _libc.syscall(ctypes.c_long(SYS_PIDFD_GETFD), ctypes.c_int(pidfd), ctypes.c_int(fd), ctypes.c_uint(0))
+    )
     if new < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -137,7 +139,9 @@ def echo_server(n4: int, n6: int, user: Sequence[str] = ()) -> Iterator[EchoServ
             proc.stdout.close()
 
 
-def ka_command(*args: str, user: Sequence[str] = (), env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def ka_command(
+    *args: str, user: Sequence[str] = (), env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``python -m ka ARGS`` in a child process (optionally through ``user``)."""
     return subprocess.run(
         [*user, sys.executable, "-m", "ka", *args],
@@ -149,7 +153,9 @@ def ka_command(*args: str, user: Sequence[str] = (), env: dict[str, str] | None 
     )
 
 
-def wait_for_timers(ports: Sequence[int], want: str, count: int, timeout: float = 3.0) -> dict[tuple[str, int], str]:
+def wait_for_timers(
+    ports: Sequence[int], want: str, count: int, timeout: float = 3.0
+) -> dict[tuple[str, int], str]:
     """``ss -tno`` timers of the established sockets on ``ports``, once ``count`` of them show
     ``want`` (a just-echoed socket briefly runs its retransmission timer until the ACK)."""
     from helpers import ss_timers
@@ -159,7 +165,10 @@ def wait_for_timers(ports: Sequence[int], want: str, count: int, timeout: float 
         timers: dict[tuple[str, int], str] = {}
         for port in ports:
             timers.update(ss_timers(port))
-        if sum(1 for t in timers.values() if timer_seconds(t)[0] == want) >= count or time.monotonic() > deadline:
+        if (
+            sum(1 for t in timers.values() if timer_seconds(t)[0] == want) >= count
+            or time.monotonic() > deadline
+        ):
             return timers
         time.sleep(0.05)
 

@@ -77,8 +77,18 @@ class NetnsPair:
                 _ip("netns", "add", self.names[side])
                 self._created.append(self.names[side])
             _ip(
-                "link", "add", self.ifnames["near"], "netns", self.names["near"], "type", "veth",
-                "peer", "name", self.ifnames["far"], "netns", self.names["far"],
+                "link",
+                "add",
+                self.ifnames["near"],
+                "netns",
+                self.names["near"],
+                "type",
+                "veth",
+                "peer",
+                "name",
+                self.ifnames["far"],
+                "netns",
+                self.names["far"],
             )
             for side in ("near", "far"):
                 ns, ifname = self.names[side], self.ifnames[side]
@@ -120,7 +130,7 @@ class NetnsPair:
                 finally:
                     os.close(ns_fd)
                 out.append(fn(*args))
-            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            except BaseException as exc:
                 errors.append(exc)
 
         thread = threading.Thread(target=body, name=f"netns-{side}")
@@ -130,8 +140,9 @@ class NetnsPair:
             raise errors[0]
         return out[0]
 
-    def make_socket(self, side: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM,
-               proto: int = 0) -> socket.socket:
+    def make_socket(
+        self, side: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM, proto: int = 0
+    ) -> socket.socket:
         """A socket made inside the ``side`` namespace."""
         return self.run(side, socket.socket, family, kind, proto)
 
@@ -160,13 +171,16 @@ class NetnsPair:
         ifname = self.ifnames[side]
         ruleset = (
             "table inet ka_silence {\n"
-            f"  chain in {{ type filter hook input priority -300; iifname \"{ifname}\" drop; }}\n"
-            f"  chain out {{ type filter hook output priority -300; oifname \"{ifname}\" drop; }}\n"
+            f'  chain in {{ type filter hook input priority -300; iifname "{ifname}" drop; }}\n'
+            f'  chain out {{ type filter hook output priority -300; oifname "{ifname}" drop; }}\n'
             "}\n"
         )
         subprocess.run(
             ["ip", "netns", "exec", self.names[side], "nft", "-f", "-"],
-            input=ruleset, check=True, capture_output=True, text=True,
+            input=ruleset,
+            check=True,
+            capture_output=True,
+            text=True,
         )
 
 

@@ -11,9 +11,9 @@ import tempfile
 from types import ModuleType
 
 import pytest
-from helpers import kernel_values
 
 import ka
+from helpers import kernel_values
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux option numbers")
 

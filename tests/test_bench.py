@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import kernel_values
 
 import ka
+from helpers import kernel_values
 from ka.bench import floor as floor_mod
 from ka.bench import harness
 from ka.bench.pool import LoopbackPool
@@ -87,8 +87,20 @@ def test_quick_run_reports_everything(tmp_path: Path, capsys: pytest.CaptureFixt
     harness.add_arguments(parser)
     out = tmp_path / "r.json"
     args = parser.parse_args(
-        ["--sizes", "30,60", "--rounds", "2", "--server-n", "20", "--thread-sweep", "1,2",
-         "--json", str(out), "--quiet"] + (["--syscalls"] if shutil.which("strace") else [])
+        [
+            "--sizes",
+            "30,60",
+            "--rounds",
+            "2",
+            "--server-n",
+            "20",
+            "--thread-sweep",
+            "1,2",
+            "--json",
+            str(out),
+            "--quiet",
+        ]
+        + (["--syscalls"] if shutil.which("strace") else [])
     )
     assert harness.run_cli(args) == 0
     text = capsys.readouterr().out

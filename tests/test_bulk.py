@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
-from helpers import kernel_values, ss_timers
 
 import ka
+from helpers import kernel_values, ss_timers
 from ka.bench.pool import LoopbackPool
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux option numbers")
@@ -143,8 +143,16 @@ def test_read_many_columns(impl: ModuleType, mixed: tuple) -> None:  # type: ign
 @pytest.mark.parametrize(
     "kind",
     [
-        "list", "tuple", "generator", "array_i", "array_q", "array_l",
-        "numpy64", "numpy32", "numpy_u64", "numpy_strided",
+        "list",
+        "tuple",
+        "generator",
+        "array_i",
+        "array_q",
+        "array_l",
+        "numpy64",
+        "numpy32",
+        "numpy_u64",
+        "numpy_strided",
     ],
 )
 def test_target_containers(impl: ModuleType, pool100: LoopbackPool, kind: str) -> None:

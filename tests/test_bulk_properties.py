@@ -22,6 +22,10 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ka
 from helpers import (
     TCP_KEEPCNT,
     TCP_KEEPIDLE,
@@ -29,10 +33,6 @@ from helpers import (
     TCP_USER_TIMEOUT,
     kernel_values,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import ka
 from ka.bench.pool import LoopbackPool
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="errnos are Linux's")
@@ -86,7 +86,11 @@ def _steps(spec: tuple[int, int, int, int, int]) -> list[ka.Option]:
     enable, idle, interval, count, ut = spec
     steps = []
     if enable:
-        steps += [o for o, v in ((ka.Option.IDLE, idle), (ka.Option.INTERVAL, interval), (ka.Option.COUNT, count)) if v >= 0]
+        steps += [
+            o
+            for o, v in ((ka.Option.IDLE, idle), (ka.Option.INTERVAL, interval), (ka.Option.COUNT, count))
+            if v >= 0
+        ]
     if ut >= 0:
         steps.append(ka.Option.USER_TIMEOUT)
     return [*steps, ka.Option.KEEPALIVE]
@@ -131,7 +135,9 @@ def reset(live: list[socket.socket]) -> None:
 
 
 entries = st.lists(
-    st.tuples(st.sampled_from(KINDS), st.integers(0, 23), st.booleans()),  # kind, which live socket, as raw fd
+    st.tuples(
+        st.sampled_from(KINDS), st.integers(0, 23), st.booleans()
+    ),  # kind, which live socket, as raw fd
     max_size=60,
 )
 
@@ -161,7 +167,9 @@ def build(m: Materials, drawn: list[tuple[str, int, bool]]) -> tuple[list[Any], 
 
 @pytest.mark.parametrize("as_array", [False, True], ids=["list", "array"])
 @settings(max_examples=40, deadline=None)
-@given(drawn=entries, policy=st.sampled_from(POLICIES), threads=st.integers(1, 8), read_threads=st.integers(1, 8))
+@given(
+    drawn=entries, policy=st.sampled_from(POLICIES), threads=st.integers(1, 8), read_threads=st.integers(1, 8)
+)
 def test_every_input_accounted_for(
     core: ModuleType,
     materials: Materials,

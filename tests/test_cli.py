@@ -13,6 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from ka.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PERMISSION,
+    EXIT_USAGE,
+    human,
+    parse_duration,
+)
 from live_helpers import (
     NOBODY,
     EchoServer,
@@ -25,17 +34,12 @@ from live_helpers import (
     wait_for_timers,
 )
 
-from ka.cli import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_PERMISSION,
-    EXIT_USAGE,
-    human,
-    parse_duration,
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="ka show/apply/defaults --set are Linux only"
 )
-
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ka show/apply/defaults --set are Linux only")
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (another user, dropped capabilities, namespaces)")
+root_only = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root (another user, dropped capabilities, namespaces)"
+)
 
 N4, N6 = 32, 8
 KEEPALIVE_FILES = [Path("/proc/sys/net/ipv4") / f"tcp_keepalive_{n}" for n in ("time", "intvl", "probes")]
@@ -91,7 +95,17 @@ def test_apply_changes_every_connection_while_the_server_keeps_serving(server: E
     pinger.start()
     try:
         report = run_json(
-            "apply", "--pid", str(server.pid), "--idle", "40", "--interval", "7s", "--count", "3", "--user-timeout", "auto"
+            "apply",
+            "--pid",
+            str(server.pid),
+            "--idle",
+            "40",
+            "--interval",
+            "7s",
+            "--count",
+            "3",
+            "--user-timeout",
+            "auto",
         )
     finally:
         stop.set()
@@ -106,7 +120,12 @@ def test_apply_changes_every_connection_while_the_server_keeps_serving(server: E
         assert conn["status"] == "applied" and conn["error"] is None
         assert conn["before"]["enabled"] is False and conn["before"]["idle"] == 7200
         assert conn["after"] == {
-            "enabled": True, "idle": 40, "interval": 7, "count": 3, "user_timeout": 61.0, "dead_peer_after": 61.0,
+            "enabled": True,
+            "idle": 40,
+            "interval": 7,
+            "count": 3,
+            "user_timeout": 61.0,
+            "dead_peer_after": 61.0,
         }
 
     # From outside: our own duplicates of the server's descriptors, and the kernel's timers.
@@ -130,7 +149,19 @@ def test_apply_changes_every_connection_while_the_server_keeps_serving(server: E
 
 @linux_only
 def test_apply_to_the_listener_reaches_new_connections(server: EchoServer) -> None:
-    report = run_json("apply", "--pid", str(server.pid), "--idle", "90", "--interval", "9", "--count", "2", "--state", "listen")
+    report = run_json(
+        "apply",
+        "--pid",
+        str(server.pid),
+        "--idle",
+        "90",
+        "--interval",
+        "9",
+        "--count",
+        "2",
+        "--state",
+        "listen",
+    )
     assert report["summary"]["applied"] == len(server.ports)
     assert all(c["state"] == "listen" for c in report["connections"])
     assert all(v[0] == 0 for v in established(server).values())  # held connections untouched
@@ -148,7 +179,17 @@ def test_filters_select_only_matching_connections(server: EchoServer) -> None:
     assert [peer for peer, v in seen.items() if v[0]] == [("127.0.0.1", one)]
     assert seen[("127.0.0.1", one)][:2] == (1, 55)
     if len(server.ports) == 2:
-        report = run_json("apply", "--pid", str(server.pid), "--count", "5", "--local-port", str(server.ports[1]), "--state", "established")
+        report = run_json(
+            "apply",
+            "--pid",
+            str(server.pid),
+            "--count",
+            "5",
+            "--local-port",
+            str(server.ports[1]),
+            "--state",
+            "established",
+        )
         assert report["matched"] == N6 and {c["family"] for c in report["connections"]} == {"ipv6"}
         assert sorted(v[3] for v in established(server).values()).count(5) == N6
     # Nothing matches: a clear exit 1, nothing changed.
@@ -161,13 +202,21 @@ def test_filters_select_only_matching_connections(server: EchoServer) -> None:
 @linux_only
 def test_dry_run_shows_the_change_and_changes_nothing(server: EchoServer) -> None:
     before = established(server)
-    report = run_json("apply", "--pid", str(server.pid), "--idle", "2m", "--interval", "10", "--count", "4", "--dry-run")
+    report = run_json(
+        "apply", "--pid", str(server.pid), "--idle", "2m", "--interval", "10", "--count", "4", "--dry-run"
+    )
     assert established(server) == before
     assert report["dry_run"] is True and report["summary"]["would change"] == N4 + N6
     first = report["connections"][0]
     assert first["status"] == "would change"
-    assert first["before"]["enabled"] is False and first["after"]["idle"] == 120 and first["after"]["enabled"] is True
-    text = ka_command("apply", "--pid", str(server.pid), "--idle", "2m", "--interval", "10", "--count", "4", "--dry-run")
+    assert (
+        first["before"]["enabled"] is False
+        and first["after"]["idle"] == 120
+        and first["after"]["enabled"] is True
+    )
+    text = ka_command(
+        "apply", "--pid", str(server.pid), "--idle", "2m", "--interval", "10", "--count", "4", "--dry-run"
+    )
     assert text.returncode == EXIT_OK
     assert "dry run, nothing is changed" in text.stdout and "off 7200/75/9  on 120/10/4" in text.stdout
     assert established(server) == before
@@ -175,7 +224,19 @@ def test_dry_run_shows_the_change_and_changes_nothing(server: EchoServer) -> Non
 
 @linux_only
 def test_show_reports_the_live_values(server: EchoServer) -> None:
-    run_json("apply", "--pid", str(server.pid), "--idle", "45", "--interval", "5", "--count", "6", "--remote-port", str(server.clients[0].getsockname()[1]))
+    run_json(
+        "apply",
+        "--pid",
+        str(server.pid),
+        "--idle",
+        "45",
+        "--interval",
+        "5",
+        "--count",
+        "6",
+        "--remote-port",
+        str(server.clients[0].getsockname()[1]),
+    )
     data = run_json("show", "--pid", str(server.pid))
     (proc,) = data["processes"]
     assert proc["pid"] == server.pid and proc["uid"] == os.geteuid()
@@ -187,7 +248,13 @@ def test_show_reports_the_live_values(server: EchoServer) -> None:
         peer = None if conn["state"] == "listen" else (conn["remote"]["address"], conn["remote"]["port"])
         values = seen[(local, peer)]
         ka_ = conn["keepalive"]
-        assert (int(ka_["enabled"]), ka_["idle"], ka_["interval"], ka_["count"], round(ka_["user_timeout"] * 1000)) == values
+        assert (
+            int(ka_["enabled"]),
+            ka_["idle"],
+            ka_["interval"],
+            ka_["count"],
+            round(ka_["user_timeout"] * 1000),
+        ) == values
         expected_timer = "keepalive" if values[0] else "none"
         assert conn["timer"]["name"] == expected_timer, conn
     text = ka_command("show", "--pid", str(server.pid), "--state", "established")
@@ -219,7 +286,11 @@ def test_apply_without_cap_sys_ptrace_is_refused(server: EchoServer) -> None:
     before = established(server)
     command = f"exec {sys.executable} -m ka apply --pid {server.pid} --idle 30 --interval 5 --count 3"
     out = subprocess.run(
-        ["capsh", "--drop=cap_sys_ptrace", "--", "-c", command], check=False, capture_output=True, text=True, timeout=60
+        ["capsh", "--drop=cap_sys_ptrace", "--", "-c", command],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == EXIT_PERMISSION, out.stderr
     assert "ka has no CAP_SYS_PTRACE" in out.stderr
@@ -260,7 +331,9 @@ def test_show_everything_skips_what_the_user_may_not_reach() -> None:
         (["--idle", "5", "--local-port", "0"], "--local-port 0 is not a TCP port"),
     ],
 )
-def test_apply_rejects_bad_values_before_touching_anything(server: EchoServer, args: list[str], message: str) -> None:
+def test_apply_rejects_bad_values_before_touching_anything(
+    server: EchoServer, args: list[str], message: str
+) -> None:
     before = established(server)
     out = ka_command("apply", "--pid", str(server.pid), *args)
     assert out.returncode == EXIT_USAGE and message in out.stderr, out.stderr
@@ -304,7 +377,12 @@ def in_fresh_netns(script: str) -> subprocess.CompletedProcess[str]:
     """``sh -c script`` in a network namespace of its own (gone when it exits); $KA runs ka."""
     env = {**os.environ, "KA": f"{sys.executable} -m ka"}
     return subprocess.run(
-        ["unshare", "-n", "sh", "-c", script], check=False, capture_output=True, text=True, timeout=60, env=env
+        ["unshare", "-n", "sh", "-c", script],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
 
 
@@ -330,11 +408,14 @@ def test_defaults_set_in_a_fresh_namespace() -> None:
 
 @linux_only
 @root_only
-@pytest.mark.skipif(not (have("unshare") and have("setpriv")), reason="needs unshare and setpriv (util-linux)")
+@pytest.mark.skipif(
+    not (have("unshare") and have("setpriv")), reason="needs unshare and setpriv (util-linux)"
+)
 def test_defaults_set_without_root_is_refused() -> None:
     nobody = " ".join(NOBODY)
     out = in_fresh_netns(
-        f"{nobody} $KA defaults --set idle=100 interval=10 count=3; echo rc=$?; cat /proc/sys/net/ipv4/tcp_keepalive_time"
+        f"{nobody} $KA defaults --set idle=100 interval=10 count=3; echo rc=$?; "
+        "cat /proc/sys/net/ipv4/tcp_keepalive_time"
     )
     assert "rc=3" in out.stdout and out.stdout.split()[-1] == "7200"  # a fresh namespace's default, unchanged
     assert "writing /proc/sys/net/ipv4/tcp_keepalive_time needs root or CAP_NET_ADMIN" in out.stderr
@@ -353,7 +434,9 @@ def test_defaults_set_without_root_is_refused() -> None:
     ],
 )
 def test_defaults_set_rejects_bad_values(pairs: list[str], message: str) -> None:
-    out = in_fresh_netns(f"$KA defaults --set {' '.join(pairs)}; echo rc=$?; cat /proc/sys/net/ipv4/tcp_keepalive_time")
+    out = in_fresh_netns(
+        f"$KA defaults --set {' '.join(pairs)}; echo rc=$?; cat /proc/sys/net/ipv4/tcp_keepalive_time"
+    )
     assert "rc=2" in out.stdout and out.stdout.split()[-1] == "7200"
     assert message in out.stderr
 
@@ -369,7 +452,7 @@ def test_set_system_defaults_is_all_or_nothing(tmp_path: Path, monkeypatch: pyte
     (tmp_path / "tcp_keepalive_intvl").symlink_to("/dev/full")  # every write: ENOSPC
     monkeypatch.setattr(system, "PROC_DIR", tmp_path)
     monkeypatch.setattr(system, "system_defaults", lambda: system.SystemDefaults(7200, 75, 9, "test"))
-    with pytest.raises(OSError, match="writing .*tcp_keepalive_intvl"):
+    with pytest.raises(OSError, match=r"writing .*tcp_keepalive_intvl"):
         system.set_system_defaults(idle=100, interval=10, count=3)
     assert (tmp_path / "tcp_keepalive_time").read_text() == "7200\n"
     assert (tmp_path / "tcp_keepalive_probes").read_text() == "9\n"
@@ -389,7 +472,9 @@ def test_durations() -> None:
     assert human(4.5) == "4.5 s"
 
 
-def test_unsupported_platform_exits_4(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unsupported_platform_exits_4(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ka import cli, live
 
     monkeypatch.setattr(live, "PLATFORM", "darwin")

@@ -20,9 +20,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
-from helpers import kernel_values
 
 import ka
+from helpers import kernel_values
 from ka.bench.pool import LoopbackPool
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class Churn:
                     else:
                         old.close()
                 time.sleep(0.0005)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             self.errors.append(exc)
         finally:
             for old in held:
@@ -138,7 +138,7 @@ def test_eight_threads_over_overlapping_pools_with_churn(impl: ModuleType) -> No
                             _check_accounting(result, fds, [])
                         calls[0] += 1
                         failures[0] += result.failed_count
-                except BaseException as exc:  # noqa: BLE001 - reported by the test
+                except BaseException as exc:
                     errors.append(exc)
 
             workers = [threading.Thread(target=worker, args=(k,)) for k in range(WORKERS)]

@@ -18,10 +18,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import netns
 import pytest
 
 import ka
+import netns
 
 REASON = netns.unavailable()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
@@ -88,7 +88,7 @@ def run() -> Iterator[Run]:
         near, far = netns.connect_pairs(pair, len(names) + MANY)
         try:
             single = dict(zip(names, near))
-            many_near = near[len(names):]
+            many_near = near[len(names) :]
             ka.apply(single["blocked"], POLICY)
             ka.apply(single["user_timeout"], AUTO)
             ka.apply(single["keepalive_only_in_flight"], POLICY)
@@ -97,7 +97,7 @@ def run() -> Iterator[Run]:
 
             for name, (n, f) in zip(names, zip(near, far)):
                 result.outcomes[name] = Outcome(_exchange(n, f))
-            result.many = [Outcome(_exchange(n, f)) for n, f in zip(many_near, far[len(names):])]
+            result.many = [Outcome(_exchange(n, f)) for n, f in zip(many_near, far[len(names) :])]
             time.sleep(0.2)  # let the last ACKs out before the far side goes quiet
 
             blocked = result.outcomes["blocked"]
@@ -184,7 +184,10 @@ def test_user_timeout_drops_connection_with_data_in_flight(run: Run) -> None:
     assert outcome.errno == errno.ETIMEDOUT, errno.errorcode.get(outcome.errno)
     assert outcome.died is not None
     since_sent = outcome.died - run.sent["user_timeout"]
-    print(f"\nuser timeout ('auto' = {AUTO.user_timeout} s): died {since_sent:.3f} s after the unacknowledged send")
+    print(
+        f"\nuser timeout ('auto' = {AUTO.user_timeout} s): "
+        f"died {since_sent:.3f} s after the unacknowledged send"
+    )
     assert _on_schedule(since_sent, AUTO.user_timeout, UT_LATE), since_sent
 
 

@@ -14,11 +14,13 @@ import sys
 from types import ModuleType
 
 import pytest
-from helpers import kernel_values, ss_timers
 
 import ka
+from helpers import kernel_values, ss_timers
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="listener inheritance is checked on Linux")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="listener inheritance is checked on Linux"
+)
 
 POLICY = ka.KeepAlive(idle=47, interval=6, count=4, user_timeout="auto")
 EXPECTED = (1, 47, 6, 4, 71000)

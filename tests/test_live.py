@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
-from helpers import kernel_values, ss_timers
-from live_helpers import NOBODY, echo_server, have, sockets_of, timer_seconds
 
 import ka
+from helpers import kernel_values, ss_timers
 from ka import live
+from live_helpers import NOBODY, echo_server, have, sockets_of, timer_seconds
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ka.live is Linux only")
 
@@ -46,7 +46,9 @@ def pair6() -> Iterator[tuple[socket.socket, socket.socket]]:
         yield client, accepted
 
 
-def test_connections_match_the_sockets(pair: tuple[socket.socket, socket.socket], listener: socket.socket) -> None:
+def test_connections_match_the_sockets(
+    pair: tuple[socket.socket, socket.socket], listener: socket.socket
+) -> None:
     client, accepted = pair
     conns = own(client, accepted, listener)
     for conn, sock in zip(conns[:2], (client, accepted)):
@@ -97,7 +99,9 @@ def test_read_through_duplicates_matches_the_kernel(
     assert states[1].settings == (True, 41, 6, 4, 12.5)
 
 
-def test_apply_through_duplicates_changes_the_socket(impl: ModuleType, pair: tuple[socket.socket, socket.socket]) -> None:
+def test_apply_through_duplicates_changes_the_socket(
+    impl: ModuleType, pair: tuple[socket.socket, socket.socket]
+) -> None:
     client, accepted = pair
     policy = ka.KeepAlive(33, 7, 4, user_timeout="auto")
     report = live.apply(os.getpid(), own(client, accepted), policy)
@@ -155,12 +159,24 @@ def test_chunks_keep_few_descriptors_open(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_filters() -> None:
-    a = live.Connection(1, 3, 10, "ipv4", live.Endpoint("127.0.0.1", 80), live.Endpoint("127.0.0.1", 5000), "established", live.Timer("none", 0.0, 0, 0))
+    a = live.Connection(
+        1,
+        3,
+        10,
+        "ipv4",
+        live.Endpoint("127.0.0.1", 80),
+        live.Endpoint("127.0.0.1", 5000),
+        "established",
+        live.Timer("none", 0.0, 0, 0),
+    )
     b = a._replace(fd=4, remote=live.Endpoint("127.0.0.1", 5001), state="close-wait")
     c = a._replace(fd=5, remote=live.Endpoint("0.0.0.0", 0), state="listen")
     assert live.select([a, b, c], remote_port=5001) == [b]
     assert live.select([a, b, c], states=live.normalize_states(["connected"])) == [a, b]
-    assert live.select([a, b, c], local_port=80, states=live.normalize_states(["listen", "ESTABLISHED"])) == [a, c]
+    assert live.select([a, b, c], local_port=80, states=live.normalize_states(["listen", "ESTABLISHED"])) == [
+        a,
+        c,
+    ]
     with pytest.raises(ValueError, match="unknown TCP state 'open'"):
         live.normalize_states(["open"])
     with pytest.raises(ValueError, match="local_port=70000 is not a TCP port"):
@@ -169,7 +185,10 @@ def test_filters() -> None:
 
 def test_parse_tcp_line() -> None:
     # A keepalive timer 29.5 s away (2950 ticks at USER_HZ 100), two probes out, IPv4 in host order.
-    line = "   0: 0100007F:1F90 0200007F:C350 01 00000000:00000000 02:00000B86 00000000  1000        2 4242 1 0 20 4 30 10 -1"
+    line = (
+        "   0: 0100007F:1F90 0200007F:C350 01 00000000:00000000 02:00000B86 00000000  1000        2 4242 1 0"
+        " 20 4 30 10 -1"
+    )
     entry = live.parse_tcp_line(line, "ipv4")
     assert entry.local == ("127.0.0.1", 8080) and entry.remote == ("127.0.0.2", 50000)
     assert entry.state == "established" and entry.uid == 1000 and entry.inode == 4242
@@ -195,16 +214,22 @@ def test_dead_peer_after(settings: tuple[bool, int, int, int, float], expected: 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another user")
 @pytest.mark.skipif(not have("setpriv"), reason="needs setpriv (util-linux)")
-def test_pidfd_getfd_without_permission_raises_not_permitted(pair: tuple[socket.socket, socket.socket]) -> None:
+def test_pidfd_getfd_without_permission_raises_not_permitted(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
     # As nobody, against this (root) process: the duplicate itself must be refused, and named.
     fd = pair[1].fileno()
     code = (
         "import sys\nfrom ka import live\n"
         f"proc = live.Process({os.getpid()})\n"
-        f"conn = live.Connection({os.getpid()}, {fd}, 0, 'ipv4', live.Endpoint('', 0), live.Endpoint('', 0), 'established', live.Timer('none', 0.0, 0, 0))\n"
-        "try:\n    proc.duplicate([conn])\nexcept live.NotPermitted as exc:\n    print(exc.errno, exc.strerror)\n"
+        f"conn = live.Connection({os.getpid()}, {fd}, 0, 'ipv4', live.Endpoint('', 0), "
+        "live.Endpoint('', 0), 'established', live.Timer('none', 0.0, 0, 0))\n"
+        "try:\n    proc.duplicate([conn])\n"
+        "except live.NotPermitted as exc:\n    print(exc.errno, exc.strerror)\n"
     )
-    out = subprocess.run([*NOBODY, sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [*NOBODY, sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=30
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"1 ka needs ptrace permission over process {os.getpid()}")
     assert "it belongs to uid 0 and ka runs as uid 65534" in out.stdout

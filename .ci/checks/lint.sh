@@ -11,6 +11,6 @@ PYTHON=${PYTHON:-python3}
 "$LINT_VENV/bin/python" -m pip install -q "mypy==2.4.1" "ruff==0.17.6" pytest hypothesis numpy
 
 "$LINT_VENV/bin/ruff" --version
-"$LINT_VENV/bin/ruff" check --no-cache src tests tools
+"$LINT_VENV/bin/ruff" check --no-cache src tests tools benchmarks
 echo "mypy --strict (files and options from pyproject.toml)"
 "$LINT_VENV/bin/mypy" --no-incremental --cache-dir=/dev/null

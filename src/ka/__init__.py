@@ -1,10 +1,10 @@
 """ka: TCP keepalive for one socket or a whole pool.
 
-    import ka
-    policy = ka.KeepAlive(idle=60, interval=10, count=5)   # seconds, seconds, probes
-    ka.apply(sock, policy)                                  # a socket, an fd, or anything with fileno()
-    result = ka.apply_many(pool, policy)                    # every input applied or listed in result.failed
-    ka.read(sock)                                           # the values the kernel reports
+import ka
+policy = ka.KeepAlive(idle=60, interval=10, count=5)   # seconds, seconds, probes
+ka.apply(sock, policy)                                  # a socket, an fd, or anything with fileno()
+result = ka.apply_many(pool, policy)                    # every input applied or listed in result.failed
+ka.read(sock)                                           # the values the kernel reports
 """
 
 from __future__ import annotations

@@ -21,8 +21,7 @@ IMPLEMENTATION = "python"
 PLATFORM_CODE = PLATFORM_CODES[PLATFORM]
 LIMITS = tuple(_LIMITS)
 HAVE = tuple(
-    SOCKET_NUMBERS[o] is not None
-    for o in (Option.IDLE, Option.INTERVAL, Option.COUNT, Option.USER_TIMEOUT)
+    SOCKET_NUMBERS[o] is not None for o in (Option.IDLE, Option.INTERVAL, Option.COUNT, Option.USER_TIMEOUT)
 )
 
 _FD_TYPECODE = "q" if PLATFORM == "windows" else "i"
@@ -320,4 +319,3 @@ def _is_buffer(obj: Any) -> bool:
     except TypeError:
         return False
     return True
-

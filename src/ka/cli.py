@@ -119,9 +119,7 @@ def _parse_set(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         field = _SET_KEYS.get(key.strip().lower())
         if not sep or field is None:
-            raise UsageError(
-                f"--set takes KEY=VALUE with KEY one of idle, interval, count; got {pair!r}"
-            )
+            raise UsageError(f"--set takes KEY=VALUE with KEY one of idle, interval, count; got {pair!r}")
         if field in values:
             raise UsageError(f"--set names {field} twice")
         if field == "count":
@@ -157,7 +155,11 @@ def _print_defaults(data: dict[str, Any], heading: str) -> None:
     where = f", network namespace {data['network_namespace']}" if "network_namespace" in data else ""
     print(f"{heading} ({data['source']}{where}):")
     if data["platform"] == "linux":
-        names = ("net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes")
+        names = (
+            "net.ipv4.tcp_keepalive_time",
+            "net.ipv4.tcp_keepalive_intvl",
+            "net.ipv4.tcp_keepalive_probes",
+        )
     else:
         names = ("idle", "interval", "count")
     width = max(len(n) for n in names)
@@ -237,7 +239,9 @@ def _connection_data(conn: Any) -> dict[str, Any]:
 def _settings_text(settings: Any) -> str:
     if settings is None:
         return "?"
-    values = "/".join("?" if v is None else str(v) for v in (settings.idle, settings.interval, settings.count))
+    values = "/".join(
+        "?" if v is None else str(v) for v in (settings.idle, settings.interval, settings.count)
+    )
     text = f"{'on' if settings.enabled else 'off'} {values}"
     if settings.user_timeout:
         text += f" ut={compact(settings.user_timeout)}"
@@ -301,7 +305,19 @@ def _check_ports(args: argparse.Namespace) -> None:
 
 # -- show ----------------------------------------------------------------------------------------
 
-_SHOW_HEADERS = ("FD", "LOCAL", "REMOTE", "STATE", "KEEPALIVE", "IDLE", "INTVL", "CNT", "USER-TO", "DEAD PEER", "TIMER")
+_SHOW_HEADERS = (
+    "FD",
+    "LOCAL",
+    "REMOTE",
+    "STATE",
+    "KEEPALIVE",
+    "IDLE",
+    "INTVL",
+    "CNT",
+    "USER-TO",
+    "DEAD PEER",
+    "TIMER",
+)
 
 
 def _show_row(state: Any) -> list[str]:
@@ -371,7 +387,8 @@ def _show(args: argparse.Namespace) -> int:
         elif shown:
             print(_process_block(args.pid, shown))
         else:
-            print(f"process {args.pid} ({live.command_name(args.pid)}) holds no TCP connection{_matching(args, states)}.")
+            name = live.command_name(args.pid)
+            print(f"process {args.pid} ({name}) holds no TCP connection{_matching(args, states)}.")
         return EXIT_OK
 
     found: list[tuple[int, list[Any]]] = []
@@ -470,7 +487,11 @@ def _apply(args: argparse.Namespace) -> int:
     report = live.apply(args.pid, conns, policy, dry_run=args.dry_run)
     summary = {
         status: report.count(status)
-        for status in (("would change", "already set", "gone", "failed") if args.dry_run else ("applied", "failed", "gone"))
+        for status in (
+            ("would change", "already set", "gone", "failed")
+            if args.dry_run
+            else ("applied", "failed", "gone")
+        )
     }
     code = EXIT_OK if report.ok and conns else EXIT_FAILED
     if args.json:
@@ -567,7 +588,9 @@ def _port(text: str) -> int:
 def _add_filters(parser: argparse.ArgumentParser, default_state: str) -> None:
     group = parser.add_argument_group("filters (all given must hold)")
     group.add_argument("--local-port", type=_port, metavar="N", help="only connections with this local port")
-    group.add_argument("--remote-port", type=_port, metavar="N", help="only connections with this remote port")
+    group.add_argument(
+        "--remote-port", type=_port, metavar="N", help="only connections with this remote port"
+    )
     group.add_argument(
         "--state",
         action="append",
@@ -646,7 +669,9 @@ def build_parser() -> argparse.ArgumentParser:
     values = apply.add_argument_group("the policy (at least one; values left out stay as they are)")
     values.add_argument("--idle", metavar="DURATION", help="silence before the first probe (TCP_KEEPIDLE)")
     values.add_argument("--interval", metavar="DURATION", help="time between probes (TCP_KEEPINTVL)")
-    values.add_argument("--count", type=int, metavar="N", help="unanswered probes before the drop (TCP_KEEPCNT)")
+    values.add_argument(
+        "--count", type=int, metavar="N", help="unanswered probes before the drop (TCP_KEEPCNT)"
+    )
     values.add_argument(
         "--user-timeout",
         metavar="DURATION",
@@ -654,7 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     values.add_argument("--off", action="store_true", help="turn keepalive off instead")
     _add_filters(apply, "connected")
-    apply.add_argument("--dry-run", action="store_true", help="read and show what would change; change nothing")
+    apply.add_argument(
+        "--dry-run", action="store_true", help="read and show what would change; change nothing"
+    )
     apply.set_defaults(func=_apply)
 
     from .bench.harness import add_arguments as add_bench_arguments

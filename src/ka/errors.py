@@ -37,8 +37,7 @@ class BulkError(OSError):
         failures = result.failed
         first = failures[0]
         shown = ", ".join(
-            f"#{f.index} fd {f.fd}: {os.strerror(f.errno)} on {f.option.system_name}"
-            for f in failures[:5]
+            f"#{f.index} fd {f.fd}: {os.strerror(f.errno)} on {f.option.system_name}" for f in failures[:5]
         )
         more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
         super().__init__(

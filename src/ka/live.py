@@ -265,12 +265,47 @@ def _ptrace_scope() -> int | None:
 
 # linux/capability.h, by bit number.
 CAPABILITY_NAMES = (
-    "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid",
-    "setpcap", "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw",
-    "ipc_lock", "ipc_owner", "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace", "sys_pacct",
-    "sys_admin", "sys_boot", "sys_nice", "sys_resource", "sys_time", "sys_tty_config", "mknod",
-    "lease", "audit_write", "audit_control", "setfcap", "mac_override", "mac_admin", "syslog",
-    "wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore",
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
+    "checkpoint_restore",
 )
 CAP_SYS_PTRACE = 19
 
@@ -390,7 +425,9 @@ def connections(pid: int, tables: dict[int, dict[int, TcpEntry]] | None = None) 
         if entry is None:
             continue  # a Unix or UDP socket, or TCP from another namespace
         result.append(
-            Connection(pid, fd, entry.inode, entry.family, entry.local, entry.remote, entry.state, entry.timer)
+            Connection(
+                pid, fd, entry.inode, entry.family, entry.local, entry.remote, entry.state, entry.timer
+            )
         )
     return result
 
@@ -728,7 +765,9 @@ def _planned(dups: Duplicates, before: Any, policy: KeepAlive) -> Iterator[Chang
         if before.errnos[i]:
             err = before.errnos[i]
             option = _option_name(before.options[i])
-            yield Change(conn, "failed", None, None, f"{os.strerror(err)} reading {option}", err, option, conn.timer)
+            yield Change(
+                conn, "failed", None, None, f"{os.strerror(err)} reading {option}", err, option, conn.timer
+            )
             continue
         now = before[i]
         status = "already set" if now.matches(policy) else "would change"
@@ -746,7 +785,9 @@ def _outcomes(dups: Duplicates, before: Any, result: Any, after: Any, policy: Ke
         err = result.errnos[i]
         if err:
             option = _option_name(result.options[i])
-            yield Change(conn, "failed", was, now, f"{os.strerror(err)} setting {option}", err, option, conn.timer)
+            yield Change(
+                conn, "failed", was, now, f"{os.strerror(err)} setting {option}", err, option, conn.timer
+            )
         elif i in mismatched:
             # Applied without an error, yet the kernel reports other values (or cannot be read).
             read_err = after.errnos[i]

@@ -166,9 +166,7 @@ class KeepAlive:
             )
         limits = LIMITS
         idle_s = None if idle is None else _whole_seconds("idle", idle, limits.max_idle)
-        interval_s = (
-            None if interval is None else _whole_seconds("interval", interval, limits.max_interval)
-        )
+        interval_s = None if interval is None else _whole_seconds("interval", interval, limits.max_interval)
         count_n = None if count is None else _probe_count(count, limits.max_count)
 
         ut_ms: int | None

@@ -32,9 +32,7 @@ class Failure(NamedTuple):
 
 
 def _failures(fds: array.array[int], errnos: array.array[int], options: array.array[int]) -> list[Failure]:
-    return [
-        Failure(i, fds[i], err, Option(options[i])) for i, err in enumerate(errnos) if err
-    ]
+    return [Failure(i, fds[i], err, Option(options[i])) for i, err in enumerate(errnos) if err]
 
 
 class _Accounted:
@@ -206,9 +204,7 @@ class ReadResult(_Accounted):
         checks.append((self.user_timeout_ms, ut))
         checks = [(column, want) for column, want in checks if want >= 0]
         return [
-            i
-            for i in range(len(self))
-            if self.errnos[i] or any(column[i] != want for column, want in checks)
+            i for i in range(len(self)) if self.errnos[i] or any(column[i] != want for column, want in checks)
         ]
 
     def __repr__(self) -> str:

@@ -9,6 +9,7 @@ the probe count is fixed at 10 on Vista and later.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -42,9 +43,7 @@ class SystemDefaults(NamedTuple):
 
 
 def _linux(proc_dir: Path) -> SystemDefaults:
-    values = {
-        field: int((proc_dir / name).read_text().strip()) for field, name in LINUX_FILES.items()
-    }
+    values = {field: int((proc_dir / name).read_text().strip()) for field, name in LINUX_FILES.items()}
     return SystemDefaults(values["idle"], values["interval"], values["count"], str(proc_dir))
 
 
@@ -171,7 +170,5 @@ def _write_error(exc: OSError, path: Path) -> OSError:
 
 def _restore(previous: SystemDefaults, fields: list[str]) -> None:
     for field in fields:
-        try:
+        with contextlib.suppress(OSError):  # best effort: the caller sees the original error
             (PROC_DIR / LINUX_FILES[field]).write_text(f"{getattr(previous, field)}\n")
-        except OSError:
-            pass  # best effort: the caller sees the original error

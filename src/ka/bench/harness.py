@@ -2,7 +2,8 @@
 
 One harness serves ``python -m ka bench`` (a quick default) and ``benchmarks/run.py`` (the full
 sweep with JSON and plots). Every method of a table is timed in the same run on the same pool,
-interleaved round by round (in a new random order each round), and reported as the median ns per socket with the
+interleaved round by round (in a new random order each round), and reported as the median ns per
+socket with the
 spread (25th-75th percentile) across rounds.
 """
 
@@ -23,6 +24,7 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import ka
@@ -92,7 +94,9 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def apply_methods(pool: LoopbackPool, floor: floor_mod.Floor | None, threads: int, notes: list[str]) -> dict[str, Method]:
+def apply_methods(
+    pool: LoopbackPool, floor: floor_mod.Floor | None, threads: int, notes: list[str]
+) -> dict[str, Method]:
     socks = pool.sockets
     fds = pool.fds()
     policy = ka.KeepAlive  # one policy per call, built outside the per-socket work
@@ -116,7 +120,9 @@ def apply_methods(pool: LoopbackPool, floor: floor_mod.Floor | None, threads: in
     if threads > 1:
         methods[BULK_THREADS.format(threads)] = lambda v: ka.apply_many(fds, policy(*v), threads=threads)
     if ka.IMPLEMENTATION == "c":
-        methods["pure-Python twin apply_many(int array)"] = lambda v: _ka_py.apply_many(fds, policy(*v)._spec, 1)
+        methods["pure-Python twin apply_many(int array)"] = lambda v: _ka_py.apply_many(
+            fds, policy(*v)._spec, 1
+        )
     if floor is not None:
         methods[FLOOR] = lambda v: floor.apply(fds, *v)
     return methods
@@ -233,6 +239,14 @@ SERVER_MODES = {
 }
 
 
+def _stdlib_apply_one(sock: socket.socket, values: Values) -> None:
+    stdlib_apply([sock], values)
+
+
+def _ka_apply_one(sock: socket.socket, policy: ka.KeepAlive) -> None:
+    ka.apply(sock, policy)
+
+
 def server_path_once(mode: str, n: int) -> float:
     """ns per accepted connection, accept loop included, for one way of giving the policy."""
     policy = ka.KeepAlive(61, 11, 6)
@@ -240,11 +254,11 @@ def server_path_once(mode: str, n: int) -> float:
     prepare: Callable[[socket.socket], object] | None = None
     on_accept: Callable[[socket.socket], object] | None = None
     if mode == "stdlib":
-        on_accept = lambda s: stdlib_apply([s], values)
+        on_accept = partial(_stdlib_apply_one, values=values)
     elif mode == "ka":
-        on_accept = lambda s: ka.apply(s, policy)
+        on_accept = partial(_ka_apply_one, policy=policy)
     elif mode == "inherit":
-        prepare = lambda listener: ka.apply(listener, policy)
+        prepare = partial(_ka_apply_one, policy=policy)
     with LoopbackPool(n, prepare_listener=prepare, on_accept=on_accept, connect_first=True) as pool:
         if mode != "none":
             assert ka.read(pool.sockets[-1]).idle == 61, f"{mode}: policy missing on an accepted socket"
@@ -255,7 +269,7 @@ def server_path(n: int, rounds: int) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {label: [] for label in SERVER_MODES}
     labels = list(SERVER_MODES)
     for r in range(rounds):
-        for label in labels[r % len(labels):] + labels[: r % len(labels)]:
+        for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
             samples[label].append(server_path_once(SERVER_MODES[label], n))
     return samples
 
@@ -269,8 +283,19 @@ def server_syscalls(n: int) -> dict[str, dict[str, float]] | str:
     for label, mode in SERVER_MODES.items():
         with tempfile.NamedTemporaryFile("r", suffix=".strace") as report:
             cmd = [
-                strace, "-f", "-c", "-o", report.name, "-e", "trace=setsockopt,accept,accept4",
-                sys.executable, "-m", "ka.bench.harness", "--server-path-child", mode, str(n),
+                strace,
+                "-f",
+                "-c",
+                "-o",
+                report.name,
+                "-e",
+                "trace=setsockopt,accept,accept4",
+                sys.executable,
+                "-m",
+                "ka.bench.harness",
+                "--server-path-child",
+                mode,
+                str(n),
             ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
@@ -292,16 +317,29 @@ def _parse_strace_summary(text: str) -> dict[str, int]:
 
 # -- the run ------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", default="1000,4000,16000",
-                        help="comma-separated pool sizes (default 1000,4000,16000; at most about 19000)")
+    parser.add_argument(
+        "--sizes",
+        default="1000,4000,16000",
+        help="comma-separated pool sizes (default 1000,4000,16000; at most about 19000)",
+    )
     parser.add_argument("--rounds", type=int, default=11, help="timed rounds per method (default 11)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="threads for the threaded rows (default: the number of CPUs)")
-    parser.add_argument("--thread-sweep", default="",
-                        help="thread counts to sweep on the largest pool, e.g. 1,2,4 (default: none)")
-    parser.add_argument("--server-n", type=int, default=2000,
-                        help="connections for the server-path rows (default 2000; 0 skips them)")
-    parser.add_argument("--syscalls", action="store_true", help="count server-path system calls with strace -c -f")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="threads for the threaded rows (default: the number of CPUs)"
+    )
+    parser.add_argument(
+        "--thread-sweep",
+        default="",
+        help="thread counts to sweep on the largest pool, e.g. 1,2,4 (default: none)",
+    )
+    parser.add_argument(
+        "--server-n",
+        type=int,
+        default=2000,
+        help="connections for the server-path rows (default 2000; 0 skips them)",
+    )
+    parser.add_argument(
+        "--syscalls", action="store_true", help="count server-path system calls with strace -c -f"
+    )
     parser.add_argument("--json", metavar="FILE", help="write the raw results as JSON to FILE")
     parser.add_argument("--plots", metavar="DIR", help="write PNG plots to DIR (needs matplotlib)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
@@ -392,7 +430,9 @@ def table(results: dict[str, Any], kind: str) -> str:
         base = _median(results, kind, n, base_name)
         floor = _median(results, kind, n, FLOOR)
         lines.append(f"\n{kind} on a pool of {n} live connections ({results['rounds']} rounds, interleaved)")
-        lines.append(f"  {'method':42s} {'ns/socket':>10s} {'p25-p75':>15s} {'vs stdlib':>10s} {'vs C floor':>11s}")
+        lines.append(
+            f"  {'method':42s} {'ns/socket':>10s} {'p25-p75':>15s} {'vs stdlib':>10s} {'vs C floor':>11s}"
+        )
         for name, samples in sorted(methods.items(), key=lambda kv: -statistics.median(kv[1])):
             s = summarize(samples)
             speed = f"{base / s['median']:.2f}x" if base else "-"
@@ -450,25 +490,51 @@ def targets(results: dict[str, Any]) -> list[tuple[str, float | None, str, bool 
     ):
         fn = "apply_many" if kind == "apply" else "read_many"
         for n in sizes:
-            row(f"{fn}(int array) / C floor, 1 thread, pool {n}",
-                ratio(kind, n, array_name, n, FLOOR), "<= 1.05", lambda r: r <= 1.05)
-            row(f"{fn}(int array) speed-up over stdlib, pool {n}",
-                ratio(kind, n, stdlib, n, array_name), ">= 1.35", lambda r: r >= 1.35)
-            row(f"{fn}(list of sockets) speed-up over stdlib, pool {n}",
-                ratio(kind, n, stdlib, n, list_name), ">= 1.30", lambda r: r >= 1.30)
-            row(f"{fn} threads={threads} speed-up over 1 thread, pool {n}",
-                ratio(kind, n, array_name, n, thr.format(threads)), ">= 1.70", lambda r: r >= 1.70)
+            row(
+                f"{fn}(int array) / C floor, 1 thread, pool {n}",
+                ratio(kind, n, array_name, n, FLOOR),
+                "<= 1.05",
+                lambda r: r <= 1.05,
+            )
+            row(
+                f"{fn}(int array) speed-up over stdlib, pool {n}",
+                ratio(kind, n, stdlib, n, array_name),
+                ">= 1.35",
+                lambda r: r >= 1.35,
+            )
+            row(
+                f"{fn}(list of sockets) speed-up over stdlib, pool {n}",
+                ratio(kind, n, stdlib, n, list_name),
+                ">= 1.30",
+                lambda r: r >= 1.30,
+            )
+            row(
+                f"{fn} threads={threads} speed-up over 1 thread, pool {n}",
+                ratio(kind, n, array_name, n, thr.format(threads)),
+                ">= 1.70",
+                lambda r: r >= 1.70,
+            )
         if big != small:
-            row(f"{fn}(int array) cost per socket, pool {big} / pool {small}",
-                ratio(kind, big, array_name, small, array_name), "within 0.85-1.15", lambda r: 0.85 <= r <= 1.15)
-            row(f"  the C floor's own, pool {big} / pool {small}",
-                ratio(kind, big, FLOOR, small, FLOOR), "(kernel, for reference)", lambda r: 0.85 <= r <= 1.15)
+            row(
+                f"{fn}(int array) cost per socket, pool {big} / pool {small}",
+                ratio(kind, big, array_name, small, array_name),
+                "within 0.85-1.15",
+                lambda r: 0.85 <= r <= 1.15,
+            )
+            row(
+                f"  the C floor's own, pool {big} / pool {small}",
+                ratio(kind, big, FLOOR, small, FLOOR),
+                "(kernel, for reference)",
+                lambda r: 0.85 <= r <= 1.15,
+            )
     return rows
 
 
 def report(results: dict[str, Any]) -> str:
     m = results["machine"]
-    parts = [f"ka bench: Python {m['python']}, ka core: {m['implementation']}, {m['cpus']} CPUs, {m['platform']}"]
+    parts = [
+        f"ka bench: Python {m['python']}, ka core: {m['implementation']}, {m['cpus']} CPUs, {m['platform']}"
+    ]
     parts.append(table(results, "apply"))
     parts.append(table(results, "read"))
     if "thread_sweep" in results:
@@ -529,8 +595,15 @@ def plots(results: dict[str, Any], directory: str) -> list[str]:
         ts = sorted(int(t) for t in sweep["samples"])
         one = statistics.median(sweep["samples"][str(ts[0])])
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(ts, [one / statistics.median(sweep["samples"][str(t)]) for t in ts], marker="o", label="measured")
-        ax.plot(ts, [min(t, results["machine"]["cpus"]) / ts[0] for t in ts], linestyle="--", label="ideal (cores)")
+        ax.plot(
+            ts, [one / statistics.median(sweep["samples"][str(t)]) for t in ts], marker="o", label="measured"
+        )
+        ax.plot(
+            ts,
+            [min(t, results["machine"]["cpus"]) / ts[0] for t in ts],
+            linestyle="--",
+            label="ideal (cores)",
+        )
         ax.set_xlabel("threads")
         ax.set_ylabel("speed-up over 1 thread")
         ax.set_title(f"apply_many(int array) thread scaling, pool of {sweep['pool']}")
