@@ -8,8 +8,10 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -49,7 +51,8 @@ def _values(sock: Any) -> tuple[int, int, int, int, int]:
 def assert_carries_policy(sock: Any) -> None:
     """The client socket carries POLICY (getsockopt) and ss shows its keepalive timer running."""
     assert _values(sock) == EXPECTED
-    (timer,) = ss_timers(sock.getsockname()[1]).values()
+    # Keyed by peer: another process may share an ephemeral port number with another peer.
+    timer = ss_timers(sock.getsockname()[1])[sock.getpeername()[:2]]
     assert re.fullmatch(r"timer:\(keepalive,(3[0-3]sec|\d+ms),0\)", timer), timer
 
 
@@ -105,6 +108,7 @@ def test_redis_and_libpq_mappings() -> None:
         "tcp_keepalives_count": "4",
         "tcp_user_timeout": "12345",
     }
+    assert ka.integrations.postgres_options(ka.KeepAlive(idle=60)) == "-c tcp_keepalives_idle=60"
     with pytest.raises(ValueError, match="the server always enables keepalive"):
         postgres_server_settings(ka.KeepAlive(enabled=False))
 
@@ -119,6 +123,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
+        if self.path == "/slow":  # the client holds its connection until the body arrives
+            self.wfile.flush()
+            time.sleep(0.1)
         self.wfile.write(b"ok")
 
     def log_message(self, format: str, *args: object) -> None:
@@ -197,7 +204,7 @@ def test_aiohttp(http_url: str) -> None:
 
     async def main() -> None:
         async with aiohttp.ClientSession(connector=ka.integrations.aiohttp.connector(POLICY)) as session:
-            async with session.get(http_url) as response:
+            async with session.get(http_url + "slow") as response:
                 sock = response.connection.transport.get_extra_info("socket")
                 assert await response.read() == b"ok"
             assert_carries_policy(sock)
@@ -297,3 +304,89 @@ def test_redis_asyncio(redis_port: int) -> None:
             await client.aclose()
 
     asyncio.run(main())
+
+
+# -- psycopg (libpq) against a real PostgreSQL server -------------------------------------------
+
+
+def _postgres_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found is None:
+        candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+        found = str(candidates[-1]) if candidates else None
+    return found
+
+
+@pytest.fixture(scope="module")
+def postgres_port() -> Iterator[int]:
+    initdb, postgres = _postgres_bin("initdb"), _postgres_bin("postgres")
+    if initdb is None or postgres is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
+    user: str | None = None
+    workdir = Path(tempfile.mkdtemp(prefix=f"ka-pg-{os.getpid()}-"))
+    try:
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            user = "postgres"
+            try:
+                shutil.chown(workdir, user=user)
+            except LookupError:
+                pytest.skip("running as root and there is no user postgres to run PostgreSQL as")
+        data = workdir / "data"
+        subprocess.run(
+            [initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+            user=user,
+        )
+        port = _free_port()
+        argv = [postgres, "-D", str(data), "-p", str(port), "-k", str(workdir)]
+        argv += ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
+        with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=user) as server:
+            try:
+                _wait_for_port(port, server)
+                yield port
+            finally:
+                server.send_signal(signal.SIGINT)  # "fast" shutdown: a throwaway cluster
+                server.wait(timeout=20)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_for_port(port: int, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"postgres exited with {server.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"postgres did not listen on port {port} within 20 s")
+
+
+def test_psycopg(postgres_port: int) -> None:
+    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=postgres_port,
+        user="postgres",
+        dbname="postgres",
+        connect_timeout=10,
+        options=ka.integrations.postgres_options(POLICY),
+        **libpq_options(POLICY),
+    ) as conn:
+        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as client:
+            assert_carries_policy(client)
+            local_port = client.getsockname()[1]
+        shown = [conn.execute(f"SHOW {name}").fetchone()[0] for name in ("tcp_keepalives_idle", "tcp_user_timeout")]
+        assert shown == ["33", "12345"]
+        # The server's end, found by its peer port: PostgreSQL applied the settings. Its reply may
+        # still await the client's delayed ACK (a retransmission timer), hence the short wait.
+        deadline = time.monotonic() + 2
+        while True:
+            server_end = ss_timers(postgres_port)[("127.0.0.1", local_port)]
+            if server_end.startswith("timer:(keepalive,") or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert re.fullmatch(r"timer:\(keepalive,(3[0-3]sec|\d+ms),0\)", server_end), server_end

@@ -7,8 +7,9 @@ This module needs no library: it turns a ``KeepAlive`` into plain values.
 - ``redis_options(policy)``: ``socket_keepalive`` / ``socket_keepalive_options`` for redis-py.
 - ``libpq_options(policy)`` / ``libpq_conninfo(policy)``: libpq's ``keepalives*`` and
   ``tcp_user_timeout`` connection keywords (psycopg, psycopg2, SQLAlchemy ``connect_args``).
-- ``postgres_server_settings(policy)``: the server's ``tcp_keepalives_*`` settings for its end of
-  the connection (asyncpg ``server_settings``).
+- ``postgres_server_settings(policy)`` / ``postgres_options(policy)``: the server's
+  ``tcp_keepalives_*`` settings for its end of the connection (asyncpg ``server_settings``,
+  libpq ``options``).
 
 The submodules build library objects and import their library when imported themselves:
 ``ka.integrations.urllib3``, ``.requests``, ``.httpx``, ``.aiohttp``.
@@ -25,6 +26,7 @@ __all__ = [
     "SocketOption",
     "libpq_conninfo",
     "libpq_options",
+    "postgres_options",
     "postgres_server_settings",
     "redis_options",
     "socket_options",
@@ -138,3 +140,8 @@ def postgres_server_settings(policy: KeepAlive) -> dict[str, str]:
         for option, value in _fields(policy)
         if option is not Option.KEEPALIVE
     }
+
+
+def postgres_options(policy: KeepAlive) -> str:
+    """The server settings as libpq's ``options`` value: ``"-c tcp_keepalives_idle=60 ..."``."""
+    return " ".join(f"-c {name}={value}" for name, value in postgres_server_settings(policy).items())
