@@ -1,0 +1,392 @@
+"""ka.integrations: client libraries against real peers on loopback, checked on the client sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import os
+import pickle
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import (
+    TCP_KEEPCNT,
+    TCP_KEEPIDLE,
+    TCP_KEEPINTVL,
+    TCP_USER_TIMEOUT,
+    kernel_values,
+    ss_timers,
+)
+
+import ka
+import ka.integrations
+from ka.integrations import (
+    libpq_conninfo,
+    libpq_options,
+    postgres_server_settings,
+    redis_options,
+    socket_options,
+)
+
+POLICY = ka.KeepAlive(33, 7, 4, user_timeout=12.345)
+EXPECTED = (1, 33, 7, 4, 12345)
+linux_only = pytest.mark.skipif(ka.capabilities().platform != "linux", reason="option numbers checked are Linux's")
+
+
+def _values(sock: Any) -> tuple[int, int, int, int, int]:
+    with socket.socket(fileno=os.dup(sock.fileno())) as dup:
+        return kernel_values(dup)
+
+
+def assert_carries_policy(sock: Any) -> None:
+    """The client socket carries POLICY (getsockopt) and ss shows its keepalive timer running."""
+    assert _values(sock) == EXPECTED
+    # Keyed by peer: another process may share an ephemeral port number with another peer.
+    timer = ss_timers(sock.getsockname()[1])[sock.getpeername()[:2]]
+    assert re.fullmatch(r"timer:\(keepalive,(3[0-3]sec|\d+ms),0\)", timer), timer
+
+
+# -- the plain values -------------------------------------------------------------------------
+
+
+@linux_only
+def test_socket_options() -> None:
+    tcp, sol = socket.IPPROTO_TCP, socket.SOL_SOCKET
+    assert socket_options(POLICY) == [
+        (tcp, TCP_KEEPIDLE, 33),
+        (tcp, TCP_KEEPINTVL, 7),
+        (tcp, TCP_KEEPCNT, 4),
+        (tcp, TCP_USER_TIMEOUT, 12345),
+        (sol, socket.SO_KEEPALIVE, 1),
+    ]
+    assert socket_options(ka.KeepAlive(idle=60)) == [(tcp, TCP_KEEPIDLE, 60), (sol, socket.SO_KEEPALIVE, 1)]
+    assert socket_options(ka.KeepAlive(enabled=False)) == [(sol, socket.SO_KEEPALIVE, 0)]
+    with pytest.raises(TypeError, match="policy must be a ka.KeepAlive, not tuple"):
+        socket_options((60, 10, 5))  # type: ignore[arg-type]
+
+
+@linux_only
+def test_socket_options_applied_by_hand_match_ka_apply() -> None:
+    with socket.socket() as by_hand, socket.socket() as by_ka:
+        for level, option, value in socket_options(POLICY):
+            by_hand.setsockopt(level, option, value)
+        ka.apply(by_ka, POLICY)
+        assert kernel_values(by_hand) == kernel_values(by_ka) == EXPECTED
+
+
+@linux_only
+def test_redis_and_libpq_mappings() -> None:
+    assert redis_options(POLICY) == {
+        "socket_keepalive": True,
+        "socket_keepalive_options": {TCP_KEEPIDLE: 33, TCP_KEEPINTVL: 7, TCP_KEEPCNT: 4, TCP_USER_TIMEOUT: 12345},
+    }
+    assert redis_options(ka.KeepAlive(enabled=False)) == {"socket_keepalive": False, "socket_keepalive_options": {}}
+    with pytest.raises(ValueError, match="a user timeout needs an enabled policy"):
+        redis_options(ka.KeepAlive(enabled=False, user_timeout=5))
+    assert libpq_options(POLICY) == {
+        "keepalives": 1,
+        "keepalives_idle": 33,
+        "keepalives_interval": 7,
+        "keepalives_count": 4,
+        "tcp_user_timeout": 12345,
+    }
+    assert libpq_conninfo(ka.KeepAlive(enabled=False)) == "keepalives=0"
+    assert libpq_conninfo(ka.KeepAlive(idle=60)) == "keepalives=1 keepalives_idle=60"
+    assert postgres_server_settings(POLICY) == {
+        "tcp_keepalives_idle": "33",
+        "tcp_keepalives_interval": "7",
+        "tcp_keepalives_count": "4",
+        "tcp_user_timeout": "12345",
+    }
+    assert ka.integrations.postgres_options(ka.KeepAlive(idle=60)) == "-c tcp_keepalives_idle=60"
+    with pytest.raises(ValueError, match="the server always enables keepalive"):
+        postgres_server_settings(ka.KeepAlive(enabled=False))
+
+
+# -- HTTP clients against a local HTTP/1.1 server -----------------------------------------------
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        if self.path == "/slow":  # the client holds its connection until the body arrives
+            self.wfile.flush()
+            time.sleep(0.1)
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_url() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def test_urllib3(http_url: str) -> None:
+    pytest.importorskip("urllib3", reason="urllib3 is not installed")
+    import ka.integrations.urllib3
+
+    with ka.integrations.urllib3.pool_manager(POLICY) as http:
+        response = http.request("GET", http_url, preload_content=False)
+        sock = response.connection.sock  # type: ignore[union-attr]
+        assert response.read() == b"ok"
+        assert_carries_policy(sock)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1  # urllib3's default kept
+        response.release_conn()
+
+
+def test_requests(http_url: str) -> None:
+    pytest.importorskip("requests", reason="requests is not installed")
+    import ka.integrations.requests
+
+    with ka.integrations.requests.session(POLICY) as session:
+        response = session.get(http_url, stream=True, timeout=5)
+        sock = response.raw.connection.sock
+        assert response.content == b"ok"
+        assert_carries_policy(sock)
+    adapter = pickle.loads(pickle.dumps(ka.integrations.requests.KeepAliveAdapter(POLICY, pool_maxsize=3)))
+    assert adapter.keepalive == POLICY
+    assert adapter.poolmanager.connection_pool_kw["socket_options"][-5:] == socket_options(POLICY)
+
+
+def test_httpx(http_url: str) -> None:
+    httpx = pytest.importorskip("httpx", reason="httpx is not installed")
+    import ka.integrations.httpx
+
+    with httpx.Client(transport=ka.integrations.httpx.transport(POLICY)) as client:
+        with client.stream("GET", http_url) as response:
+            sock = response.extensions["network_stream"].get_extra_info("socket")
+            assert response.read() == b"ok"
+        assert_carries_policy(sock)
+
+
+def test_httpx_async(http_url: str) -> None:
+    httpx = pytest.importorskip("httpx", reason="httpx is not installed")
+    import ka.integrations.httpx
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=ka.integrations.httpx.async_transport(POLICY)) as client:
+            async with client.stream("GET", http_url) as response:
+                sock = response.extensions["network_stream"].get_extra_info("socket")
+                assert await response.aread() == b"ok"
+            assert_carries_policy(sock)
+
+    asyncio.run(main())
+
+
+def test_aiohttp(http_url: str) -> None:
+    aiohttp = pytest.importorskip("aiohttp", reason="aiohttp is not installed")
+    import ka.integrations.aiohttp
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(connector=ka.integrations.aiohttp.connector(POLICY)) as session:
+            async with session.get(http_url + "slow") as response:
+                sock = response.connection.transport.get_extra_info("socket")
+                assert await response.read() == b"ok"
+            assert_carries_policy(sock)
+
+    asyncio.run(main())
+
+
+# -- redis-py against a real redis-server -------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    argv += ["--dir", str(workdir), "--logfile", str(workdir / "redis.log")]
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as server:
+        try:
+            _wait_for_redis(port, server, workdir / "redis.log")
+            yield port
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+def _wait_for_redis(port: int, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {server.returncode}: {log.read_text()[-500:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-server did not answer on port {port} within 10 s")
+
+
+def test_redis(redis_port: int) -> None:
+    redis = pytest.importorskip("redis", reason="redis-py is not installed")
+    client = redis.Redis(host="127.0.0.1", port=redis_port, **redis_options(POLICY))
+    try:
+        assert client.ping() is True
+        connection = client.connection_pool.get_connection()
+        try:
+            assert_carries_policy(connection._sock)
+        finally:
+            client.connection_pool.release(connection)
+    finally:
+        client.close()
+
+
+def test_redis_policy_replaces_redis_py_defaults(redis_port: int) -> None:
+    """Fields left as None keep the system's values, not redis-py's own keepalive defaults."""
+    redis = pytest.importorskip("redis", reason="redis-py is not installed")
+    with socket.socket() as fresh:
+        system = kernel_values(fresh)
+    cases = [(ka.KeepAlive(idle=45), (1, 45, system[2], system[3], 0)), (ka.KeepAlive(enabled=False), system)]
+    for policy, expected in cases:
+        client = redis.Redis(host="127.0.0.1", port=redis_port, **redis_options(policy))
+        try:
+            assert client.ping() is True
+            connection = client.connection_pool.get_connection()
+            try:
+                assert _values(connection._sock) == expected
+            finally:
+                client.connection_pool.release(connection)
+        finally:
+            client.close()
+
+
+def test_redis_asyncio(redis_port: int) -> None:
+    redis_asyncio = pytest.importorskip("redis.asyncio", reason="redis-py is not installed")
+
+    async def main() -> None:
+        client = redis_asyncio.Redis(host="127.0.0.1", port=redis_port, **redis_options(POLICY))
+        try:
+            assert await client.ping() is True
+            connection = await client.connection_pool.get_connection()
+            try:
+                assert_carries_policy(connection._writer.get_extra_info("socket"))
+            finally:
+                await client.connection_pool.release(connection)
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+# -- psycopg (libpq) against a real PostgreSQL server -------------------------------------------
+
+
+def _postgres_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found is None:
+        candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+        found = str(candidates[-1]) if candidates else None
+    return found
+
+
+@pytest.fixture(scope="module")
+def postgres_port() -> Iterator[int]:
+    initdb, postgres = _postgres_bin("initdb"), _postgres_bin("postgres")
+    if initdb is None or postgres is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
+    user: str | None = None
+    workdir = Path(tempfile.mkdtemp(prefix=f"ka-pg-{os.getpid()}-"))
+    try:
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            user = "postgres"
+            try:
+                shutil.chown(workdir, user=user)
+            except LookupError:
+                pytest.skip("running as root and there is no user postgres to run PostgreSQL as")
+        data = workdir / "data"
+        subprocess.run(
+            [initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+            user=user,
+        )
+        port = _free_port()
+        argv = [postgres, "-D", str(data), "-p", str(port), "-k", str(workdir)]
+        argv += ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
+        with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=user) as server:
+            try:
+                _wait_for_port(port, server)
+                yield port
+            finally:
+                server.send_signal(signal.SIGINT)  # "fast" shutdown: a throwaway cluster
+                server.wait(timeout=20)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_for_port(port: int, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"postgres exited with {server.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"postgres did not listen on port {port} within 20 s")
+
+
+def test_psycopg(postgres_port: int) -> None:
+    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=postgres_port,
+        user="postgres",
+        dbname="postgres",
+        connect_timeout=10,
+        options=ka.integrations.postgres_options(POLICY),
+        **libpq_options(POLICY),
+    ) as conn:
+        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as client:
+            assert_carries_policy(client)
+            local_port = client.getsockname()[1]
+        shown = [conn.execute(f"SHOW {name}").fetchone()[0] for name in ("tcp_keepalives_idle", "tcp_user_timeout")]
+        assert shown == ["33", "12345"]
+        # The server's end, found by its peer port: PostgreSQL applied the settings. Its reply may
+        # still await the client's delayed ACK (a retransmission timer), hence the short wait.
+        deadline = time.monotonic() + 2
+        while True:
+            server_end = ss_timers(postgres_port)[("127.0.0.1", local_port)]
+            if server_end.startswith("timer:(keepalive,") or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert re.fullmatch(r"timer:\(keepalive,(3[0-3]sec|\d+ms),0\)", server_end), server_end
