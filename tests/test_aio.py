@@ -13,11 +13,11 @@ from contextlib import ExitStack
 from typing import Any, TypeVar
 
 import pytest
-from helpers import kernel_values, ss_timers
 
 import ka
 import ka.aio
 import ka.server
+from helpers import kernel_values, ss_timers
 from ka.server import MACOS, Platform
 
 POLICY = ka.KeepAlive(33, 7, 4, user_timeout=12.345)
@@ -210,13 +210,13 @@ def test_clients(run: Runner[None]) -> None:
 
 def test_bad_input() -> None:
     async def main() -> None:
-        with pytest.raises(TypeError, match="policy must be a ka.KeepAlive, not int 60"):
+        with pytest.raises(TypeError, match=r"policy must be a ka\.KeepAlive, not int 60"):
             await ka.aio.start_server(lambda r, w: None, "127.0.0.1", 0, keepalive=60)  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match="policy must be a ka.KeepAlive, not NoneType"):
+        with pytest.raises(TypeError, match=r"policy must be a ka\.KeepAlive, not NoneType"):
             await ka.aio.open_connection("127.0.0.1", 9, keepalive=None)  # type: ignore[arg-type]
         server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
         async with server:
-            with pytest.raises(ValueError, match="was not made by ka.aio"):
+            with pytest.raises(ValueError, match=r"was not made by ka\.aio"):
                 ka.aio.plans(server)
 
     asyncio.run(main())
@@ -251,7 +251,9 @@ def test_under_load_from_wrk(run: Runner[None], platform: Platform | None) -> No
 
     async def main() -> None:
         errors.install()
-        server = await ka.aio.start_server(handle, "127.0.0.1", 0, keepalive=POLICY, platform=platform, backlog=256)
+        server = await ka.aio.start_server(
+            handle, "127.0.0.1", 0, keepalive=POLICY, platform=platform, backlog=256
+        )
         async with server:
             listener = server.sockets[0]
             url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
@@ -271,4 +273,3 @@ def test_under_load_from_wrk(run: Runner[None], platform: Platform | None) -> No
     assert len(seen) >= WRK_CONNECTIONS
     assert [v for v in seen if v != EXPECTED] == []
     assert errors.contexts == []
-

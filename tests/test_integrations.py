@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+import ka
+import ka.integrations
 from helpers import (
     TCP_KEEPCNT,
     TCP_KEEPIDLE,
@@ -27,9 +30,6 @@ from helpers import (
     kernel_values,
     ss_timers,
 )
-
-import ka
-import ka.integrations
 from ka.integrations import (
     libpq_conninfo,
     libpq_options,
@@ -40,7 +40,9 @@ from ka.integrations import (
 
 POLICY = ka.KeepAlive(33, 7, 4, user_timeout=12.345)
 EXPECTED = (1, 33, 7, 4, 12345)
-linux_only = pytest.mark.skipif(ka.capabilities().platform != "linux", reason="option numbers checked are Linux's")
+linux_only = pytest.mark.skipif(
+    ka.capabilities().platform != "linux", reason="option numbers checked are Linux's"
+)
 
 
 def _values(sock: Any) -> tuple[int, int, int, int, int]:
@@ -71,7 +73,7 @@ def test_socket_options() -> None:
     ]
     assert socket_options(ka.KeepAlive(idle=60)) == [(tcp, TCP_KEEPIDLE, 60), (sol, socket.SO_KEEPALIVE, 1)]
     assert socket_options(ka.KeepAlive(enabled=False)) == [(sol, socket.SO_KEEPALIVE, 0)]
-    with pytest.raises(TypeError, match="policy must be a ka.KeepAlive, not tuple"):
+    with pytest.raises(TypeError, match=r"policy must be a ka\.KeepAlive, not tuple"):
         socket_options((60, 10, 5))  # type: ignore[arg-type]
 
 
@@ -88,9 +90,17 @@ def test_socket_options_applied_by_hand_match_ka_apply() -> None:
 def test_redis_and_libpq_mappings() -> None:
     assert redis_options(POLICY) == {
         "socket_keepalive": True,
-        "socket_keepalive_options": {TCP_KEEPIDLE: 33, TCP_KEEPINTVL: 7, TCP_KEEPCNT: 4, TCP_USER_TIMEOUT: 12345},
+        "socket_keepalive_options": {
+            TCP_KEEPIDLE: 33,
+            TCP_KEEPINTVL: 7,
+            TCP_KEEPCNT: 4,
+            TCP_USER_TIMEOUT: 12345,
+        },
     }
-    assert redis_options(ka.KeepAlive(enabled=False)) == {"socket_keepalive": False, "socket_keepalive_options": {}}
+    assert redis_options(ka.KeepAlive(enabled=False)) == {
+        "socket_keepalive": False,
+        "socket_keepalive_options": {},
+    }
     with pytest.raises(ValueError, match="a user timeout needs an enabled policy"):
         redis_options(ka.KeepAlive(enabled=False, user_timeout=5))
     assert libpq_options(POLICY) == {
@@ -341,7 +351,9 @@ def postgres_port() -> Iterator[int]:
         port = _free_port()
         argv = [postgres, "-D", str(data), "-p", str(port), "-k", str(workdir)]
         argv += ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
-        with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=user) as server:
+        with subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=user
+        ) as server:
             try:
                 _wait_for_port(port, server)
                 yield port
@@ -379,7 +391,9 @@ def test_psycopg(postgres_port: int) -> None:
         with socket.socket(fileno=os.dup(conn.pgconn.socket)) as client:
             assert_carries_policy(client)
             local_port = client.getsockname()[1]
-        shown = [conn.execute(f"SHOW {name}").fetchone()[0] for name in ("tcp_keepalives_idle", "tcp_user_timeout")]
+        shown = [
+            conn.execute(f"SHOW {name}").fetchone()[0] for name in ("tcp_keepalives_idle", "tcp_user_timeout")
+        ]
         assert shown == ["33", "12345"]
         # The server's end, found by its peer port: PostgreSQL applied the settings. Its reply may
         # still await the client's delayed ACK (a retransmission timer), hence the short wait.

@@ -7,16 +7,15 @@ import http.server
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from types import ModuleType
 from typing import ClassVar
 
 import pytest
-from helpers import kernel_values, ss_timers
 
 import ka
 import ka.server
+from helpers import kernel_values, ss_timers
 from ka.server import FREEBSD, LINUX, MACOS, WINDOWS, Platform
 
 POLICY = ka.KeepAlive(33, 7, 4, user_timeout=12.345)
@@ -175,9 +174,9 @@ def test_create_server_ipv6_loopback() -> None:
 def test_bad_input_is_refused_before_any_system_call(
     listener: socket.socket, untouched: tuple[int, int, int, int, int]
 ) -> None:
-    with pytest.raises(TypeError, match="policy must be a ka.KeepAlive, not dict"):
+    with pytest.raises(TypeError, match=r"policy must be a ka\.KeepAlive, not dict"):
         ka.server.prepare_listener(listener, {"idle": 1})  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="platform must be a ka.server.Platform or None, not str 'darwin'"):
+    with pytest.raises(TypeError, match=r"platform must be a ka\.server\.Platform or None, not str 'darwin'"):
         ka.server.prepare_listener(listener, POLICY, platform="darwin")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="listener must be a socket or an object with fileno"):
         ka.server.prepare_listener("0.0.0.0:80", POLICY)
@@ -185,9 +184,9 @@ def test_bad_input_is_refused_before_any_system_call(
     closed.close()
     with pytest.raises(ValueError, match=r"listener.fileno\(\) returned -1"):
         ka.server.prepare_listener(closed, POLICY)
-    with pytest.raises(ValueError, match="dualstack_ipv6=True needs family=socket.AF_INET6"):
+    with pytest.raises(ValueError, match=r"dualstack_ipv6=True needs family=socket\.AF_INET6"):
         ka.server.create_server(("127.0.0.1", 0), POLICY, dualstack_ipv6=True)
-    with pytest.raises(TypeError, match="Platform.listener_safe must be True or False, not int 1"):
+    with pytest.raises(TypeError, match=r"Platform\.listener_safe must be True or False, not int 1"):
         Platform("x", True, 1)  # type: ignore[arg-type]
     assert kernel_values(listener) == untouched
 
@@ -215,11 +214,11 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def recorder() -> Iterator[type[_Recorder]]:
+def recorder() -> type[_Recorder]:
     class Handler(_Recorder):
         seen: ClassVar[list[tuple[int, int, int, int, int]]] = []
 
-    yield Handler
+    return Handler
 
 
 @pytest.mark.parametrize("platform", [None, MACOS], ids=["native", "macos"])

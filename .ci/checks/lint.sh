@@ -7,8 +7,9 @@ LINT_VENV=${LINT_VENV:-.venv-lint}  # per checkout: parallel runs do not share i
 PYTHON=${PYTHON:-python3}
 
 [ -x "$LINT_VENV/bin/python" ] || "$PYTHON" -m venv "$LINT_VENV"
-# pytest, hypothesis and numpy are installed for their type information only.
-"$LINT_VENV/bin/python" -m pip install -q "mypy==2.4.1" "ruff==0.17.6" pytest hypothesis numpy
+# The test dependencies are installed for their type information only.
+"$LINT_VENV/bin/python" -m pip install -q "mypy==2.4.1" "ruff==0.17.6" pytest hypothesis numpy \
+    redis urllib3 requests httpx aiohttp psycopg uvloop
 
 "$LINT_VENV/bin/ruff" --version
 "$LINT_VENV/bin/ruff" check --no-cache src tests tools benchmarks

@@ -16,6 +16,7 @@ from ._impl import IMPLEMENTATION
 from ._impl import core as core  # the active implementation; the tests switch it
 from ._options import LIMITS, PLATFORM, Option
 from .errors import BulkError
+from .integrations import socket_options
 from .policy import KeepAlive
 from .results import BulkResult, Failure, KeepAliveSettings, ReadResult, _settings
 from .system import SystemDefaults, system_defaults
@@ -38,6 +39,7 @@ __all__ = [
     "capabilities",
     "read",
     "read_many",
+    "socket_options",
     "system_defaults",
 ]
 

@@ -52,7 +52,9 @@ class _ApplyFirst:
 
     __slots__ = ("errors", "policy", "should_apply")
 
-    def __init__(self, policy: KeepAlive, should_apply: Callable[[], bool], errors: list[OSError] | None) -> None:
+    def __init__(
+        self, policy: KeepAlive, should_apply: Callable[[], bool], errors: list[OSError] | None
+    ) -> None:
         self.policy = policy
         self.should_apply = should_apply
         self.errors = errors  # client side: failures are raised to the caller afterwards

@@ -14,6 +14,7 @@ works everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -73,11 +74,14 @@ class Platform:
         for field in ("listener_inherits", "listener_safe", "counts_queue"):
             value = getattr(self, field)
             if not isinstance(value, bool):
-                raise TypeError(f"Platform.{field} must be True or False, not {type(value).__name__} {value!r}")
+                raise TypeError(
+                    f"Platform.{field} must be True or False, not {type(value).__name__} {value!r}"
+                )
 
     @property
     def mode(self) -> Mode:
-        """``"inherit"`` where the listener may carry the policy for its connections, else ``"per-accept"``."""
+        """``"inherit"`` where the listener may carry the policy for its connections, else
+        ``"per-accept"``."""
         return INHERIT if self.listener_inherits and self.listener_safe else PER_ACCEPT
 
     @classmethod
@@ -104,7 +108,9 @@ def _check_platform(platform: object) -> Platform:
     if platform is None:
         return Platform.current()
     if not isinstance(platform, Platform):
-        raise TypeError(f"platform must be a ka.server.Platform or None, not {type(platform).__name__} {platform!r}")
+        raise TypeError(
+            f"platform must be a ka.server.Platform or None, not {type(platform).__name__} {platform!r}"
+        )
     return platform
 
 
@@ -112,7 +118,8 @@ def _fileno(listener: object) -> int:
     method = getattr(listener, "fileno", None)
     if method is None:
         raise TypeError(
-            f"listener must be a socket or an object with fileno(), not {type(listener).__name__} {listener!r}"
+            "listener must be a socket or an object with fileno(), "
+            f"not {type(listener).__name__} {listener!r}"
         )
     fd = method()
     if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
@@ -154,7 +161,9 @@ class ListenerPlan:
     platform: Platform
     mode: Mode
 
-    def __init__(self, listener: Any, policy: KeepAlive, platform: Platform, mode: Mode, pending: int) -> None:
+    def __init__(
+        self, listener: Any, policy: KeepAlive, platform: Platform, mode: Mode, pending: int
+    ) -> None:
         self.listener = listener
         self.policy = policy
         self.platform = platform
@@ -293,10 +302,8 @@ def create_server(
     try:
         # As socket.create_server: SO_REUSEADDR on POSIX only (on Windows it allows port theft).
         if os.name not in ("nt", "cygwin"):
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            except OSError:
-                pass
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if socket.has_ipv6 and family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):
@@ -304,7 +311,9 @@ def create_server(
         try:
             sock.bind(address)
         except OSError as exc:
-            raise OSError(exc.errno, f"{exc.strerror} (while attempting to bind on address {address!r})") from None
+            raise OSError(
+                exc.errno, f"{exc.strerror} (while attempting to bind on address {address!r})"
+            ) from None
         sock._plan = prepare_listener(sock, policy, platform=plat)
         if backlog is None:
             sock.listen()

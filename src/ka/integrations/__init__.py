@@ -134,7 +134,9 @@ def postgres_server_settings(policy: KeepAlive) -> dict[str, str]:
     """
     policy = _check_policy(policy)
     if not policy.enabled:
-        raise ValueError(f"{policy!r} cannot be a PostgreSQL server setting: the server always enables keepalive")
+        raise ValueError(
+            f"{policy!r} cannot be a PostgreSQL server setting: the server always enables keepalive"
+        )
     return {
         _POSTGRES_SERVER_NAMES[option]: str(value)
         for option, value in _fields(policy)

@@ -34,7 +34,9 @@ class KeepAliveAdapter(HTTPAdapter):
         self._socket_options = socket_options(state["keepalive"])
         super().__setstate__(state)
 
-    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
         pool_kwargs.setdefault("socket_options", self._socket_options)
         super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
 
