@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from helpers import kernel_values
+from ka.bench.pool import stop_child
 
 SERVER = Path(__file__).with_name("echo_server.py")
 SYS_PIDFD_GETFD = 438
@@ -128,15 +129,7 @@ def echo_server(n4: int, n6: int, user: Sequence[str] = ()) -> Iterator[EchoServ
     finally:
         for sock in clients:
             sock.close()
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop_child(proc, timeout=5)
 
 
 def ka_command(

@@ -252,25 +252,25 @@ def collect_fds(targets: Any) -> array.array[int]:
     return array.array(_FD_TYPECODE, [_fileno(t, f"targets[{i}]") for i, t in enumerate(targets)])
 
 
-def _objects(targets: Any, n: int) -> list[Any]:
-    """The socket objects among the targets, by index, so the twin reuses them without a dup."""
-    if isinstance(targets, (list, tuple)) and len(targets) == n:
-        return list(targets)
-    return [None] * n
+def _prepare(
+    targets: Any,
+) -> tuple[array.array[int], list[Any], array.array[int], array.array[int]]:
+    """The fds of a batch, its objects by index (so sockets are used without a dup), and zeroed
+    errno and option columns."""
+    targets = _materialize(targets)
+    fds = collect_fds(targets)
+    n = len(fds)
+    objects = list(targets) if isinstance(targets, (list, tuple)) and len(targets) == n else [None] * n
+    return fds, objects, array.array("i", bytes(4 * n)), array.array("B", bytes(n))
 
 
 def apply_many(
     targets: Any, spec: tuple[int, int, int, int, int], threads: int
 ) -> tuple[array.array[int], array.array[int], array.array[int], int]:
     """Apply a spec to every target: (fds, errnos, options, failed_count)."""
-    targets = _materialize(targets)
-    fds = collect_fds(targets)
-    n = len(fds)
-    objects = _objects(targets, n)
-    errnos = array.array("i", bytes(4 * n))
-    options = array.array("B", bytes(n))
+    fds, objects, errnos, options = _prepare(targets)
     failed = 0
-    for i in range(n):
+    for i in range(len(fds)):
         err, option = _apply_fd(fds[i], objects[i], spec)
         if err:
             errnos[i] = err
@@ -293,12 +293,8 @@ def read_many(
     int,
 ]:
     """Read every target: (fds, errnos, options, enabled, idle, interval, count, user_timeout_ms, failed)."""
-    targets = _materialize(targets)
-    fds = collect_fds(targets)
+    fds, objects, errnos, options = _prepare(targets)
     n = len(fds)
-    objects = _objects(targets, n)
-    errnos = array.array("i", bytes(4 * n))
-    options = array.array("B", bytes(n))
     enabled = array.array("b", bytes(n))
     columns = [array.array("i", bytes(4 * n)) for _ in range(4)]
     failed = 0

@@ -349,6 +349,20 @@ static int ka_apply_one(ka_fd_t fd, const ka_policy *p, int *option)
     return 0;
 }
 
+/* One IPPROTO_TCP knob. On Windows before 10 1709 the option is missing (the values went in by
+ * ioctl and cannot be read back): it reads as -1, not as an error. */
+static int ka_read_knob(ka_fd_t fd, int name, int *value)
+{
+    int err = ka_get_int(fd, IPPROTO_TCP, name, value);
+#if defined(_WIN32)
+    if (err && ka_is_missing_option(err)) {
+        *value = -1;
+        err = 0;
+    }
+#endif
+    return err;
+}
+
 /* Read one descriptor's values. A knob the platform lacks reads as -1 and is not an error. */
 static int ka_read_one(ka_fd_t fd, ka_values *v, int *option)
 {
@@ -362,44 +376,22 @@ static int ka_read_one(ka_fd_t fd, ka_values *v, int *option)
         v->enabled = 1; /* some systems return the flag bit, not 1 */
 #if KA_HAVE_IDLE
     *option = KA_OPT_IDLE;
-    err = ka_get_int(fd, IPPROTO_TCP, KA_IDLE_OPTNAME, &v->idle);
-#  if defined(_WIN32)
-    if (err && ka_is_missing_option(err)) {
-        v->idle = -1; /* old Windows: the ioctl cannot be read back */
-        err = 0;
-    }
-#  endif
-    if (err)
+    if ((err = ka_read_knob(fd, KA_IDLE_OPTNAME, &v->idle)) != 0)
         return err;
 #endif
 #if KA_HAVE_INTERVAL
     *option = KA_OPT_INTERVAL;
-    err = ka_get_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v->interval);
-#  if defined(_WIN32)
-    if (err && ka_is_missing_option(err)) {
-        v->interval = -1;
-        err = 0;
-    }
-#  endif
-    if (err)
+    if ((err = ka_read_knob(fd, TCP_KEEPINTVL, &v->interval)) != 0)
         return err;
 #endif
 #if KA_HAVE_COUNT
     *option = KA_OPT_COUNT;
-    err = ka_get_int(fd, IPPROTO_TCP, TCP_KEEPCNT, &v->count);
-#  if defined(_WIN32)
-    if (err && ka_is_missing_option(err)) {
-        v->count = -1;
-        err = 0;
-    }
-#  endif
-    if (err)
+    if ((err = ka_read_knob(fd, TCP_KEEPCNT, &v->count)) != 0)
         return err;
 #endif
 #if KA_HAVE_USER_TIMEOUT
     *option = KA_OPT_USER_TIMEOUT;
-    err = ka_get_int(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &v->user_timeout_ms);
-    if (err)
+    if ((err = ka_read_knob(fd, TCP_USER_TIMEOUT, &v->user_timeout_ms)) != 0)
         return err;
 #endif
     *option = KA_OPT_NONE;

@@ -63,6 +63,19 @@ def raise_fd_limit() -> int:
     return soft
 
 
+def stop_child(child: subprocess.Popen[str], timeout: float = 30) -> None:
+    """End a child that runs until its stdin closes: close it, wait, kill if it hangs."""
+    if child.stdin is not None:
+        child.stdin.close()
+    try:
+        child.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+    if child.stdout is not None:
+        child.stdout.close()
+
+
 class LoopbackPool:
     """``n`` established TCP connections on loopback; ``sockets`` are this process's ends.
 
@@ -152,15 +165,7 @@ class LoopbackPool:
         self.sockets = []
         child, self._child = self._child, None
         if child is not None:
-            if child.stdin is not None:
-                child.stdin.close()
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-            if child.stdout is not None:
-                child.stdout.close()
+            stop_child(child)
 
     def __enter__(self) -> LoopbackPool:
         return self
@@ -183,4 +188,4 @@ def pid_of_child(pool: LoopbackPool) -> int | None:
     return pool._child.pid if pool._child is not None else None
 
 
-__all__ = ["LoopbackPool", "pid_of_child", "raise_fd_limit", "somaxconn"]
+__all__ = ["LoopbackPool", "pid_of_child", "raise_fd_limit", "somaxconn", "stop_child"]
