@@ -18,12 +18,35 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+import pytest
+
 from helpers import kernel_values
 from ka.bench.pool import stop_child
 
 SERVER = Path(__file__).with_name("echo_server.py")
 SYS_PIDFD_GETFD = 438
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+
+def _why_nobody_cannot_run_ka() -> str | None:
+    """None when this Python can import ka as user nobody; else the reason (e.g. a pyenv Python
+    whose shared library is not readable by other users)."""
+    if os.geteuid() != 0:
+        return "needs root to run a process as another user"
+    if shutil.which("setpriv") is None:
+        return "needs setpriv (util-linux)"
+    probe = subprocess.run(
+        [*NOBODY, sys.executable, "-c", "import ka"], capture_output=True, text=True, timeout=60, check=False
+    )
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"user nobody cannot run {sys.executable} with ka: {last}"
+    return None
+
+
+_NOBODY_PROBLEM = _why_nobody_cannot_run_ka() if sys.platform.startswith("linux") else "Linux only"
+as_nobody = pytest.mark.skipif(_NOBODY_PROBLEM is not None, reason=_NOBODY_PROBLEM or "")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long

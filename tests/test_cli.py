@@ -25,6 +25,7 @@ from ka.cli import (
 from live_helpers import (
     NOBODY,
     EchoServer,
+    as_nobody,
     echo_server,
     have,
     ka_command,
@@ -267,7 +268,7 @@ def test_show_reports_the_live_values(server: EchoServer) -> None:
 
 @linux_only
 @root_only
-@pytest.mark.skipif(not have("setpriv"), reason="needs setpriv (util-linux)")
+@as_nobody
 def test_apply_as_another_user_is_refused_and_changes_nothing(server: EchoServer) -> None:
     before = established(server)
     out = ka_command("apply", "--pid", str(server.pid), "--idle", "30", user=tuple(NOBODY))
@@ -300,7 +301,7 @@ def test_apply_without_cap_sys_ptrace_is_refused(server: EchoServer) -> None:
 
 @linux_only
 @root_only
-@pytest.mark.skipif(not have("setpriv"), reason="needs setpriv (util-linux)")
+@as_nobody
 def test_show_everything_skips_what_the_user_may_not_reach() -> None:
     # The server runs as nobody, and so does ka: it sees that server, and notes the others.
     with echo_server(3, 0, user=NOBODY) as srv:
@@ -408,9 +409,8 @@ def test_defaults_set_in_a_fresh_namespace() -> None:
 
 @linux_only
 @root_only
-@pytest.mark.skipif(
-    not (have("unshare") and have("setpriv")), reason="needs unshare and setpriv (util-linux)"
-)
+@pytest.mark.skipif(not have("unshare"), reason="needs unshare (util-linux)")
+@as_nobody
 def test_defaults_set_without_root_is_refused() -> None:
     nobody = " ".join(NOBODY)
     out = in_fresh_netns(

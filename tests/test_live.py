@@ -14,7 +14,7 @@ import pytest
 import ka
 from helpers import kernel_values, ss_timers
 from ka import live
-from live_helpers import NOBODY, echo_server, have, sockets_of, timer_seconds
+from live_helpers import NOBODY, as_nobody, echo_server, sockets_of, timer_seconds
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ka.live is Linux only")
 
@@ -212,8 +212,7 @@ def test_dead_peer_after(settings: tuple[bool, int, int, int, float], expected: 
     assert live.dead_peer_after(ka.KeepAliveSettings(*settings)) == expected
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another user")
-@pytest.mark.skipif(not have("setpriv"), reason="needs setpriv (util-linux)")
+@as_nobody
 def test_pidfd_getfd_without_permission_raises_not_permitted(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
