@@ -119,6 +119,7 @@ def apply_methods(
     methods[BULK_ARRAY] = lambda v: ka.apply_many(fds, policy(*v), threads=1)
     if threads > 1:
         methods[BULK_THREADS.format(threads)] = lambda v: ka.apply_many(fds, policy(*v), threads=threads)
+    methods["ka.apply_many(int array), default threads"] = lambda v: ka.apply_many(fds, policy(*v))
     if ka.IMPLEMENTATION == "c":
         methods["pure-Python twin apply_many(int array)"] = lambda v: _ka_py.apply_many(
             fds, policy(*v)._spec, 1
@@ -140,6 +141,7 @@ def read_methods(pool: LoopbackPool, floor: floor_mod.Floor | None, threads: int
     }
     if threads > 1:
         methods[READ_THREADS.format(threads)] = lambda v: ka.read_many(fds, threads=threads)
+    methods["ka.read_many(int array), default threads"] = lambda v: ka.read_many(fds)
     if ka.IMPLEMENTATION == "c":
         methods["pure-Python twin read_many(int array)"] = lambda v: _ka_py.read_many(fds, 1)
     if floor is not None:
@@ -322,7 +324,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="1000,4000,16000",
         help="comma-separated pool sizes (default 1000,4000,16000; at most about 19000)",
     )
-    parser.add_argument("--rounds", type=int, default=11, help="timed rounds per method (default 11)")
+    parser.add_argument("--rounds", type=int, default=21, help="timed rounds per method (default 21)")
     parser.add_argument(
         "--threads", type=int, default=0, help="threads for the threaded rows (default: the number of CPUs)"
     )
