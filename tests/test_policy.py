@@ -148,3 +148,23 @@ def test_bad_values_are_named(kwargs: dict[str, object], error: type[Exception],
 def test_replace_rejects_unknown_fields() -> None:
     with pytest.raises(TypeError, match="unknown fields"):
         KeepAlive().replace(idel=4)
+
+
+@pytest.mark.skipif(not CAPS.user_timeout, reason="TCP_USER_TIMEOUT is Linux only")
+@pytest.mark.parametrize(
+    ("user_timeout", "expected"),
+    [
+        (None, 5.0),  # idle + interval * count
+        (0, 5.0),  # the system's behaviour: count decides
+        (3, 3.0),  # the first probe tick at or past 3 s (measured 3.04 s in test_kernel_deadpeer)
+        (2.5, 3.0),
+        (1, 3.0),  # at least one probe goes out first: idle + one interval
+        (100, 100.0),  # a user timeout overrides count: probes go on until it
+        (100.5, 101.0),
+    ],
+)
+def test_detection_time_follows_the_user_timeout(user_timeout: float | None, expected: float) -> None:
+    policy = KeepAlive(idle=2, interval=1, count=3, user_timeout=user_timeout)
+    assert policy.detection_time == expected
+    settings = ka.KeepAliveSettings(True, 2, 1, 3, None if user_timeout is None else policy.user_timeout)
+    assert settings.detection_time == expected

@@ -17,7 +17,7 @@ from ._impl import core as core  # the active implementation; the tests switch i
 from ._options import LIMITS, PLATFORM, Option
 from .errors import BulkError
 from .integrations import socket_options
-from .policy import KeepAlive
+from .policy import KeepAlive, require_policy
 from .results import BulkResult, Failure, KeepAliveSettings, ReadResult, _settings
 from .system import SystemDefaults, system_defaults
 
@@ -69,12 +69,6 @@ def _threads_for(threads: int | None, n: int) -> int:
     return threads
 
 
-def _policy(policy: Any) -> KeepAlive:
-    if not isinstance(policy, KeepAlive):
-        raise TypeError(f"policy must be a ka.KeepAlive, not {type(policy).__name__} {policy!r}")
-    return policy
-
-
 def _size_hint(targets: Any) -> int:
     try:
         return len(targets)
@@ -89,7 +83,7 @@ def apply(target: Any, policy: KeepAlive) -> None:
     ``ka.Option``) when a call fails; the options before it stay applied (order: idle, interval,
     count, user timeout, SO_KEEPALIVE).
     """
-    core.apply(target, _policy(policy)._spec)
+    core.apply(target, require_policy(policy)._spec)
 
 
 def apply_many(targets: Any, policy: KeepAlive, *, threads: int | None = None) -> BulkResult:
@@ -102,7 +96,7 @@ def apply_many(targets: Any, policy: KeepAlive, *, threads: int | None = None) -
     256 sockets (two from 512 on), at most one per CPU). Returns a ``BulkResult``: each input applied or in
     ``result.failed`` with its errno and option; ``result.raise_for_failures()`` raises a BulkError.
     """
-    spec = _policy(policy)._spec
+    spec = require_policy(policy)._spec
     nthreads = _threads_for(threads, _size_hint(targets))
     fds, errnos, options, failed = core.apply_many(targets, spec, nthreads)
     return BulkResult(fds, errnos, options, failed)

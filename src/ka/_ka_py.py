@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._options import LIMITS as _LIMITS
-from ._options import PLATFORM, PLATFORM_CODES, SOCKET_NUMBERS, Option
+from ._options import PLATFORM, PLATFORM_CODES, SOCKET_NUMBERS, Option, spec_steps
 from .errors import option_error
 
 IMPLEMENTATION = "python"
@@ -70,23 +70,6 @@ def fileno_of(target: Any) -> int:
     return _fileno(target, "target")
 
 
-def _steps(spec: tuple[int, int, int, int, int]) -> list[tuple[Option, int]]:
-    """The (option, value) calls a spec makes, in the order of _platform.h."""
-    enable, idle, interval, count, user_timeout_ms = spec
-    steps: list[tuple[Option, int]] = []
-    if enable:
-        if idle >= 0:
-            steps.append((Option.IDLE, idle))
-        if interval >= 0:
-            steps.append((Option.INTERVAL, interval))
-        if count >= 0:
-            steps.append((Option.COUNT, count))
-    if user_timeout_ms >= 0:
-        steps.append((Option.USER_TIMEOUT, user_timeout_ms))
-    steps.append((Option.KEEPALIVE, 1 if enable else 0))
-    return steps
-
-
 class _Borrowed:
     """A socket object over a descriptor we do not own: detached, never closed, on exit."""
 
@@ -112,7 +95,7 @@ def _windows_keepalive_vals(sock: socket.socket, spec: tuple[int, int, int, int,
 def _apply_sock(sock: socket.socket, spec: tuple[int, int, int, int, int]) -> tuple[int, int]:
     """(errno, option) of the first failing call, or (0, 0)."""
     use_ioctl = False
-    for option, value in _steps(spec):
+    for option, value in spec_steps(spec):
         numbers = SOCKET_NUMBERS[option]
         if numbers is None:
             return _ENOPROTOOPT, option
@@ -139,7 +122,7 @@ def _errno_of(exc: OSError) -> int:
 
 
 def _first_option(spec: tuple[int, int, int, int, int]) -> Option:
-    return _steps(spec)[0][0]
+    return spec_steps(spec)[0][0]
 
 
 def _apply_fd(fd: int, target: Any, spec: tuple[int, int, int, int, int]) -> tuple[int, int]:

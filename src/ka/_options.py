@@ -106,3 +106,25 @@ def _socket_numbers() -> dict[Option, tuple[int, int] | None]:
 
 
 SOCKET_NUMBERS = _socket_numbers()
+
+Spec = tuple[int, int, int, int, int]
+
+
+def spec_steps(spec: Spec) -> list[tuple[Option, int]]:
+    """The (option, value) calls a policy spec makes, in _platform.h's order.
+
+    ``spec`` is ``KeepAlive._spec``: (enable, idle s, interval s, count, user timeout ms), -1 for
+    a value left unchanged. A disabled policy sets no timing values; SO_KEEPALIVE comes last.
+    """
+    enable, idle, interval, count, user_timeout_ms = spec
+    steps: list[tuple[Option, int]] = []
+    if enable:
+        steps += [
+            (o, v)
+            for o, v in ((Option.IDLE, idle), (Option.INTERVAL, interval), (Option.COUNT, count))
+            if v >= 0
+        ]
+    if user_timeout_ms >= 0:
+        steps.append((Option.USER_TIMEOUT, user_timeout_ms))
+    steps.append((Option.KEEPALIVE, 1 if enable else 0))
+    return steps

@@ -20,13 +20,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, Union
 
 from . import apply
-from .policy import KeepAlive
+from .policy import KeepAlive, require_policy
 from .server import (
     PER_ACCEPT,
     ListenerPlan,
     Platform,
     _check_platform,
-    _check_policy,
     prepare_listener,
 )
 
@@ -111,7 +110,7 @@ async def create_server(
     failure goes to the loop's exception handler and the connection proceeds.
     ``platform`` injects a ``ka.server.Platform`` (to simulate another OS).
     """
-    policy = _check_policy(keepalive)
+    policy = require_policy(keepalive)
     plat = _check_platform(platform)
     loop = asyncio.get_running_loop()
     start_serving = kwds.pop("start_serving", True)
@@ -177,7 +176,7 @@ async def create_connection(
 
     Raises the ``OSError`` (with ``fd`` and ``option``) of a failed call after closing the transport.
     """
-    policy = _check_policy(keepalive)
+    policy = require_policy(keepalive)
     loop = asyncio.get_running_loop()
     errors: list[OSError] = []
     hook = _ApplyFirst(policy, lambda: True, errors)
@@ -198,7 +197,7 @@ async def open_connection(
     **kwds: Any,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """``asyncio.open_connection`` whose socket carries ``keepalive``; same arguments and result."""
-    policy = _check_policy(keepalive)
+    policy = require_policy(keepalive)
     reader, writer = await asyncio.open_connection(host, port, limit=limit, **kwds)
     sock = writer.get_extra_info("socket")
     try:

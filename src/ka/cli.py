@@ -16,10 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+import ka
+
+from . import live
+from ._options import PLATFORM
+from .system import set_system_defaults
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -133,9 +140,6 @@ def _parse_set(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _defaults_data(defaults: Any) -> dict[str, Any]:
-    from . import live
-    from ._options import PLATFORM
-
     data: dict[str, Any] = {
         "platform": PLATFORM,
         "idle": defaults.idle,
@@ -174,10 +178,6 @@ def _print_defaults(data: dict[str, Any], heading: str) -> None:
 
 
 def _defaults(args: argparse.Namespace) -> int:
-    import ka
-
-    from .system import set_system_defaults
-
     if args.set:
         values = _parse_set(args.set)
         _validated(lambda: ka.KeepAlive(**values))  # every value checked before anything is written
@@ -211,8 +211,6 @@ def _timer_data(timer: Any) -> dict[str, Any]:
 
 
 def _settings_data(settings: Any) -> dict[str, Any] | None:
-    from . import live
-
     if settings is None:
         return None
     return {
@@ -259,8 +257,6 @@ def _timer_text(timer: Any) -> str:
 
 
 def _states(values: Sequence[str] | None, default: str | None) -> frozenset[str] | None:
-    from . import live
-
     names = [part for value in (values or []) for part in value.split(",") if part.strip()]
     if not names:
         return None if default is None else live.normalize_states([default])
@@ -271,8 +267,6 @@ def _states(values: Sequence[str] | None, default: str | None) -> frozenset[str]
 
 
 def _check_pid(pid: int) -> None:
-    from . import live
-
     if pid <= 0:
         raise UsageError(f"--pid {pid} is not a process id: expected a positive number")
     if not (live.PROC / str(pid)).is_dir():
@@ -291,12 +285,11 @@ def _filters_text(args: argparse.Namespace, states: frozenset[str] | None) -> st
 
 
 def _select(args: argparse.Namespace, conns: Sequence[Any], states: frozenset[str] | None) -> list[Any]:
-    from . import live
-
     return live.select(conns, local_port=args.local_port, remote_port=args.remote_port, states=states)
 
 
 def _check_ports(args: argparse.Namespace) -> None:
+    # Here rather than in the argparse type: the message names the flag, and --json reports it.
     for name in ("local_port", "remote_port"):
         value = getattr(args, name)
         if value is not None and not 0 < value < 65536:
@@ -321,8 +314,6 @@ _SHOW_HEADERS = (
 
 
 def _show_row(state: Any) -> list[str]:
-    from . import live
-
     conn, s = state.connection, state.settings
     if s is None:
         cells = ["?", "?", "?", "?", "?", state.error or "?"]
@@ -339,8 +330,6 @@ def _show_row(state: Any) -> list[str]:
 
 
 def _process_block(pid: int, states: Sequence[Any]) -> str:
-    from . import live
-
     owner = live.process_owner(pid)
     head = (
         f"process {pid} ({live.command_name(pid)}, uid {owner}, {live.netns_name(pid)}): "
@@ -351,8 +340,6 @@ def _process_block(pid: int, states: Sequence[Any]) -> str:
 
 
 def _process_data(pid: int, states: Sequence[Any]) -> dict[str, Any]:
-    from . import live
-
     return {
         "pid": pid,
         "command": live.command_name(pid),
@@ -371,10 +358,6 @@ def _process_data(pid: int, states: Sequence[Any]) -> dict[str, Any]:
 
 
 def _show(args: argparse.Namespace) -> int:
-    import os
-
-    from . import live
-
     _check_ports(args)
     states = _states(args.state, None)
     live._check_platform()
@@ -434,8 +417,6 @@ def _matching(args: argparse.Namespace, states: frozenset[str] | None) -> str:
 
 
 def _policy(args: argparse.Namespace) -> Any:
-    import ka
-
     given = [args.idle, args.interval, args.count, args.user_timeout]
     if args.off:
         if any(v is not None for v in given[:3]):
@@ -475,8 +456,6 @@ def _change_data(change: Any) -> dict[str, Any]:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from . import live
-
     _check_ports(args)
     policy = _policy(args)  # every value checked before anything is touched
     states = _states(args.state, "connected")

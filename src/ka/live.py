@@ -26,7 +26,6 @@ import array
 import ctypes
 import dataclasses
 import errno
-import math
 import os
 import platform
 import socket
@@ -35,9 +34,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, final
 
-from ._options import PLATFORM
-from .policy import KeepAlive
-from .results import KeepAliveSettings
+from . import apply_many, read_many
+from ._options import PLATFORM, Option, spec_steps
+from .policy import KeepAlive, require_policy
+from .results import VALUE_INDEX, KeepAliveSettings, _settings
 
 PROC = Path("/proc")
 
@@ -658,21 +658,17 @@ class Process:
 
 
 def _option_name(option: int) -> str:
-    from ._options import Option
-
     return Option(option).system_name
 
 
 def read(pid: int, conns: Sequence[Connection]) -> list[ConnectionState]:
     """The keepalive values of a process's connections, read through duplicates (bulk path)."""
-    import ka
-
     states: list[ConnectionState] = []
     if not conns:
         return states
     with Process(pid) as proc:
         for dups in proc.chunks(conns):
-            values = ka.read_many(dups.fds)
+            values = read_many(dups.fds)
             for i, conn in enumerate(dups.conns):
                 if dups.gone[i] is not None:
                     states.append(ConnectionState(conn, None, dups.gone[i]))
@@ -689,33 +685,25 @@ def read(pid: int, conns: Sequence[Connection]) -> list[ConnectionState]:
 
 
 def dead_peer_after(settings: KeepAliveSettings) -> float | None:
-    """Seconds of silence after which the kernel drops a connection with these values.
-
-    Without a user timeout: idle + interval * count. With one, the keepalive timer (Linux
-    ``tcp_keepalive_timer``) drops the connection at the first probe tick at or past it, once at
-    least one probe went out: idle + interval * max(1, ceil((user_timeout - idle) / interval)).
-    None when keepalive is off or a value is unknown.
-    """
-    idle, interval, count = settings.idle, settings.interval, settings.count
-    if not settings.enabled or idle is None or interval is None or count is None:
-        return None
-    ut = settings.user_timeout
-    if not ut:
-        return float(idle + interval * count)
-    ticks = max(1, math.ceil((ut - idle) / interval))
-    return float(idle + interval * ticks)
+    """Seconds of silence after which the kernel drops a connection with these values (see
+    ``ka.policy.detection_time``); None when keepalive is off or a value is unknown."""
+    return settings.detection_time
 
 
 def predicted(before: KeepAliveSettings, policy: KeepAlive) -> KeepAliveSettings:
     """The values a socket with ``before`` will carry once ``policy`` is applied."""
-    enable, idle, interval, count, ut_ms = policy._spec
-    return KeepAliveSettings(
-        bool(enable),
-        idle if idle >= 0 else before.idle,
-        interval if interval >= 0 else before.interval,
-        count if count >= 0 else before.count,
-        ut_ms / 1000 if ut_ms >= 0 else before.user_timeout,
-    )
+    ut = before.user_timeout
+    raw = [
+        int(before.enabled),
+        before.idle,
+        before.interval,
+        before.count,
+        None if ut is None else round(ut * 1000),
+    ]
+    values = [-1 if v is None else v for v in raw]
+    for option, value in spec_steps(policy._spec):
+        values[VALUE_INDEX[option]] = value
+    return _settings((values[0], values[1], values[2], values[3], values[4]))
 
 
 def apply(pid: int, conns: Sequence[Connection], policy: KeepAlive, *, dry_run: bool = False) -> ApplyReport:
@@ -726,22 +714,19 @@ def apply(pid: int, conns: Sequence[Connection], policy: KeepAlive, *, dry_run: 
     ``dry_run``: read only; each ``Change`` says what would change.
     A socket whose values read back differ from the policy is ``failed``.
     """
-    import ka
-
-    if not isinstance(policy, KeepAlive):
-        raise TypeError(f"policy must be a ka.KeepAlive, not {type(policy).__name__} {policy!r}")
+    require_policy(policy)
     changes: list[Change] = []
     if not conns:
         return ApplyReport(pid, policy, dry_run, changes)
     with Process(pid) as proc:
         try:
             for dups in proc.chunks(conns):
-                before = ka.read_many(dups.fds)
+                before = read_many(dups.fds)
                 if dry_run:
                     changes.extend(_planned(dups, before, policy))
                     continue
-                result = ka.apply_many(dups.fds, policy)
-                after = ka.read_many(dups.fds)
+                result = apply_many(dups.fds, policy)
+                after = read_many(dups.fds)
                 changes.extend(_outcomes(dups, before, result, after, policy))
         except (NotPermitted, ProcessLookupError) as exc:
             if not changes:

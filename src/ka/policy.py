@@ -64,6 +64,26 @@ def _microseconds(field: str, value: object) -> int:
     return us
 
 
+def detection_time(idle: float, interval: float, count: int, user_timeout: float | None = None) -> float:
+    """Seconds of silence after which the kernel drops a connection with these keepalive values.
+
+    Without a user timeout: idle + interval * count. With one (Linux ``TCP_USER_TIMEOUT``, in
+    seconds), the keepalive timer ignores count and drops the connection at the first probe tick
+    at or past the user timeout, once at least one probe went out (``tcp_keepalive_timer``):
+    idle + interval * max(1, ceil((user_timeout - idle) / interval)).
+    """
+    if not user_timeout:
+        return float(idle + interval * count)
+    return float(idle + interval * max(1, math.ceil((user_timeout - idle) / interval)))
+
+
+def require_policy(policy: object) -> KeepAlive:
+    """``policy`` itself when it is a ``KeepAlive``; a TypeError naming what it is otherwise."""
+    if not isinstance(policy, KeepAlive):
+        raise TypeError(f"policy must be a ka.KeepAlive, not {type(policy).__name__} {policy!r}")
+    return policy
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -286,7 +306,8 @@ class KeepAlive:
 
     @property
     def detection_time(self) -> float | None:
-        """Seconds from the last packet heard to a dead peer being dropped: idle + interval * count.
+        """Seconds from the last packet heard to a dead peer being dropped: idle + interval * count,
+        or where a user timeout is set, the first probe tick at or past it (see ``detection_time``).
 
         Fields left as None count with the system defaults (``ka.system_defaults()``). None for a
         disabled policy.
@@ -301,7 +322,7 @@ class KeepAlive:
             idle = defaults.idle if idle is None else idle
             interval = defaults.interval if interval is None else interval
             count = defaults.count if count is None else count
-        return float(idle + interval * count)
+        return detection_time(idle, interval, count, self.user_timeout)
 
     def as_dict(self) -> dict[str, Any]:
         """The policy's fields, as the constructor takes them."""

@@ -5,13 +5,20 @@ from __future__ import annotations
 import array
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-from ._options import Option
+from ._options import Option, spec_steps
 from .errors import BulkError, option_error
+from .policy import KeepAlive, detection_time
 
-if TYPE_CHECKING:
-    from .policy import KeepAlive
+# Where each option's value stands in a read: (enabled, idle, interval, count, user timeout ms).
+VALUE_INDEX = {
+    Option.KEEPALIVE: 0,
+    Option.IDLE: 1,
+    Option.INTERVAL: 2,
+    Option.COUNT: 3,
+    Option.USER_TIMEOUT: 4,
+}
 
 
 class Failure(NamedTuple):
@@ -120,21 +127,23 @@ class KeepAliveSettings(NamedTuple):
 
     @property
     def detection_time(self) -> float | None:
-        """idle + interval * count: seconds to find a dead peer, if keepalive is on."""
+        """Seconds of silence before the kernel drops the connection, if keepalive is on: idle +
+        interval * count, or with a user timeout the first probe tick at or past it."""
         if not self.enabled or self.idle is None or self.interval is None or self.count is None:
             return None
-        return float(self.idle + self.interval * self.count)
+        return detection_time(self.idle, self.interval, self.count, self.user_timeout)
 
     def matches(self, policy: KeepAlive) -> bool:
         """Whether this socket carries every value the policy sets."""
-        spec = policy._spec
-        if bool(spec[0]) != self.enabled:
-            return False
-        user_timeout_ms = None if self.user_timeout is None else round(self.user_timeout * 1000)
-        wanted: list[tuple[int, int | None]] = [(spec[4], user_timeout_ms)]
-        if spec[0]:  # a disabled policy sets no timing values
-            wanted += [(spec[1], self.idle), (spec[2], self.interval), (spec[3], self.count)]
-        return all(want < 0 or want == have for want, have in wanted)
+        ut = self.user_timeout
+        have = (
+            int(self.enabled),
+            self.idle,
+            self.interval,
+            self.count,
+            None if ut is None else round(ut * 1000),
+        )
+        return all(have[VALUE_INDEX[option]] == want for option, want in spec_steps(policy._spec))
 
 
 def _settings(values: tuple[int, int, int, int, int]) -> KeepAliveSettings:
@@ -197,12 +206,8 @@ class ReadResult(_Accounted):
 
     def mismatches(self, policy: KeepAlive) -> list[int]:
         """Indices of the sockets that do not carry the policy (failed reads included)."""
-        enable, idle, interval, count, ut = policy._spec
-        checks = [(self.enabled, enable)]
-        if enable:
-            checks += [(self.idle, idle), (self.interval, interval), (self.count, count)]
-        checks.append((self.user_timeout_ms, ut))
-        checks = [(column, want) for column, want in checks if want >= 0]
+        columns = (self.enabled, self.idle, self.interval, self.count, self.user_timeout_ms)
+        checks = [(columns[VALUE_INDEX[option]], want) for option, want in spec_steps(policy._spec)]
         return [
             i for i in range(len(self)) if self.errnos[i] or any(column[i] != want for column, want in checks)
         ]

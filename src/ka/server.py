@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from . import apply, capabilities
-from .policy import KeepAlive
+from .policy import KeepAlive, require_policy
 
 Mode = Literal["inherit", "per-accept"]
 INHERIT: Mode = "inherit"
@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_S = TypeVar("_S", bound=socket.socket)
 _Socket = socket.socket  # the mixin's ``socket`` attribute hides the module inside its class body
 
 # Linux tcp_info of a listener: tcpi_state (byte 0) is TCP_LISTEN, tcpi_unacked (offset 24) the
@@ -96,12 +97,6 @@ FREEBSD = Platform("freebsd", listener_inherits=True, listener_safe=True)
 MACOS = Platform("darwin", listener_inherits=False, listener_safe=False)
 # Windows documents no inheritance of per-socket keepalive values: never relied on.
 WINDOWS = Platform("windows", listener_inherits=False, listener_safe=True)
-
-
-def _check_policy(policy: object) -> KeepAlive:
-    if not isinstance(policy, KeepAlive):
-        raise TypeError(f"policy must be a ka.KeepAlive, not {type(policy).__name__} {policy!r}")
-    return policy
 
 
 def _check_platform(platform: object) -> Platform:
@@ -209,12 +204,15 @@ class ListenerPlan:
         The accepted socket is closed before an ``OSError`` from applying the policy propagates.
         """
         conn, address = self.listener.accept()
+        return self._accepted_or_closed(conn), address
+
+    def _accepted_or_closed(self, conn: _S) -> _S:
+        """``accepted()`` for a socket the caller will not see on failure: closed, then raised."""
         try:
-            self.accepted(conn)
+            return self.accepted(conn)
         except BaseException:
             conn.close()
             raise
-        return conn, address
 
     def __repr__(self) -> str:
         return f"<ListenerPlan {self.mode} on {self.platform.name}: {self.policy!r}, pending={self._pending}>"
@@ -229,7 +227,7 @@ def prepare_listener(listener: Any, policy: KeepAlive, *, platform: Platform | N
     keep the values they were created with. Per-accept mode (macOS, Windows, or an injected
     ``platform`` saying so): no system call touches the listener.
     """
-    policy = _check_policy(policy)
+    policy = require_policy(policy)
     plat = _check_platform(platform)
     _fileno(listener)
     mode = plat.mode
@@ -265,12 +263,7 @@ class Listener(socket.socket):
 
     def accept(self) -> tuple[socket.socket, Any]:
         conn, address = super().accept()
-        try:
-            self.plan.accepted(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn, address
+        return self.plan._accepted_or_closed(conn), address
 
 
 def create_server(
@@ -289,7 +282,7 @@ def create_server(
     can arrive without it. ``listener.accept()`` returns sockets carrying the policy on every
     platform; ``listener.plan.mode`` says whether the kernel or ka put it there.
     """
-    policy = _check_policy(policy)
+    policy = require_policy(policy)
     plat = _check_platform(platform)
     if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
         raise ValueError("reuse_port=True is not supported on this platform (no SO_REUSEPORT)")
@@ -350,9 +343,5 @@ class KeepAliveServerMixin:
         conn, address = super().get_request()  # type: ignore[misc]
         plan = self.keepalive_plan
         if plan is not None:
-            try:
-                plan.accepted(conn)
-            except BaseException:
-                conn.close()
-                raise
+            plan._accepted_or_closed(conn)
         return conn, address

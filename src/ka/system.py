@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ._options import PLATFORM
+from .policy import KeepAlive, detection_time
 
 PROC_DIR = Path("/proc/sys/net/ipv4")
 LINUX_FILES = {
@@ -39,7 +40,7 @@ class SystemDefaults(NamedTuple):
     @property
     def detection_time(self) -> int:
         """idle + interval * count: seconds to find a dead peer with these values."""
-        return self.idle + self.interval * self.count
+        return int(detection_time(self.idle, self.interval, self.count))
 
 
 def _linux(proc_dir: Path) -> SystemDefaults:
@@ -119,8 +120,6 @@ def set_system_defaults(
         raise NotImplementedError(
             f"setting the system keepalive defaults is supported on Linux only, not {sys.platform}"
         )
-    from .policy import KeepAlive
-
     policy = KeepAlive(idle, interval, count)  # same validation and rounding: raises before any write
     wanted = {
         field: value

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import socket
 
-from .._options import SOCKET_NUMBERS, Option
-from ..policy import KeepAlive
+from .._options import SOCKET_NUMBERS, Option, spec_steps
+from ..policy import KeepAlive, require_policy
 
 __all__ = [
     "SocketOption",
@@ -35,20 +35,6 @@ __all__ = [
 SocketOption = tuple[int, int, int]
 
 
-def _check_policy(policy: object) -> KeepAlive:
-    if not isinstance(policy, KeepAlive):
-        raise TypeError(f"policy must be a ka.KeepAlive, not {type(policy).__name__} {policy!r}")
-    return policy
-
-
-def _fields(policy: KeepAlive) -> list[tuple[Option, int]]:
-    """(option, value) for every value the policy sets, in ka's order (SO_KEEPALIVE last)."""
-    enable, idle, interval, count, user_timeout_ms = policy._spec
-    fields = [(Option.IDLE, idle), (Option.INTERVAL, interval), (Option.COUNT, count)] if enable else []
-    fields.append((Option.USER_TIMEOUT, user_timeout_ms))
-    return [(option, value) for option, value in fields if value >= 0] + [(Option.KEEPALIVE, enable)]
-
-
 def socket_options(policy: KeepAlive) -> list[SocketOption]:
     """The policy as ``(level, option, value)`` triples for this platform, for ``setsockopt``.
 
@@ -57,9 +43,9 @@ def socket_options(policy: KeepAlive) -> list[SocketOption]:
     policy leaves as None are left out; ``SO_KEEPALIVE`` comes last. Windows builds older than
     10 1709 refuse ``TCP_KEEPIDLE``: use ``ka.apply`` on the socket there.
     """
-    policy = _check_policy(policy)
+    policy = require_policy(policy)
     triples: list[SocketOption] = []
-    for option, value in _fields(policy):
+    for option, value in spec_steps(policy._spec):
         numbers = SOCKET_NUMBERS[option]
         if numbers is None:
             raise ValueError(
@@ -77,7 +63,7 @@ def redis_options(policy: KeepAlive) -> dict[str, object]:
     given, so redis-py's own defaults (idle 30, interval 5, 3 probes in redis-py 6+) do not mix
     into the policy. A disabled policy gives ``socket_keepalive=False``.
     """
-    policy = _check_policy(policy)
+    policy = require_policy(policy)
     if not policy.enabled:
         if policy.user_timeout_ms is not None:
             raise ValueError(
@@ -105,8 +91,8 @@ def libpq_options(policy: KeepAlive) -> dict[str, int]:
     ``keepalives_count`` (probes) and ``tcp_user_timeout`` (milliseconds, libpq 12+); fields the
     policy leaves as None are left out, so libpq keeps the system's values.
     """
-    policy = _check_policy(policy)
-    fields = _fields(policy)
+    policy = require_policy(policy)
+    fields = spec_steps(policy._spec)
     fields.insert(0, fields.pop())  # "keepalives" first, as libpq's documentation lists them
     return {_LIBPQ_NAMES[option]: value for option, value in fields}
 
@@ -132,14 +118,14 @@ def postgres_server_settings(policy: KeepAlive) -> dict[str, str]:
     ``options="-c tcp_keepalives_idle=60 ..."``. PostgreSQL turns SO_KEEPALIVE on for every TCP
     connection itself, so a disabled policy cannot be expressed (``ValueError``).
     """
-    policy = _check_policy(policy)
+    policy = require_policy(policy)
     if not policy.enabled:
         raise ValueError(
             f"{policy!r} cannot be a PostgreSQL server setting: the server always enables keepalive"
         )
     return {
         _POSTGRES_SERVER_NAMES[option]: str(value)
-        for option, value in _fields(policy)
+        for option, value in spec_steps(policy._spec)
         if option is not Option.KEEPALIVE
     }
 

@@ -16,8 +16,7 @@ from typing import Any
 import aiohttp
 
 from .. import apply
-from ..policy import KeepAlive
-from . import _check_policy
+from ..policy import KeepAlive, require_policy
 
 __all__ = ["connector", "socket_factory"]
 
@@ -31,7 +30,7 @@ def socket_factory(policy: KeepAlive) -> Callable[[AddrInfo], socket.socket]:
     The policy is applied before ``connect()``; a failed call closes the socket and raises
     ``OSError`` with ``fd`` and ``option``, which aiohttp reports as a connection error.
     """
-    policy = _check_policy(policy)
+    policy = require_policy(policy)
 
     def factory(addr_info: AddrInfo) -> socket.socket:
         family, type_, proto = addr_info[0], addr_info[1], addr_info[2]
