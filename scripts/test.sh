@@ -7,17 +7,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    missing=()
-    while read -r pkg; do
-        [ -z "$pkg" ] || [ "${pkg#\#}" != "$pkg" ] && continue
-        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-    done < .ci/apt-packages.txt
-    if [ ${#missing[@]} -gt 0 ]; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
-fi
+bash scripts/system-packages.sh
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
