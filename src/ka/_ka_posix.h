@@ -34,13 +34,19 @@ typedef int ka_fd_t;
 #  ifndef TCP_KEEPCNT
 #    define TCP_KEEPCNT 0x102
 #  endif
-/* xnu tcp_usrreq.c tcp_ctloutput: idle (TCP_KEEPALIVE) and interval are seconds in
- * 0..UINT32_MAX / TCP_RETRANSHZ (1000), the count 0..INT32_MAX; else EINVAL. */
+#  ifndef TCP_RXT_CONNDROPTIME
+#    define TCP_RXT_CONNDROPTIME 0x80
+#  endif
+/* xnu tcp_usrreq.c takes idle and interval up to UINT32_MAX / 1000 s, but tcp_timer.c compares
+ * them as int32 milliseconds: from 2147484 s on the timer counts as expired at once. */
 #  define KA_IDLE_OPTNAME TCP_KEEPALIVE
-#  define KA_MAX_IDLE 4294967
-#  define KA_MAX_INTERVAL 4294967
+#  define KA_MAX_IDLE 2147483
+#  define KA_MAX_INTERVAL 2147483
 #  define KA_MAX_COUNT 2147483647
-#  define KA_MAX_USER_TIMEOUT_MS 0   /* TCP_RXT_CONNDROPTIME is not the same thing: unsupported */
+/* TCP_RXT_CONNDROPTIME: int seconds >= 0, stored as seconds * TCP_RETRANSHZ (1000) in an int. */
+#  define KA_USER_TIMEOUT_OPTNAME TCP_RXT_CONNDROPTIME
+#  define KA_USER_TIMEOUT_UNIT_MS 1000
+#  define KA_MAX_USER_TIMEOUT_MS 2147483000
 #elif defined(__linux__)
 #  define KA_PLATFORM KA_PLATFORM_LINUX
 #  ifndef TCP_USER_TIMEOUT
@@ -51,9 +57,23 @@ typedef int ka_fd_t;
 #  define KA_MAX_IDLE 32767
 #  define KA_MAX_INTERVAL 32767
 #  define KA_MAX_COUNT 127
+#  define KA_USER_TIMEOUT_OPTNAME TCP_USER_TIMEOUT
+#  define KA_USER_TIMEOUT_UNIT_MS 1
 #  define KA_MAX_USER_TIMEOUT_MS 2147483647
 #elif defined(__FreeBSD__) || defined(__DragonFly__) || defined(__NetBSD__) || defined(__OpenBSD__)
 #  define KA_PLATFORM KA_PLATFORM_FREEBSD
+#  if defined(__DragonFly__)
+#    include <sys/param.h>
+#    if !defined(__DragonFly_version) || __DragonFly_version < 500702
+/* Before 5.8 (500702) DragonFly took TCP_KEEPIDLE/TCP_KEEPINTVL in milliseconds. */
+#      error "ka needs DragonFly 5.8 or later: older releases take keepalive times in milliseconds"
+#    endif
+#  endif
+#  if !defined(__OpenBSD__) && !(defined(TCP_KEEPIDLE) && defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT))
+/* FreeBSD and NetBSD hide these under __BSD_VISIBLE / _NETBSD_SOURCE, e.g. with _XOPEN_SOURCE. */
+#    error "TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT are hidden: do not build ka with _XOPEN_SOURCE or _POSIX_C_SOURCE"
+#  endif
+/* OpenBSD has no per-socket keepalive times: KA_HAVE_* are 0 and capabilities() says so. */
 #  if defined(TCP_KEEPIDLE)
 #    define KA_IDLE_OPTNAME TCP_KEEPIDLE
 #  endif
@@ -90,7 +110,7 @@ typedef int ka_fd_t;
 #else
 #  define KA_HAVE_COUNT 0
 #endif
-#if defined(__linux__)
+#if defined(KA_USER_TIMEOUT_OPTNAME)
 #  define KA_HAVE_USER_TIMEOUT 1
 #else
 #  define KA_HAVE_USER_TIMEOUT 0
@@ -128,66 +148,65 @@ static inline int ka_get_int(ka_fd_t fd, int level, int name, int *value)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * One descriptor. Order: idle, interval, count, user timeout, then SO_KEEPALIVE, so that the
- * keepalive timer starts with the new values (and a socket is never left enabled on defaults
- * when a timing option fails).
+ * One descriptor. Order: SO_KEEPALIVE, then idle, interval, count, user timeout. SO_KEEPALIVE
+ * goes first because XNU re-arms the keepalive timer with the socket's own idle only when
+ * TCP_KEEPALIVE is set on a socket that already has SO_KEEPALIVE (tcp_usrreq.c); set last, the
+ * timer stays at the 2 h default. Linux re-arms either way. If a later option fails, the socket
+ * holds SO_KEEPALIVE and the options before the failing one.
  * Returns 0, or the errno of the first failing call with *option naming it.
  * ------------------------------------------------------------------------------------------- */
 static int ka_apply_one(ka_fd_t fd, const ka_policy *p, int *option)
 {
     int err;
-    *option = KA_OPT_NONE;
+    *option = KA_OPT_KEEPALIVE;
+    if ((err = ka_set_int(fd, SOL_SOCKET, SO_KEEPALIVE, p->enable ? 1 : 0)) != 0)
+        return err;
     if (p->enable) {
         if (p->idle >= 0) {
+            *option = KA_OPT_IDLE;
 #if KA_HAVE_IDLE
             err = ka_set_int(fd, IPPROTO_TCP, KA_IDLE_OPTNAME, p->idle);
 #else
             err = KA_ENOPROTOOPT;
 #endif
-            if (err) {
-                *option = KA_OPT_IDLE;
+            if (err)
                 return err;
-            }
         }
         if (p->interval >= 0) {
+            *option = KA_OPT_INTERVAL;
 #if KA_HAVE_INTERVAL
             err = ka_set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, p->interval);
 #else
             err = KA_ENOPROTOOPT;
 #endif
-            if (err) {
-                *option = KA_OPT_INTERVAL;
+            if (err)
                 return err;
-            }
         }
         if (p->count >= 0) {
+            *option = KA_OPT_COUNT;
 #if KA_HAVE_COUNT
             err = ka_set_int(fd, IPPROTO_TCP, TCP_KEEPCNT, p->count);
 #else
             err = KA_ENOPROTOOPT;
 #endif
-            if (err) {
-                *option = KA_OPT_COUNT;
+            if (err)
                 return err;
-            }
         }
     }
     if (p->user_timeout_ms >= 0) {
+        *option = KA_OPT_USER_TIMEOUT;
 #if KA_HAVE_USER_TIMEOUT
-        err = ka_set_int(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, p->user_timeout_ms);
+        /* macOS takes whole seconds: round up, so the timeout is never shorter than asked. */
+        err = ka_set_int(fd, IPPROTO_TCP, KA_USER_TIMEOUT_OPTNAME,
+                         (int)(((long long)p->user_timeout_ms + KA_USER_TIMEOUT_UNIT_MS - 1) /
+                               KA_USER_TIMEOUT_UNIT_MS));
 #else
         err = KA_ENOPROTOOPT;
 #endif
-        if (err) {
-            *option = KA_OPT_USER_TIMEOUT;
+        if (err)
             return err;
-        }
     }
-    err = ka_set_int(fd, SOL_SOCKET, SO_KEEPALIVE, p->enable ? 1 : 0);
-    if (err) {
-        *option = KA_OPT_KEEPALIVE;
-        return err;
-    }
+    *option = KA_OPT_NONE;
     return 0;
 }
 
@@ -219,8 +238,10 @@ static int ka_read_one(ka_fd_t fd, ka_values *v, int *option)
 #endif
 #if KA_HAVE_USER_TIMEOUT
     *option = KA_OPT_USER_TIMEOUT;
-    if ((err = ka_get_int(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &v->user_timeout_ms)) != 0)
+    if ((err = ka_get_int(fd, IPPROTO_TCP, KA_USER_TIMEOUT_OPTNAME, &v->user_timeout_ms)) != 0)
         return err;
+    if (v->user_timeout_ms > 0 && v->user_timeout_ms <= KA_MAX_USER_TIMEOUT_MS / KA_USER_TIMEOUT_UNIT_MS)
+        v->user_timeout_ms *= KA_USER_TIMEOUT_UNIT_MS;
 #endif
     *option = KA_OPT_NONE;
     return 0;

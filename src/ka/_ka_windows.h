@@ -30,6 +30,12 @@ typedef SOCKET ka_fd_t;
 #ifndef TCP_KEEPINTVL
 #  define TCP_KEEPINTVL 17
 #endif
+#ifndef TCP_MAXRT
+#  define TCP_MAXRT 5
+#endif
+#ifndef TCP_MAXRTMS
+#  define TCP_MAXRTMS 14
+#endif
 #ifndef SIO_KEEPALIVE_VALS
 #  define SIO_KEEPALIVE_VALS _WSAIOW(IOC_VENDOR, 4)
 #endif
@@ -37,14 +43,15 @@ typedef SOCKET ka_fd_t;
 #define KA_MAX_IDLE 4294967       /* seconds whose milliseconds fit SIO_KEEPALIVE_VALS' u_long */
 #define KA_MAX_INTERVAL 4294967
 #define KA_MAX_COUNT 255           /* "illegal to set TCP_KEEPCNT to a value greater than 255" */
-#define KA_MAX_USER_TIMEOUT_MS 0   /* no TCP_USER_TIMEOUT on Windows */
+/* TCP_MAXRTMS (ms) or, where missing, TCP_MAXRT (s): a DWORD; -1 would mean "retransmit forever". */
+#define KA_MAX_USER_TIMEOUT_MS 2147483647
 #define KA_LAST_ERROR() ((int)WSAGetLastError())
 #define KA_EINTR WSAEINTR
 
 #define KA_HAVE_IDLE 1
 #define KA_HAVE_INTERVAL 1
 #define KA_HAVE_COUNT 1
-#define KA_HAVE_USER_TIMEOUT 0
+#define KA_HAVE_USER_TIMEOUT 1
 
 #ifndef ENOPROTOOPT
 #  define ENOPROTOOPT 92
@@ -73,18 +80,26 @@ static inline int ka_get_int(ka_fd_t fd, int level, int name, int *value)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * One descriptor. Order: idle, interval, count, user timeout, then SO_KEEPALIVE.
- * Returns 0, or the errno of the first failing call with *option naming it.
+ * One descriptor. Order: SO_KEEPALIVE, idle, interval (or SIO_KEEPALIVE_VALS for both), count,
+ * user timeout. Options that this Windows build lacks answer WSAENOPROTOOPT (or WSAEINVAL):
+ *   TCP_KEEPIDLE, TCP_KEEPINTVL  since 10 1709; before, SIO_KEEPALIVE_VALS (ms) sets both at once
+ *   TCP_KEEPCNT                  since 10 1703; before, the count is fixed (10) and reported failed
+ *   TCP_MAXRTMS                  newer than TCP_MAXRT (s), which it falls back to
+ * Returns 0, or the error of the first failing call with *option naming it.
  * ------------------------------------------------------------------------------------------- */
-/* Windows before 10 1709 has no TCP_KEEPIDLE/TCP_KEEPINTVL: fall back to SIO_KEEPALIVE_VALS,
- * which sets on/off, idle and interval at once in milliseconds (libuv and Go do the same). */
+static int ka_is_missing_option(int err) { return err == WSAENOPROTOOPT || err == WSAEINVAL; }
+
+/* SIO_KEEPALIVE_VALS sets on/off, idle and interval at once, in milliseconds (libuv and Go do
+ * the same). Its fields cannot be left unchanged: an interval alone is refused (the idle it
+ * would overwrite cannot be read back); an idle alone takes the documented 1 s interval. */
 static int ka_win_keepalive_vals(ka_fd_t fd, const ka_policy *p)
 {
     struct tcp_keepalive vals;
     DWORD returned = 0;
-    vals.onoff = (u_long)(p->enable ? 1 : 0);
-    /* Fields cannot be left unchanged here; use the documented system defaults (2 h, 1 s). */
-    vals.keepalivetime = (u_long)(p->idle >= 0 ? (DWORD)p->idle * 1000u : 7200000u);
+    if (p->idle < 0)
+        return WSAENOPROTOOPT;
+    vals.onoff = 1;
+    vals.keepalivetime = (u_long)((DWORD)p->idle * 1000u);
     vals.keepaliveinterval = (u_long)(p->interval >= 0 ? (DWORD)p->interval * 1000u : 1000u);
     if (WSAIoctl(fd, SIO_KEEPALIVE_VALS, &vals, sizeof(vals), NULL, 0, &returned, NULL, NULL) ==
         SOCKET_ERROR)
@@ -92,66 +107,56 @@ static int ka_win_keepalive_vals(ka_fd_t fd, const ka_policy *p)
     return 0;
 }
 
-static int ka_is_missing_option(int err) { return err == WSAENOPROTOOPT || err == WSAEINVAL; }
-
 static int ka_apply_one(ka_fd_t fd, const ka_policy *p, int *option)
 {
     int err;
     int use_ioctl = 0;
-    *option = KA_OPT_NONE;
+    *option = KA_OPT_KEEPALIVE;
+    if ((err = ka_set_int(fd, SOL_SOCKET, SO_KEEPALIVE, p->enable ? 1 : 0)) != 0)
+        return err;
     if (p->enable) {
         if (p->idle >= 0) {
+            *option = KA_OPT_IDLE;
             err = ka_set_int(fd, IPPROTO_TCP, KA_IDLE_OPTNAME, p->idle);
-            if (err && ka_is_missing_option(err)) {
+            if (err && ka_is_missing_option(err))
                 use_ioctl = 1;
-                err = 0;
-            }
-            if (err) {
-                *option = KA_OPT_IDLE;
+            else if (err)
                 return err;
-            }
         }
-        if (p->interval >= 0) {
-            err = use_ioctl ? 0 : ka_set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, p->interval);
-            if (err && ka_is_missing_option(err)) {
+        if (p->interval >= 0 && !use_ioctl) {
+            *option = KA_OPT_INTERVAL;
+            err = ka_set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, p->interval);
+            if (err && ka_is_missing_option(err))
                 use_ioctl = 1;
-                err = 0;
-            }
-            if (err) {
-                *option = KA_OPT_INTERVAL;
+            else if (err)
                 return err;
-            }
+        }
+        if (use_ioctl) {
+            *option = p->idle >= 0 ? KA_OPT_IDLE : KA_OPT_INTERVAL;
+            if ((err = ka_win_keepalive_vals(fd, p)) != 0)
+                return err;
         }
         if (p->count >= 0) {
-            err = ka_set_int(fd, IPPROTO_TCP, TCP_KEEPCNT, p->count);
-            if (err) {
-                *option = KA_OPT_COUNT;
+            *option = KA_OPT_COUNT;
+            if ((err = ka_set_int(fd, IPPROTO_TCP, TCP_KEEPCNT, p->count)) != 0)
                 return err;
-            }
         }
     }
     if (p->user_timeout_ms >= 0) {
-        err = KA_ENOPROTOOPT;
         *option = KA_OPT_USER_TIMEOUT;
-        return err;
-    }
-    if (use_ioctl) {
-        err = ka_win_keepalive_vals(fd, p);
-        if (err) {
-            *option = KA_OPT_IDLE;
+        err = ka_set_int(fd, IPPROTO_TCP, TCP_MAXRTMS, p->user_timeout_ms);
+        if (err && ka_is_missing_option(err)) /* whole seconds, rounded up */
+            err = ka_set_int(fd, IPPROTO_TCP, TCP_MAXRT,
+                             (int)(((long long)p->user_timeout_ms + 999) / 1000));
+        if (err)
             return err;
-        }
     }
-    err = ka_set_int(fd, SOL_SOCKET, SO_KEEPALIVE, p->enable ? 1 : 0);
-    if (err) {
-        *option = KA_OPT_KEEPALIVE;
-        return err;
-    }
+    *option = KA_OPT_NONE;
     return 0;
 }
 
-/* One IPPROTO_TCP knob. On Windows before 10 1709 the option is missing (the values went in by
- * ioctl and cannot be read back): it reads as -1, not as an error. */
+/* One IPPROTO_TCP knob. A knob this Windows build lacks reads as -1 (unknown), not as an error:
+ * after SIO_KEEPALIVE_VALS the socket's idle and interval cannot be read back. */
 static int ka_read_knob(ka_fd_t fd, int name, int *value)
 {
     int err = ka_get_int(fd, IPPROTO_TCP, name, value);
@@ -182,6 +187,17 @@ static int ka_read_one(ka_fd_t fd, ka_values *v, int *option)
     *option = KA_OPT_COUNT;
     if ((err = ka_read_knob(fd, TCP_KEEPCNT, &v->count)) != 0)
         return err;
+    *option = KA_OPT_USER_TIMEOUT;
+    if ((err = ka_read_knob(fd, TCP_MAXRTMS, &v->user_timeout_ms)) != 0)
+        return err;
+    if (v->user_timeout_ms == -1) {
+        if ((err = ka_read_knob(fd, TCP_MAXRT, &v->user_timeout_ms)) != 0)
+            return err;
+        if (v->user_timeout_ms >= 0 && v->user_timeout_ms <= KA_MAX_USER_TIMEOUT_MS / 1000)
+            v->user_timeout_ms *= 1000;
+        else
+            v->user_timeout_ms = -1; /* -1: retransmits forever, or unknown */
+    }
     *option = KA_OPT_NONE;
     return 0;
 }

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from ._options import Option, spec_steps
-from .errors import BulkError, option_error
+from .errors import BulkError, option_error, strerror
 from .policy import KeepAlive, detection_time
 
 # Where each option's value stands in a read: (enabled, idle, interval, count, user timeout ms).
@@ -31,7 +31,7 @@ class Failure(NamedTuple):
 
     @property
     def strerror(self) -> str:
-        return os.strerror(self.errno)
+        return strerror(self.errno)
 
     def error(self, action: str = "setting") -> OSError:
         """This failure as the OSError a single call would have raised."""
