@@ -335,7 +335,7 @@ def test_windows_capabilities_detected_at_run_time(monkeypatch: pytest.MonkeyPat
 
     def read(target: object) -> tuple[int, ...]:
         reads.append(target)
-        return (0, 7200, 1, -1, -1)  # a build with TCP_KEEPIDLE but no TCP_KEEPCNT
+        return (0, 7200, 1, -1, 120000)  # a build with TCP_KEEPIDLE but no TCP_KEEPCNT
 
     monkeypatch.setattr(ka, "core", SimpleNamespace(HAVE=(True, True, True, True), read=read))
     monkeypatch.setattr(ka, "PLATFORM", "windows")

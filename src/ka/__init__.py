@@ -141,12 +141,13 @@ class Capabilities(NamedTuple):
 
 
 @functools.lru_cache(maxsize=1)
-def _windows_knobs() -> tuple[bool, bool, bool]:
-    """Which of TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT this Windows build has (1709, 1709,
-    1703): read back from a fresh socket, where a missing option reads as -1."""
+def _windows_knobs() -> tuple[bool, bool, bool, bool]:
+    """Which of TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_MAXRTMS/TCP_MAXRT this Windows
+    build has (10 1709, 1709, 1703; Wine has none): read back from a fresh socket, where a
+    missing option reads as -1."""
     with socket.socket() as probe:
         values = core.read(probe)
-    return values[1] >= 0, values[2] >= 0, values[3] >= 0
+    return values[1] >= 0, values[2] >= 0, values[3] >= 0, values[4] >= 0
 
 
 def capabilities() -> Capabilities:
@@ -163,7 +164,8 @@ def capabilities() -> Capabilities:
     """
     have = core.HAVE
     if PLATFORM == "windows":
-        have = (have[0], have[1], have[2] and _windows_knobs()[2], have[3])
+        knobs = _windows_knobs()
+        have = (have[0], have[1], have[2] and knobs[2], have[3] and knobs[3])
     user_timeout = have[3] and LIMITS.max_user_timeout_ms > 0
     return Capabilities(
         platform=PLATFORM,
