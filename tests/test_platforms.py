@@ -45,7 +45,7 @@ Call = tuple[Any, ...]
 
 
 class RecCall(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012  # ctypes layout, not a mutable default
+    _fields_ = [  # ctypes layout, not a mutable default
         ("kind", ctypes.c_int),
         ("level", ctypes.c_int),
         ("name", ctypes.c_int),
@@ -84,7 +84,9 @@ def standins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ctypes.CDLL]
     return libs
 
 
-def c_apply(lib: ctypes.CDLL, spec: tuple[int, ...], fail: tuple[Call, ...] = ()) -> tuple[list[Call], int, int]:
+def c_apply(
+    lib: ctypes.CDLL, spec: tuple[int, ...], fail: tuple[Call, ...] = ()
+) -> tuple[list[Call], int, int]:
     """(calls, error, option) of the shim's ka_apply_one; ``fail``: (kind, level, name, err)."""
     lib.rec_reset()
     for rule in fail:
@@ -94,7 +96,10 @@ def c_apply(lib: ctypes.CDLL, spec: tuple[int, ...], fail: tuple[Call, ...] = ()
     return _calls(lib), err, option.value
 
 
-def c_read(lib: ctypes.CDLL, fail: tuple[Call, ...] = (), preset: tuple[Call, ...] = ()) -> tuple[list[Call], int, int, tuple[int, ...]]:  # fmt: skip
+Read = tuple[list[Call], int, int, tuple[int, ...]]
+
+
+def c_read(lib: ctypes.CDLL, fail: tuple[Call, ...] = (), preset: tuple[Call, ...] = ()) -> Read:
     lib.rec_reset()
     for rule in fail:
         lib.rec_fail(*rule)
@@ -147,22 +152,24 @@ class FakeSocket:
     def getsockopt(self, level: int, name: int) -> int:
         self.log.append(("get", level, name))
         self._check(GET, level, name)
-        return self.values.get((level, name), 0)
+        return int(self.values.get((level, name), 0))
 
     def ioctl(self, code: int, value: tuple[int, int, int]) -> None:
         self.log.append(("ioctl", code, *value))
         self._check(IOCTL, -1, code)
 
 
-def twin_apply(os_name: str, spec: tuple[int, ...], fail: tuple[Call, ...] = ()) -> tuple[list[Call], int, int]:
+def twin_apply(
+    os_name: str, spec: tuple[int, ...], fail: tuple[Call, ...] = ()
+) -> tuple[list[Call], int, int]:
     sock = FakeSocket(OS_CALLS[os_name], fail)
     err, option = _ka_py._apply_sock(sock, spec, OS_CALLS[os_name])  # type: ignore[arg-type]
     return sock.log, err, int(option)
 
 
-def twin_read(os_name: str, fail: tuple[Call, ...] = (), preset: tuple[Call, ...] = ()) -> tuple[list[Call], int, int, tuple[int, ...]]:  # fmt: skip
+def twin_read(os_name: str, fail: tuple[Call, ...] = (), preset: tuple[Call, ...] = ()) -> Read:
     sock = FakeSocket(OS_CALLS[os_name], fail, preset)
-    err, option, values = _ka_py._read_sock(sock, OS_CALLS[os_name])  # type: ignore[arg-type]
+    err, option, values = _ka_py._read_sock(sock, OS_CALLS[os_name])
     return sock.log, err, int(option), values
 
 
@@ -175,7 +182,12 @@ ENOPROTO = errno.ENOPROTOOPT
 def expected_full(name: str) -> list[Call]:
     """The sequence FULL makes on an OS with every knob: SO_KEEPALIVE first."""
     sol, ka_opt, idle, intvl, cnt, uto = N[name]
-    seq: list[Call] = [("set", sol, ka_opt, 1), ("set", 6, idle, 60), ("set", 6, intvl, 10), ("set", 6, cnt, 5)]
+    seq: list[Call] = [
+        ("set", sol, ka_opt, 1),
+        ("set", 6, idle, 60),
+        ("set", 6, intvl, 10),
+        ("set", 6, cnt, 5),
+    ]
     value = {"linux": 30500, "darwin": 31, "windows": 30500}[name]  # macOS: whole seconds, rounded up
     return [*seq, ("set", 6, uto, value)]
 
@@ -218,10 +230,10 @@ def test_openbsd_has_no_knobs(standins: dict[str, ctypes.CDLL]) -> None:
 @pytest.mark.parametrize("name", OSES)
 def test_failure_part_way(standins: dict[str, ctypes.CDLL], name: str) -> None:
     """A failing option stops the sequence there and is named; earlier ones stay applied."""
-    sol, ka_opt, idle, intvl, cnt, _ = N[name]
+    sol, ka_opt, idle, intvl, _, _ = N[name]
     if intvl is None:
         pytest.skip(f"{name} has no TCP_KEEPINTVL")
-    fail = ((SET, 6, intvl, errno.EPERM),)
+    fail: tuple[Call, ...] = ((SET, 6, intvl, errno.EPERM),)
     want = [("set", sol, ka_opt, 1), ("set", 6, idle, 60), ("set", 6, intvl, 10)]
     assert c_apply(standins[name], FULL, fail) == (want, errno.EPERM, Option.INTERVAL)
     assert twin_apply(name, FULL, fail) == (want, errno.EPERM, Option.INTERVAL)
@@ -279,7 +291,7 @@ def test_old_windows_fallback(standins: dict[str, ctypes.CDLL]) -> None:
 def test_old_windows_interval_alone_is_refused(standins: dict[str, ctypes.CDLL]) -> None:
     """Defect 5: SIO_KEEPALIVE_VALS cannot leave the idle as it is; an interval alone used to
     force the idle to 2 h. Now it is refused (as Go does), with no ioctl."""
-    want = [("set", 0xFFFF, 8, 1), ("set", 6, 17, 10)]
+    want: list[Call] = [("set", 0xFFFF, 8, 1), ("set", 6, 17, 10)]
     spec = (1, -1, 10, -1, -1)
     assert c_apply(standins["windows"], spec, OLD_WINDOWS) == (want, WSAENOPROTOOPT, Option.INTERVAL)
     assert twin_apply("windows", spec, OLD_WINDOWS) == (want, WSAENOPROTOOPT, Option.INTERVAL)

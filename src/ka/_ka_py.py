@@ -22,8 +22,8 @@ from ._options import (
     SOCKET_NUMBERS,
     WSAEINVAL,
     WSAENOPROTOOPT,
-    OSCalls,
     Option,
+    OSCalls,
     user_timeout_value,
 )
 from ._options import LIMITS as _LIMITS

@@ -1,7 +1,8 @@
 """Option identifiers and platform limits shared by both implementations.
 
-The numbers mirror the shim (``_platform.h`` and its OS headers) (``KA_OPT_*``, ``KA_MAX_*``); a test checks the compiled core
-reports the same. This module knows the platform by ``sys.platform`` only: no system calls.
+The numbers mirror the shim (``KA_OPT_*``, ``KA_MAX_*`` in ``_ka_posix.h``/``_ka_windows.h``);
+tests check the compiled core and every OS branch (tests/test_platforms.py) report the same.
+This module knows the platform by ``sys.platform`` only: no system calls.
 """
 
 from __future__ import annotations
