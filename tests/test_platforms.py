@@ -403,8 +403,8 @@ def test_wheel_test_extra_has_wheels_everywhere() -> None:
     """Defect 10: `test` holds only what has win_arm64 wheels for every CPython; the integration
     libraries (and numpy) are in `integrations`, which CI installs too."""
     pyproject = ROOT / "pyproject.toml"
-    if not pyproject.exists():
-        pytest.skip("pyproject.toml is not next to the tests")
+    if not pyproject.exists() or not (ROOT / "scripts/test.sh").exists():
+        pytest.skip("pyproject.toml and scripts/ are not next to the tests")
     tomllib = pytest.importorskip("tomllib", reason="tomllib is in the stdlib from Python 3.11")
     config = tomllib.loads(pyproject.read_text())
     extras = config["project"]["optional-dependencies"]
@@ -419,3 +419,22 @@ def test_winsock_errors_are_named() -> None:
     """Defect 11: os.strerror(10042) is "Unknown error" on Windows; ka names the WSA error."""
     exc = option_error(WSAENOPROTOOPT, 5, Option.COUNT)
     assert "WSAENOPROTOOPT" in str(exc) and exc.errno == WSAENOPROTOOPT
+
+
+@needs_standin
+def test_bulk_path_on_old_windows(standins: dict[str, ctypes.CDLL]) -> None:
+    """The bulk machinery over the Windows branch: each descriptor makes the single-socket
+    sequence, and every one is reported with its error and option."""
+    lib = standins["windows"]
+    lib.rec_reset()
+    for rule in OLD_WINDOWS:
+        lib.rec_fail(*rule)
+    n = 3
+    errnos = (ctypes.c_int32 * n)()
+    options = (ctypes.c_uint8 * n)()
+    lib.rec_apply_bulk.restype = ctypes.c_size_t
+    failed = lib.rec_apply_bulk(ctypes.c_size_t(n), *FULL, errnos, options)
+    assert failed == n
+    assert list(errnos) == [WSAENOPROTOOPT] * n and list(options) == [Option.COUNT] * n
+    one = twin_apply("windows", FULL, OLD_WINDOWS)[0]
+    assert _calls(lib) == one * n

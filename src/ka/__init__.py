@@ -153,9 +153,10 @@ def _windows_knobs() -> tuple[bool, bool, bool, bool]:
 def capabilities() -> Capabilities:
     """Which knobs this OS and build support, their ranges, and how listeners behave.
 
-    ``listener_inherits``: accepted sockets get the listener's keepalive options (Linux, BSD).
-    ``listener_safe``: keepalive may be set on a listening socket (not on macOS, where it can
-    close the listener).
+    ``listener_inherits``: accepted sockets get the listener's keepalive options (Linux, BSD;
+    macOS copies SO_KEEPALIVE, interval and count but not the idle, so it counts as no).
+    ``listener_safe``: ka may set keepalive on a listening socket (False on macOS, where ka
+    leaves the listener alone and applies the policy per accepted socket).
     ``user_timeout_semantics``: what ``user_timeout`` maps to here ("" where unsupported):
     Linux TCP_USER_TIMEOUT also bounds keepalive probing; macOS TCP_RXT_CONNDROPTIME and Windows
     TCP_MAXRTMS/TCP_MAXRT bound retransmission of unacknowledged data only.

@@ -120,8 +120,7 @@ OS_CALLS = {
 
 def _here() -> OSCalls:
     """This OS's calls: the stdlib's numbers where it has them, the SDK values otherwise."""
-    name = sys.platform if sys.platform in ("darwin", "netbsd", "openbsd") else PLATFORM
-    name = "freebsd" if sys.platform.startswith(("freebsd", "dragonfly")) else name
+    name = next((n for n in ("darwin", "netbsd", "openbsd") if sys.platform.startswith(n)), PLATFORM)
     known = OS_CALLS.get(name)
     numbers: dict[Option, int | None] = {}
     for option in (Option.IDLE, Option.INTERVAL, Option.COUNT, Option.USER_TIMEOUT):

@@ -115,7 +115,9 @@ class KeepAliveSettings(NamedTuple):
     """One socket's keepalive values as the kernel reports them.
 
     ``idle``/``interval`` in seconds, ``count`` in probes, ``user_timeout`` in seconds (0.0: the
-    system's behaviour); None where this platform cannot tell.
+    system's behaviour; macOS TCP_RXT_CONNDROPTIME, Windows TCP_MAXRTMS/TCP_MAXRT). None means
+    unknown: the platform cannot tell (Windows before 10 1709 cannot read back what
+    SIO_KEEPALIVE_VALS set). ka never fills in a system default as the socket's value.
     """
 
     enabled: bool
