@@ -47,6 +47,14 @@ for t in $TARGETS mingw; do
 done
 [ "$bad" = 0 ] || fail "a target did not compile clean (see above)"
 echo "compile clean: $TARGETS x86_64-w64-mingw32"
+# ka bench's C floor (compiled at run time by `ka bench`) on the other POSIX systems ka ships for.
+KA_NO_EXTENSIONS=1 "$TOOLS/bin/python" -c 'import sys; sys.path.insert(0, "src"); from ka.bench.floor import SOURCE; print(SOURCE)' \
+    >"$WORK/floor.c"
+for t in x86_64-macos aarch64-macos x86_64-freebsd x86_64-netbsd; do
+    "${ZIG[@]}" cc -target "$t" -Wall -Werror -c "$WORK/floor.c" -o "$WORK/floor-$t.o" ||
+        fail "ka bench's C floor does not compile for $t"
+done
+echo "ka bench C floor compiles for macOS, FreeBSD, NetBSD"
 # A knob that compiles out must fail loudly: FreeBSD hides TCP_KEEP* without __BSD_VISIBLE.
 if "${ZIG[@]}" cc -target x86_64-freebsd -D_XOPEN_SOURCE=700 -Wall -Werror -I src/ka -c tools/win_compile_check.c \
     -o "$WORK/xopen.o" 2>"$WORK/xopen.log"; then
