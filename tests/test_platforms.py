@@ -438,3 +438,19 @@ def test_bulk_path_on_old_windows(standins: dict[str, ctypes.CDLL]) -> None:
     assert list(errnos) == [WSAENOPROTOOPT] * n and list(options) == [Option.COUNT] * n
     one = twin_apply("windows", FULL, OLD_WINDOWS)[0]
     assert _calls(lib) == one * n
+
+
+def test_windows_refuses_a_zero_user_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TCP_MAXRT takes 0 as a zero-second timeout (Microsoft's option table): on Windows 0 cannot
+    mean "the system's behaviour" as it does on Linux and macOS."""
+    import ka.policy
+
+    monkeypatch.setattr(ka.policy, "PLATFORM", "windows")
+    monkeypatch.setattr(ka.policy, "LIMITS", _options.LIMITS_BY_PLATFORM["windows"])
+    with pytest.raises(ValueError, match="user_timeout=0 cannot restore"):
+        ka.KeepAlive(idle=60, user_timeout=0)
+    assert ka.KeepAlive(idle=60, user_timeout=1.5).user_timeout_ms == 1500
+    monkeypatch.setattr(ka.policy, "PLATFORM", "darwin")
+    monkeypatch.setattr(ka.policy, "LIMITS", _options.LIMITS_BY_PLATFORM["darwin"])
+    assert ka.KeepAlive(idle=60, user_timeout=1.5).user_timeout_ms == 2000  # whole seconds
+    assert ka.KeepAlive(idle=60, user_timeout=0).user_timeout_ms == 0

@@ -43,7 +43,9 @@ typedef SOCKET ka_fd_t;
 #define KA_MAX_IDLE 4294967       /* seconds whose milliseconds fit SIO_KEEPALIVE_VALS' u_long */
 #define KA_MAX_INTERVAL 4294967
 #define KA_MAX_COUNT 255           /* "illegal to set TCP_KEEPCNT to a value greater than 255" */
-/* TCP_MAXRTMS (ms) or, where missing, TCP_MAXRT (s): a DWORD; -1 would mean "retransmit forever". */
+/* TCP_MAXRT (documented since Vista): DWORD seconds of retransmission before the connection is
+ * dropped, -1 = forever. TCP_MAXRTMS (ws2ipdef.h, not in Microsoft's option table) takes ms:
+ * tried first, TCP_MAXRT where it is missing. */
 #define KA_MAX_USER_TIMEOUT_MS 2147483647
 #define KA_LAST_ERROR() ((int)WSAGetLastError())
 #define KA_EINTR WSAEINTR

@@ -125,6 +125,11 @@ def _user_timeout_ms(value: object, maximum: int) -> int:
     zero = datetime.timedelta(0) if isinstance(value, datetime.timedelta) else 0
     is_duration = isinstance(value, (numbers.Real, datetime.timedelta)) and not isinstance(value, bool)
     if is_duration and value == zero:
+        if PLATFORM == "windows":  # TCP_MAXRT takes 0 as a zero-second timeout, not "the default"
+            raise ValueError(
+                "user_timeout=0 cannot restore the system's behaviour on Windows: TCP_MAXRT/"
+                "TCP_MAXRTMS take 0 as a zero timeout (use None to leave it untouched)"
+            )
         return 0  # 0 restores the system's behaviour (no user timeout)
     ms = _ceil_div(_microseconds("user_timeout", value), _US_PER_MS)
     if PLATFORM == "darwin":  # TCP_RXT_CONNDROPTIME takes whole seconds: round up, as the shim does
@@ -156,8 +161,8 @@ class KeepAlive:
     ``TCP_RXT_CONNDROPTIME`` and Windows ``TCP_MAXRTMS`` (``TCP_MAXRT`` in seconds where missing)
     bound retransmission of unacknowledged data only, counted from the first retransmission on
     macOS. BSDs have none (``ValueError``). ``"auto"`` sets it to ``detection_time`` where the
-    platform has the option and leaves it out elsewhere; 0 restores the system behaviour;
-    ``None`` leaves it untouched.
+    platform has the option and leaves it out elsewhere; 0 restores the system behaviour (not on
+    Windows, where 0 would be a zero timeout: ``ValueError``); ``None`` leaves it untouched.
     Keepalive probes are only sent while no data is in flight: without a user timeout, a peer that
     vanishes with data unacknowledged is found by retransmission timeouts (about 15 minutes on
     Linux), not by keepalive.
