@@ -57,11 +57,13 @@ class RecCall(ctypes.Structure):
 
 
 def _build(os_name: str, out: Path) -> subprocess.Popen[bytes]:
+    # No -Werror: this also runs in the wheel containers' older compilers; the warning-free
+    # builds for every real target are .ci/checks/platforms.sh's job.
     family = "windows" if os_name == "windows" else "posix"
     flags = [] if os_name == "linux" else ["-U__linux__", "-U__linux", "-Ulinux", "-U__unix__"]
     assert CC is not None
     return subprocess.Popen(
-        [CC, "-std=c99", "-Wall", "-Wextra", "-Werror", "-Wno-unused-function", "-shared", "-fPIC",
+        [CC, "-std=c99", "-Wall", "-Wextra", "-Wno-unused-function", "-shared", "-fPIC",
          f"-DKA_STANDIN_{os_name.upper()}", *flags, "-I", str(STANDIN / family), "-I", str(SHIM),
          str(STANDIN / "recorder.c"), "-o", str(out), "-lpthread"],
         stderr=subprocess.PIPE,
