@@ -11,5 +11,5 @@ bash scripts/system-packages.sh
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q ".[test]"
+"$VENV/bin/python" -m pip install -q ".[test,integrations]"
 exec "$VENV/bin/python" -m pytest "$@"

@@ -106,7 +106,7 @@ def test_closed_fd(impl: ModuleType) -> None:
     s.close()
     with pytest.raises(OSError) as info:
         ka.apply(fd, POLICY)
-    _check_error(info.value, errno.EBADF, fd, ka.Option.IDLE)
+    _check_error(info.value, errno.EBADF, fd, ka.Option.KEEPALIVE)
     with pytest.raises(OSError) as info:
         ka.read(fd)
     _check_error(info.value, errno.EBADF, fd, ka.Option.KEEPALIVE)
@@ -117,14 +117,14 @@ def test_closed_socket_object(impl: ModuleType) -> None:
     s.close()
     with pytest.raises(OSError) as info:
         ka.apply(s, POLICY)
-    _check_error(info.value, errno.EBADF, -1, ka.Option.IDLE)
+    _check_error(info.value, errno.EBADF, -1, ka.Option.KEEPALIVE)
 
 
 def test_regular_file(impl: ModuleType) -> None:
     with tempfile.TemporaryFile() as f:
         with pytest.raises(OSError) as info:
             ka.apply(f, POLICY)
-        _check_error(info.value, errno.ENOTSOCK, f.fileno(), ka.Option.IDLE)
+        _check_error(info.value, errno.ENOTSOCK, f.fileno(), ka.Option.KEEPALIVE)
 
 
 def test_udp_socket(impl: ModuleType) -> None:

@@ -46,7 +46,9 @@ def mixed() -> Iterator[tuple[list[object], dict[int, tuple[int, ka.Option]], li
             (closed, errno.EBADF),
             (-7, errno.EBADF),
         ):
-            bad[len(targets)] = (err, ka.Option.IDLE)
+            # SO_KEEPALIVE comes first: a non-socket fails there, a non-TCP socket on the idle
+            first = ka.Option.IDLE if err in (errno.ENOPROTOOPT, errno.EOPNOTSUPP) else ka.Option.KEEPALIVE
+            bad[len(targets)] = (err, first)
             targets.append(obj)
             targets.extend(live[len(targets) - len(bad) : len(targets) - len(bad) + 5])
         targets.extend(live[len(targets) - len(bad) :])

@@ -84,7 +84,7 @@ def materials() -> Iterator[Materials]:
 def _steps(spec: tuple[int, int, int, int, int]) -> list[ka.Option]:
     """The options a spec sets, in the documented order."""
     enable, idle, interval, count, ut = spec
-    steps = []
+    steps = [ka.Option.KEEPALIVE]
     if enable:
         steps += [
             o
@@ -93,7 +93,7 @@ def _steps(spec: tuple[int, int, int, int, int]) -> list[ka.Option]:
         ]
     if ut >= 0:
         steps.append(ka.Option.USER_TIMEOUT)
-    return [*steps, ka.Option.KEEPALIVE]
+    return steps
 
 
 def expected_apply(kind: str, spec: tuple[int, int, int, int, int]) -> tuple[set[int], ka.Option]:

@@ -65,13 +65,13 @@ def assert_carries_policy(sock: Any) -> None:
 def test_socket_options() -> None:
     tcp, sol = socket.IPPROTO_TCP, socket.SOL_SOCKET
     assert socket_options(POLICY) == [
+        (sol, socket.SO_KEEPALIVE, 1),
         (tcp, TCP_KEEPIDLE, 33),
         (tcp, TCP_KEEPINTVL, 7),
         (tcp, TCP_KEEPCNT, 4),
         (tcp, TCP_USER_TIMEOUT, 12345),
-        (sol, socket.SO_KEEPALIVE, 1),
     ]
-    assert socket_options(ka.KeepAlive(idle=60)) == [(tcp, TCP_KEEPIDLE, 60), (sol, socket.SO_KEEPALIVE, 1)]
+    assert socket_options(ka.KeepAlive(idle=60)) == [(sol, socket.SO_KEEPALIVE, 1), (tcp, TCP_KEEPIDLE, 60)]
     assert socket_options(ka.KeepAlive(enabled=False)) == [(sol, socket.SO_KEEPALIVE, 0)]
     with pytest.raises(TypeError, match=r"policy must be a ka\.KeepAlive, not tuple"):
         socket_options((60, 10, 5))  # type: ignore[arg-type]

@@ -9,12 +9,14 @@ ka.read(sock)                                           # the values the kernel 
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 from typing import Any, NamedTuple
 
 from ._impl import IMPLEMENTATION
 from ._impl import core as core  # the active implementation; the tests switch it
-from ._options import LIMITS, PLATFORM, Option
+from ._options import LIMITS, PLATFORM, USER_TIMEOUT_SEMANTICS, Option
 from .errors import BulkError
 from .integrations import socket_options
 from .policy import KeepAlive, require_policy
@@ -80,8 +82,9 @@ def apply(target: Any, policy: KeepAlive) -> None:
     """Apply ``policy`` to one socket: a ``socket.socket``, an int fd, or anything with ``fileno()``.
 
     Raises ``OSError`` (the errno's own subclass) with ``errno``, ``fd`` and ``option`` (a
-    ``ka.Option``) when a call fails; the options before it stay applied (order: idle, interval,
-    count, user timeout, SO_KEEPALIVE).
+    ``ka.Option``) when a call fails; the options before it stay applied (order: SO_KEEPALIVE,
+    idle, interval, count, user timeout), so a socket whose later option failed has keepalive on
+    with the values set so far and the OS's for the rest.
     """
     core.apply(target, require_policy(policy)._spec)
 
@@ -104,21 +107,10 @@ def apply_many(targets: Any, policy: KeepAlive, *, threads: int | None = None) -
 
 def read(target: Any) -> KeepAliveSettings:
     """One socket's keepalive values as the kernel reports them (on Linux, the sysctl defaults
-    for any value never set). Raises ``OSError`` with ``fd`` and ``option`` on failure."""
-    values = core.read(target)
-    settings = _settings(values)
-    if PLATFORM != "linux" and settings.enabled and None in settings[1:4]:
-        settings = _fill_defaults(settings)
-    return settings
-
-
-def _fill_defaults(settings: KeepAliveSettings) -> KeepAliveSettings:
-    defaults = system_defaults()
-    return settings._replace(
-        idle=settings.idle if settings.idle is not None else defaults.idle,
-        interval=settings.interval if settings.interval is not None else defaults.interval,
-        count=settings.count if settings.count is not None else defaults.count,
-    )
+    for any value never set). A value the OS cannot report is None, never a default presented
+    as the socket's: on Windows before 10 1709, idle and interval set through
+    SIO_KEEPALIVE_VALS cannot be read back. Raises ``OSError`` with ``fd`` and ``option``."""
+    return _settings(core.read(target))
 
 
 def read_many(targets: Any, *, threads: int | None = None) -> ReadResult:
@@ -145,27 +137,49 @@ class Capabilities(NamedTuple):
     max_user_timeout_ms: int
     listener_inherits: bool
     listener_safe: bool
+    user_timeout_semantics: str = ""
+
+
+@functools.lru_cache(maxsize=1)
+def _windows_knobs() -> tuple[bool, bool, bool, bool]:
+    """Which of TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_MAXRTMS/TCP_MAXRT this Windows
+    build has (10 1709, 1709, 1703; Wine has none): read back from a fresh socket, where a
+    missing option reads as -1."""
+    with socket.socket() as probe:
+        values = core.read(probe)
+    return values[1] >= 0, values[2] >= 0, values[3] >= 0, values[4] >= 0
 
 
 def capabilities() -> Capabilities:
     """Which knobs this OS and build support, their ranges, and how listeners behave.
 
-    ``listener_inherits``: accepted sockets get the listener's keepalive options (Linux, BSD).
-    ``listener_safe``: keepalive may be set on a listening socket (not on macOS, where it can
-    close the listener).
+    ``listener_inherits``: accepted sockets get the listener's keepalive options (Linux, BSD;
+    macOS copies SO_KEEPALIVE, interval and count but not the idle, so it counts as no).
+    ``listener_safe``: ka may set keepalive on a listening socket (False on macOS, where ka
+    leaves the listener alone and applies the policy per accepted socket).
+    ``user_timeout_semantics``: what ``user_timeout`` maps to here ("" where unsupported):
+    Linux TCP_USER_TIMEOUT also bounds keepalive probing; macOS TCP_RXT_CONNDROPTIME and Windows
+    TCP_MAXRTMS/TCP_MAXRT bound retransmission of unacknowledged data only.
+    On Windows ``count`` is what this machine does (TCP_KEEPCNT since 10 1703); idle and interval
+    are always settable (through SIO_KEEPALIVE_VALS before 10 1709, idle required there).
     """
     have = core.HAVE
+    if PLATFORM == "windows":
+        knobs = _windows_knobs()
+        have = (have[0], have[1], have[2] and knobs[2], have[3] and knobs[3])
+    user_timeout = have[3] and LIMITS.max_user_timeout_ms > 0
     return Capabilities(
         platform=PLATFORM,
         implementation=IMPLEMENTATION,
         idle=have[0],
         interval=have[1],
         count=have[2],
-        user_timeout=have[3] and LIMITS.max_user_timeout_ms > 0,
+        user_timeout=user_timeout,
         max_idle=LIMITS.max_idle,
         max_interval=LIMITS.max_interval,
         max_count=LIMITS.max_count,
         max_user_timeout_ms=LIMITS.max_user_timeout_ms,
         listener_inherits=PLATFORM in ("linux", "freebsd"),
         listener_safe=PLATFORM not in ("darwin",),
+        user_timeout_semantics=USER_TIMEOUT_SEMANTICS.get(PLATFORM, "") if user_timeout else "",
     )

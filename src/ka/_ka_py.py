@@ -13,8 +13,20 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
+from ._options import (
+    HERE,
+    IPPROTO_TCP,
+    PLATFORM,
+    PLATFORM_CODES,
+    SIO_KEEPALIVE_VALS,
+    SOCKET_NUMBERS,
+    WSAEINVAL,
+    WSAENOPROTOOPT,
+    Option,
+    OSCalls,
+    user_timeout_value,
+)
 from ._options import LIMITS as _LIMITS
-from ._options import PLATFORM, PLATFORM_CODES, SOCKET_NUMBERS, Option, spec_steps
 from .errors import option_error
 
 IMPLEMENTATION = "python"
@@ -26,10 +38,7 @@ HAVE = tuple(
 
 _FD_TYPECODE = "q" if PLATFORM == "windows" else "i"
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
-_ENOPROTOOPT = (
-    getattr(errno, "WSAENOPROTOOPT", errno.ENOPROTOOPT) if PLATFORM == "windows" else errno.ENOPROTOOPT
-)
-_MISSING_ON_WINDOWS = {getattr(errno, "WSAENOPROTOOPT", -1), getattr(errno, "WSAEINVAL", -1)}
+_MISSING_ON_WINDOWS = (WSAENOPROTOOPT, WSAEINVAL)
 _WINDOWS = PLATFORM == "windows"
 _BAD_FD = getattr(errno, "WSAENOTSOCK", 10038) if _WINDOWS else errno.EBADF
 _BUFFER_FORMATS = {"i", "l", "q", "n", "I", "L", "Q", "N"}
@@ -85,44 +94,77 @@ class _Borrowed:
         self.sock.detach()
 
 
-def _windows_keepalive_vals(sock: socket.socket, spec: tuple[int, int, int, int, int]) -> None:
-    enable, idle, interval = spec[0], spec[1], spec[2]
-    idle_ms = idle * 1000 if idle >= 0 else 7_200_000
-    interval_ms = interval * 1000 if interval >= 0 else 1000
-    sock.ioctl(socket.SIO_KEEPALIVE_VALS, (enable, idle_ms, interval_ms))  # type: ignore[attr-defined]
-
-
-def _apply_sock(sock: socket.socket, spec: tuple[int, int, int, int, int]) -> tuple[int, int]:
-    """(errno, option) of the first failing call, or (0, 0)."""
-    use_ioctl = False
-    for option, value in spec_steps(spec):
-        numbers = SOCKET_NUMBERS[option]
-        if numbers is None:
-            return _ENOPROTOOPT, option
-        if use_ioctl and option is Option.INTERVAL:
-            continue
-        if option is Option.KEEPALIVE and use_ioctl:
-            try:
-                _windows_keepalive_vals(sock, spec)
-            except OSError as exc:
-                return _errno_of(exc), Option.IDLE
-        try:
-            sock.setsockopt(numbers[0], numbers[1], value)
-        except OSError as exc:
-            err = _errno_of(exc)
-            if _WINDOWS and option in (Option.IDLE, Option.INTERVAL) and err in _MISSING_ON_WINDOWS:
-                use_ioctl = True
-                continue
-            return err, option
-    return 0, 0
-
-
-def _errno_of(exc: OSError) -> int:
+def _errno_of(exc: OSError, calls: OSCalls = HERE) -> int:
+    """The error the C shim reports for the same failure: on Windows the Winsock code
+    (``exc.winerror``; CPython maps ``exc.errno`` through winerror_to_errno), else ``errno``."""
+    winerror = getattr(exc, "winerror", None)
+    if calls.windows and winerror:
+        return int(winerror)
     return exc.errno if exc.errno is not None else errno.EINVAL
 
 
+def _enoprotoopt(calls: OSCalls) -> int:
+    return WSAENOPROTOOPT if calls.windows else errno.ENOPROTOOPT
+
+
+def _apply_sock(sock: Any, spec: tuple[int, int, int, int, int], calls: OSCalls = HERE) -> tuple[int, int]:
+    """(errno, option) of the first failing call, or (0, 0); the calls of _ka_posix.h /
+    _ka_windows.h's ka_apply_one, in the same order."""
+    enable, idle, interval, count, user_timeout_ms = spec
+    try:
+        sock.setsockopt(calls.sol_socket, calls.so_keepalive, 1 if enable else 0)
+    except OSError as exc:
+        return _errno_of(exc, calls), Option.KEEPALIVE
+    if enable:
+        use_ioctl = False
+        for option, value in ((Option.IDLE, idle), (Option.INTERVAL, interval)):
+            if value < 0 or use_ioctl:
+                continue
+            number = calls.numbers[option]
+            if number is None:
+                return _enoprotoopt(calls), option
+            try:
+                sock.setsockopt(IPPROTO_TCP, number, value)
+            except OSError as exc:
+                err = _errno_of(exc, calls)
+                if not (calls.windows and err in _MISSING_ON_WINDOWS):
+                    return err, option
+                use_ioctl = True  # Windows before 10 1709: SIO_KEEPALIVE_VALS sets both
+        if use_ioctl:
+            option = Option.IDLE if idle >= 0 else Option.INTERVAL
+            if idle < 0:  # the idle the ioctl would overwrite cannot be read back: refuse
+                return WSAENOPROTOOPT, option
+            try:
+                sock.ioctl(SIO_KEEPALIVE_VALS, (1, idle * 1000, interval * 1000 if interval >= 0 else 1000))
+            except OSError as exc:
+                return _errno_of(exc, calls), option
+        if count >= 0:
+            number = calls.numbers[Option.COUNT]
+            if number is None:
+                return _enoprotoopt(calls), Option.COUNT
+            try:
+                sock.setsockopt(IPPROTO_TCP, number, count)
+            except OSError as exc:
+                return _errno_of(exc, calls), Option.COUNT
+    if user_timeout_ms >= 0:
+        number = calls.numbers[Option.USER_TIMEOUT]
+        if number is None:
+            return _enoprotoopt(calls), Option.USER_TIMEOUT
+        try:
+            sock.setsockopt(IPPROTO_TCP, number, user_timeout_value(user_timeout_ms, calls))
+        except OSError as exc:
+            err = _errno_of(exc, calls)
+            if not (calls.user_timeout_fallback is not None and err in _MISSING_ON_WINDOWS):
+                return err, Option.USER_TIMEOUT
+            try:  # TCP_MAXRT: whole seconds, rounded up
+                sock.setsockopt(IPPROTO_TCP, calls.user_timeout_fallback, -(-user_timeout_ms // 1000))
+            except OSError as exc2:
+                return _errno_of(exc2, calls), Option.USER_TIMEOUT
+    return 0, 0
+
+
 def _first_option(spec: tuple[int, int, int, int, int]) -> Option:
-    return spec_steps(spec)[0][0]
+    return Option.KEEPALIVE  # SO_KEEPALIVE is always the first call
 
 
 def _apply_fd(fd: int, target: Any, spec: tuple[int, int, int, int, int]) -> tuple[int, int]:
@@ -146,23 +188,38 @@ def apply(target: Any, spec: tuple[int, int, int, int, int]) -> None:
         raise option_error(err, fd, option, "setting")
 
 
-_READ_ORDER = (Option.KEEPALIVE, Option.IDLE, Option.INTERVAL, Option.COUNT, Option.USER_TIMEOUT)
+def _read_knob(sock: Any, number: int, calls: OSCalls) -> int:
+    """One IPPROTO_TCP value; -1 where this Windows build lacks the option. Raises OSError."""
+    try:
+        return int(sock.getsockopt(IPPROTO_TCP, number))
+    except OSError as exc:
+        if calls.windows and _errno_of(exc, calls) in _MISSING_ON_WINDOWS:
+            return -1
+        raise
 
 
-def _read_sock(sock: socket.socket) -> tuple[int, int, tuple[int, int, int, int, int]]:
+def _read_sock(sock: Any, calls: OSCalls = HERE) -> tuple[int, int, tuple[int, int, int, int, int]]:
     values = [-1, -1, -1, -1, -1]
-    for k, option in enumerate(_READ_ORDER):
-        numbers = SOCKET_NUMBERS[option]
-        if numbers is None:
-            continue
-        try:
-            value = sock.getsockopt(numbers[0], numbers[1])
-        except OSError as exc:
-            err = _errno_of(exc)
-            if _WINDOWS and option is not Option.KEEPALIVE and err in _MISSING_ON_WINDOWS:
-                continue
-            return err, option, (values[0], values[1], values[2], values[3], values[4])
-        values[k] = (1 if value else 0) if option is Option.KEEPALIVE else value
+    option = Option.KEEPALIVE
+    try:
+        values[0] = 1 if sock.getsockopt(calls.sol_socket, calls.so_keepalive) else 0
+        for k, option in enumerate((Option.IDLE, Option.INTERVAL, Option.COUNT), start=1):
+            number = calls.numbers[option]
+            if number is not None:
+                values[k] = _read_knob(sock, number, calls)
+        option = Option.USER_TIMEOUT
+        number = calls.numbers[Option.USER_TIMEOUT]
+        if number is not None:
+            value = _read_knob(sock, number, calls)
+            unit = calls.user_timeout_unit_ms
+            if value == -1 and calls.user_timeout_fallback is not None:
+                value, unit = _read_knob(sock, calls.user_timeout_fallback, calls), 1000
+                value = value * unit if 0 <= value <= 2147483647 // unit else -1
+            elif 0 < value <= 2147483647 // unit:
+                value *= unit
+            values[4] = value
+    except OSError as exc:
+        return _errno_of(exc, calls), option, (values[0], values[1], values[2], values[3], values[4])
     return 0, 0, (values[0], values[1], values[2], values[3], values[4])
 
 

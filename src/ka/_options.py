@@ -1,7 +1,8 @@
 """Option identifiers and platform limits shared by both implementations.
 
-The numbers mirror ``_platform.h`` (``KA_OPT_*``, ``KA_MAX_*``); a test checks the compiled core
-reports the same. This module knows the platform by ``sys.platform`` only: no system calls.
+The numbers mirror the shim (``KA_OPT_*``, ``KA_MAX_*`` in ``_ka_posix.h``/``_ka_windows.h``);
+tests check the compiled core and every OS branch (tests/test_platforms.py) report the same.
+This module knows the platform by ``sys.platform`` only: no system calls.
 """
 
 from __future__ import annotations
@@ -47,17 +48,19 @@ def _platform_key(platform: str) -> str:
         return "darwin"
     if platform.startswith(("freebsd", "dragonfly", "netbsd", "openbsd")):
         return "freebsd"
-    if platform in ("win32", "cygwin"):
+    if platform == "win32":
         return "windows"
-    return "other"
+    return "other"  # Cygwin included: a POSIX layer with int descriptors (the header's "other")
 
 
-# Keep in step with _platform.h.
+# Keep in step with _ka_posix.h / _ka_windows.h.
 LIMITS_BY_PLATFORM = {
     "linux": Limits(32767, 32767, 127, 2147483647),
-    "darwin": Limits(4294967, 4294967, 2147483647, 0),
+    # xnu tcp_timer.c compares idle and interval as int32 milliseconds; TCP_RXT_CONNDROPTIME is
+    # int seconds stored as milliseconds.
+    "darwin": Limits(2147483, 2147483, 2147483647, 2147483000),
     "freebsd": Limits(2147483, 2147483, 2147483647, 0),
-    "windows": Limits(4294967, 4294967, 255, 0),
+    "windows": Limits(4294967, 4294967, 255, 2147483647),
     "other": Limits(32767, 32767, 127, 0),
 }
 PLATFORM_CODES = {"linux": 1, "darwin": 2, "freebsd": 3, "windows": 4, "other": 5}
@@ -66,58 +69,104 @@ PLATFORM = _platform_key(sys.platform)
 LIMITS = LIMITS_BY_PLATFORM[PLATFORM]
 
 _IDLE_NAME = "TCP_KEEPALIVE" if PLATFORM == "darwin" else "TCP_KEEPIDLE"
+_USER_TIMEOUT_NAMES = {"darwin": "TCP_RXT_CONNDROPTIME", "windows": "TCP_MAXRTMS"}
 _SYSTEM_NAMES = {
     Option.NONE: "none",
     Option.KEEPALIVE: "SO_KEEPALIVE",
     Option.IDLE: _IDLE_NAME,
     Option.INTERVAL: "TCP_KEEPINTVL",
     Option.COUNT: "TCP_KEEPCNT",
-    Option.USER_TIMEOUT: "TCP_USER_TIMEOUT",
+    Option.USER_TIMEOUT: _USER_TIMEOUT_NAMES.get(PLATFORM, "TCP_USER_TIMEOUT"),
 }
 
-# (level, option number) for the stdlib socket module; None where this Python build lacks it.
-# Linux values are fixed by the kernel ABI; the fallback covers Pythons built on old headers.
-_LINUX_NUMBERS = {"TCP_KEEPIDLE": 4, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 6, "TCP_USER_TIMEOUT": 18}
-_WINDOWS_NUMBERS = {"TCP_KEEPIDLE": 3, "TCP_KEEPINTVL": 17, "TCP_KEEPCNT": 16}
-# xnu bsd/netinet/tcp.h; Python exposes TCP_KEEPALIVE only since 3.10.
-_DARWIN_NUMBERS = {"TCP_KEEPALIVE": 0x10, "TCP_KEEPINTVL": 0x101, "TCP_KEEPCNT": 0x102}
+IPPROTO_TCP = 6  # the same number on every OS ka supports
+SIO_KEEPALIVE_VALS = 0x98000004  # _WSAIOW(IOC_VENDOR, 4)
+WSAEINVAL, WSAENOPROTOOPT = 10022, 10042
 
 
-def _number(name: str) -> int | None:
-    value = getattr(socket, name, None)
-    if value is None and PLATFORM == "linux":
-        value = _LINUX_NUMBERS.get(name)
-    if value is None and PLATFORM == "windows":
-        value = _WINDOWS_NUMBERS.get(name)
-    if value is None and PLATFORM == "darwin":
-        value = _DARWIN_NUMBERS.get(name)
-    return value
+class OSCalls(NamedTuple):
+    """One OS's socket-option numbers and rules, as its shim header uses them.
+
+    ``numbers``: the IPPROTO_TCP option number of each knob, None where the OS has none.
+    ``user_timeout_unit_ms``: 1 where the user timeout takes milliseconds, 1000 for seconds.
+    ``user_timeout_fallback``: Windows' TCP_MAXRT (seconds), tried where TCP_MAXRTMS is missing.
+    """
+
+    name: str
+    sol_socket: int
+    so_keepalive: int
+    numbers: dict[Option, int | None]
+    user_timeout_unit_ms: int
+    user_timeout_fallback: int | None
+    windows: bool
 
 
-def _socket_numbers() -> dict[Option, tuple[int, int] | None]:
-    numbers: dict[Option, tuple[int, int] | None] = {
-        Option.KEEPALIVE: (socket.SOL_SOCKET, socket.SO_KEEPALIVE)
-    }
+def _calls(name: str, sol: int, keepalive: int, numbers: tuple[int | None, ...], unit: int = 1) -> OSCalls:
+    knobs = dict(zip((Option.IDLE, Option.INTERVAL, Option.COUNT, Option.USER_TIMEOUT), numbers))
+    windows = name == "windows"
+    return OSCalls(name, sol, keepalive, knobs, unit, 5 if windows else None, windows)
+
+
+# Each OS's SDK header values (tools/platform_constants.c checks them against the real headers).
+OS_CALLS = {
+    "linux": _calls("linux", 1, 9, (4, 5, 6, 18)),
+    "darwin": _calls("darwin", 0xFFFF, 8, (0x10, 0x101, 0x102, 0x80), unit=1000),
+    "freebsd": _calls("freebsd", 0xFFFF, 8, (256, 512, 1024, None)),
+    "netbsd": _calls("netbsd", 0xFFFF, 8, (3, 5, 6, None)),
+    "openbsd": _calls("openbsd", 0xFFFF, 8, (None, None, None, None)),
+    "windows": _calls("windows", 0xFFFF, 8, (3, 17, 16, 14)),
+}
+
+
+def _here() -> OSCalls:
+    """This OS's calls: the stdlib's numbers where it has them, the SDK values otherwise."""
+    name = next((n for n in ("darwin", "netbsd", "openbsd") if sys.platform.startswith(n)), PLATFORM)
+    known = OS_CALLS.get(name)
+    numbers: dict[Option, int | None] = {}
     for option in (Option.IDLE, Option.INTERVAL, Option.COUNT, Option.USER_TIMEOUT):
-        number = _number(_SYSTEM_NAMES[option])
-        supported = option is not Option.USER_TIMEOUT or PLATFORM == "linux"
-        numbers[option] = (socket.IPPROTO_TCP, number) if number is not None and supported else None
-    return numbers
+        value = getattr(socket, _SYSTEM_NAMES[option], None)
+        if value is None and known is not None:
+            value = known.numbers[option]
+        if option is Option.USER_TIMEOUT and (known is None or known.numbers[option] is None):
+            value = None  # only where the shim maps the user timeout
+        numbers[option] = value
+    if known is None:
+        return OSCalls(name, socket.SOL_SOCKET, socket.SO_KEEPALIVE, numbers, 1, None, False)
+    return known._replace(sol_socket=socket.SOL_SOCKET, so_keepalive=socket.SO_KEEPALIVE, numbers=numbers)
 
 
-SOCKET_NUMBERS = _socket_numbers()
+HERE = _here()
+
+# (level, option number) for the stdlib socket module; None where this OS has no such option.
+SOCKET_NUMBERS: dict[Option, tuple[int, int] | None] = {
+    Option.KEEPALIVE: (HERE.sol_socket, HERE.so_keepalive),
+    **{o: None if n is None else (IPPROTO_TCP, n) for o, n in HERE.numbers.items()},
+}
+
+USER_TIMEOUT_SEMANTICS = {
+    "linux": "TCP_USER_TIMEOUT (ms): sent data unacknowledged, or keepalive probes unanswered, this long",
+    "darwin": "TCP_RXT_CONNDROPTIME (s, rounded up): retransmitting unacknowledged data this long",
+    "windows": "TCP_MAXRTMS (ms; TCP_MAXRT in s where missing): retransmitting unacknowledged data this long",
+}
+
+
+def user_timeout_value(ms: int, calls: OSCalls = HERE) -> int:
+    """The value the OS's user-timeout option takes for ``ms`` milliseconds (seconds rounded up)."""
+    return -(-ms // calls.user_timeout_unit_ms)
+
 
 Spec = tuple[int, int, int, int, int]
 
 
 def spec_steps(spec: Spec) -> list[tuple[Option, int]]:
-    """The (option, value) calls a policy spec makes, in _platform.h's order.
+    """The (option, value) calls a policy spec makes, in the shim's order.
 
     ``spec`` is ``KeepAlive._spec``: (enable, idle s, interval s, count, user timeout ms), -1 for
-    a value left unchanged. A disabled policy sets no timing values; SO_KEEPALIVE comes last.
+    a value left unchanged. SO_KEEPALIVE comes first (XNU arms the timer with the socket's idle
+    only when SO_KEEPALIVE is already on); a disabled policy sets no timing values.
     """
     enable, idle, interval, count, user_timeout_ms = spec
-    steps: list[tuple[Option, int]] = []
+    steps: list[tuple[Option, int]] = [(Option.KEEPALIVE, 1 if enable else 0)]
     if enable:
         steps += [
             (o, v)
@@ -126,5 +175,4 @@ def spec_steps(spec: Spec) -> list[tuple[Option, int]]:
         ]
     if user_timeout_ms >= 0:
         steps.append((Option.USER_TIMEOUT, user_timeout_ms))
-    steps.append((Option.KEEPALIVE, 1 if enable else 0))
     return steps

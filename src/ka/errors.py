@@ -11,6 +11,29 @@ if TYPE_CHECKING:
     from .results import BulkResult, Failure
 
 
+# Winsock errors ka reports on Windows; os.strerror() there answers "Unknown error" for them.
+_WSA_NAMES = {
+    10004: "WSAEINTR",
+    10009: "WSAEBADF",
+    10013: "WSAEACCES",
+    10014: "WSAEFAULT",
+    10022: "WSAEINVAL",
+    10038: "WSAENOTSOCK",
+    10042: "WSAENOPROTOOPT",
+    10045: "WSAEOPNOTSUPP",
+    10050: "WSAENETDOWN",
+    10093: "WSANOTINITIALISED",
+}
+
+
+def strerror(err: int) -> str:
+    """``os.strerror`` for errno values; the Winsock name for a Winsock error (10000 and up)."""
+    name = _WSA_NAMES.get(err)
+    if name is not None or err >= 10000:
+        return f"Winsock error {err} ({name or 'WSAE?'})"
+    return os.strerror(err)
+
+
 def option_error(err: int, fd: int, option: int, action: str = "setting") -> OSError:
     """An ``OSError`` for one failed call, carrying ``errno``, ``fd`` and ``option``.
 
@@ -18,7 +41,7 @@ def option_error(err: int, fd: int, option: int, action: str = "setting") -> OSE
     ``ConnectionResetError``, ...), so callers can catch the usual ones.
     """
     opt = Option(option)
-    exc = OSError(err, f"{os.strerror(err)} ({action} {opt.system_name} on fd {fd})")
+    exc = OSError(err, f"{strerror(err)} ({action} {opt.system_name} on fd {fd})")
     exc.fd = fd  # type: ignore[attr-defined]
     exc.option = opt  # type: ignore[attr-defined]
     return exc
@@ -37,7 +60,7 @@ class BulkError(OSError):
         failures = result.failed
         first = failures[0]
         shown = ", ".join(
-            f"#{f.index} fd {f.fd}: {os.strerror(f.errno)} on {f.option.system_name}" for f in failures[:5]
+            f"#{f.index} fd {f.fd}: {strerror(f.errno)} on {f.option.system_name}" for f in failures[:5]
         )
         more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
         super().__init__(

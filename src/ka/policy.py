@@ -119,14 +119,21 @@ def _probe_count(value: object, maximum: int) -> int:
 def _user_timeout_ms(value: object, maximum: int) -> int:
     if maximum == 0:
         raise ValueError(
-            f"user_timeout={value!r} cannot be set: {_PLATFORM_NAMES[PLATFORM]} has no "
-            "TCP_USER_TIMEOUT (use user_timeout=None, or 'auto' to set it only where supported)"
+            f"user_timeout={value!r} cannot be set: {_PLATFORM_NAMES[PLATFORM]} has no user "
+            "timeout option (use user_timeout=None, or 'auto' to set it only where supported)"
         )
     zero = datetime.timedelta(0) if isinstance(value, datetime.timedelta) else 0
     is_duration = isinstance(value, (numbers.Real, datetime.timedelta)) and not isinstance(value, bool)
     if is_duration and value == zero:
+        if PLATFORM == "windows":  # TCP_MAXRT takes 0 as a zero-second timeout, not "the default"
+            raise ValueError(
+                "user_timeout=0 cannot restore the system's behaviour on Windows: TCP_MAXRT/"
+                "TCP_MAXRTMS take 0 as a zero timeout (use None to leave it untouched)"
+            )
         return 0  # 0 restores the system's behaviour (no user timeout)
     ms = _ceil_div(_microseconds("user_timeout", value), _US_PER_MS)
+    if PLATFORM == "darwin":  # TCP_RXT_CONNDROPTIME takes whole seconds: round up, as the shim does
+        ms = _ceil_div(ms, 1000) * 1000
     if ms > maximum:
         raise ValueError(
             f"user_timeout={value!r} is out of range: user_timeout takes 0.001 to "
@@ -148,10 +155,14 @@ class KeepAlive:
     a positive value never becomes 0. Zero, negative, NaN and out-of-range values are a
     ``ValueError``; other types a ``TypeError``.
 
-    ``user_timeout``: Linux ``TCP_USER_TIMEOUT``, how long sent data may stay unacknowledged (or
-    keepalive probes unanswered) before the connection is dropped, in seconds, rounded up to the
-    millisecond. ``"auto"`` sets it to ``detection_time`` where the platform has the option and
-    leaves it out elsewhere; 0 restores the system behaviour; ``None`` leaves it untouched.
+    ``user_timeout``: how long sent data may stay unacknowledged before the connection is
+    dropped, in seconds, rounded up to the millisecond (to the second on macOS). Linux
+    ``TCP_USER_TIMEOUT`` (which also bounds unanswered keepalive probes); macOS
+    ``TCP_RXT_CONNDROPTIME`` and Windows ``TCP_MAXRTMS`` (``TCP_MAXRT`` in seconds where missing)
+    bound retransmission of unacknowledged data only, counted from the first retransmission on
+    macOS. BSDs have none (``ValueError``). ``"auto"`` sets it to ``detection_time`` where the
+    platform has the option and leaves it out elsewhere; 0 restores the system behaviour (not on
+    Windows, where 0 would be a zero timeout: ``ValueError``); ``None`` leaves it untouched.
     Keepalive probes are only sent while no data is in flight: without a user timeout, a peer that
     vanishes with data unacknowledged is found by retransmission timeouts (about 15 minutes on
     Linux), not by keepalive.

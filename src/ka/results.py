@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import array
-import os
 from collections.abc import Iterator
 from typing import NamedTuple
 
 from ._options import Option, spec_steps
-from .errors import BulkError, option_error
+from .errors import BulkError, option_error, strerror
 from .policy import KeepAlive, detection_time
 
 # Where each option's value stands in a read: (enabled, idle, interval, count, user timeout ms).
@@ -31,7 +30,7 @@ class Failure(NamedTuple):
 
     @property
     def strerror(self) -> str:
-        return os.strerror(self.errno)
+        return strerror(self.errno)
 
     def error(self, action: str = "setting") -> OSError:
         """This failure as the OSError a single call would have raised."""
@@ -116,7 +115,9 @@ class KeepAliveSettings(NamedTuple):
     """One socket's keepalive values as the kernel reports them.
 
     ``idle``/``interval`` in seconds, ``count`` in probes, ``user_timeout`` in seconds (0.0: the
-    system's behaviour); None where this platform cannot tell.
+    system's behaviour; macOS TCP_RXT_CONNDROPTIME, Windows TCP_MAXRTMS/TCP_MAXRT). None means
+    unknown: the platform cannot tell (Windows before 10 1709 cannot read back what
+    SIO_KEEPALIVE_VALS set). ka never fills in a system default as the socket's value.
     """
 
     enabled: bool

@@ -2,8 +2,8 @@
 
 Where the OS copies a listener's keepalive options into every accepted socket (Linux, FreeBSD),
 ka sets the policy on the listener and does nothing per connection: mode ``"inherit"``. Where it
-does not (macOS, Windows), ka never touches the listener (on macOS keepalive on a listener can
-close it after idle + interval * count) and applies the policy to each accepted socket instead:
+does not (macOS copies SO_KEEPALIVE, interval and count but not the idle; Windows copies
+nothing), ka never touches the listener and applies the policy to each accepted socket instead:
 mode ``"per-accept"``. ``ListenerPlan.accepted()`` does whichever is right, so one accept loop
 works everywhere.
 

@@ -24,20 +24,23 @@ SOURCE = r"""
 #ifndef TCP_KEEPIDLE
 #define TCP_KEEPIDLE TCP_KEEPALIVE
 #endif
-#ifndef TCP_USER_TIMEOUT
+#if defined(__linux__) && !defined(TCP_USER_TIMEOUT)
 #define TCP_USER_TIMEOUT 18
 #endif
+#if defined(__APPLE__) && !defined(TCP_RXT_CONNDROPTIME)
+#define TCP_RXT_CONNDROPTIME 0x80
+#endif
 
-/* idle, interval, count, then SO_KEEPALIVE: the four calls of a keepalive policy. */
+/* SO_KEEPALIVE, then idle, interval, count: the four calls of a keepalive policy, in ka's order. */
 int floor_apply(const int *fds, int n, int idle, int interval, int count)
 {
     int i, failed = 0, on = 1;
     for (i = 0; i < n; i++) {
         int fd = fds[i];
+        failed += setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) != 0;
         failed += setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) != 0;
         failed += setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval)) != 0;
         failed += setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count)) != 0;
-        failed += setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) != 0;
     }
     return failed;
 }
@@ -54,8 +57,10 @@ int floor_read(const int *fds, int n, int *out)
         len = sizeof(int); failed += getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v[1], &len) != 0;
         len = sizeof(int); failed += getsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v[2], &len) != 0;
         len = sizeof(int); failed += getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v[3], &len) != 0;
-#ifdef __linux__
+#if defined(__linux__)
         len = sizeof(int); failed += getsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &v[4], &len) != 0;
+#elif defined(__APPLE__)
+        len = sizeof(int); failed += getsockopt(fd, IPPROTO_TCP, TCP_RXT_CONNDROPTIME, &v[4], &len) != 0;
 #endif
     }
     return failed;

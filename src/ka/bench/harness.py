@@ -28,16 +28,19 @@ from functools import partial
 from typing import Any
 
 import ka
-from ka import _ka_py
+from ka import _ka_py, _options
 
 from . import floor as floor_mod
 from .pool import LoopbackPool, somaxconn
 
 _TCP = socket.IPPROTO_TCP
-_IDLE = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", 0x10))
-_INTVL = getattr(socket, "TCP_KEEPINTVL", 5)
-_CNT = getattr(socket, "TCP_KEEPCNT", 6)
-_UTO = getattr(socket, "TCP_USER_TIMEOUT", 18)
+# This OS's option numbers (ka's table): a hard-coded 18 is TCP_USER_TIMEOUT on Linux only.
+_NUMBERS = {o: n for o, n in _options.HERE.numbers.items() if n is not None}
+_IDLE = _NUMBERS.get(ka.Option.IDLE)
+_INTVL = _NUMBERS.get(ka.Option.INTERVAL)
+_CNT = _NUMBERS.get(ka.Option.COUNT)
+# The knobs this OS has, in ka.read_many's order; the stdlib loops set and read exactly these.
+_READ_NUMBERS = [n for o, n in sorted(_NUMBERS.items())]
 _SOL, _SO_KA = socket.SOL_SOCKET, socket.SO_KEEPALIVE
 
 Values = tuple[int, int, int]
@@ -56,25 +59,20 @@ READ_THREADS = "ka.read_many(int array, threads={})"
 
 # -- the methods --------------------------------------------------------------------------------
 def stdlib_apply(sockets: list[socket.socket], values: Values) -> None:
-    """What code without ka does: four setsockopt calls per socket."""
-    idle, interval, count = values
+    """What code without ka does: one setsockopt per option (four on Linux, macOS, Windows)."""
+    calls = [
+        (_TCP, number, value) for number, value in zip((_IDLE, _INTVL, _CNT), values) if number is not None
+    ]
     for s in sockets:
-        s.setsockopt(_TCP, _IDLE, idle)
-        s.setsockopt(_TCP, _INTVL, interval)
-        s.setsockopt(_TCP, _CNT, count)
         s.setsockopt(_SOL, _SO_KA, 1)
+        for level, number, value in calls:
+            s.setsockopt(level, number, value)
 
 
-def stdlib_read(sockets: list[socket.socket]) -> list[tuple[int, int, int, int, int]]:
-    """The same five reads as ka.read_many, one getsockopt each."""
+def stdlib_read(sockets: list[socket.socket]) -> list[tuple[int, ...]]:
+    """The same reads as ka.read_many, one getsockopt each (the options this OS has)."""
     return [
-        (
-            s.getsockopt(_SOL, _SO_KA),
-            s.getsockopt(_TCP, _IDLE),
-            s.getsockopt(_TCP, _INTVL),
-            s.getsockopt(_TCP, _CNT),
-            s.getsockopt(_TCP, _UTO),
-        )
+        (s.getsockopt(_SOL, _SO_KA), *(s.getsockopt(_TCP, number) for number in _READ_NUMBERS))
         for s in sockets
     ]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import socket
 
-from .._options import SOCKET_NUMBERS, Option, spec_steps
+from .._options import SOCKET_NUMBERS, Option, spec_steps, user_timeout_value
 from ..policy import KeepAlive, require_policy
 
 __all__ = [
@@ -38,10 +38,12 @@ SocketOption = tuple[int, int, int]
 def socket_options(policy: KeepAlive) -> list[SocketOption]:
     """The policy as ``(level, option, value)`` triples for this platform, for ``setsockopt``.
 
-    Seconds for idle and interval, probes for count, milliseconds for ``TCP_USER_TIMEOUT``
-    (Linux). Idle is ``TCP_KEEPALIVE`` on macOS and ``TCP_KEEPIDLE`` elsewhere; fields the
-    policy leaves as None are left out; ``SO_KEEPALIVE`` comes last. Windows builds older than
-    10 1709 refuse ``TCP_KEEPIDLE``: use ``ka.apply`` on the socket there.
+    Seconds for idle and interval, probes for count; the user timeout is Linux
+    ``TCP_USER_TIMEOUT`` (ms), macOS ``TCP_RXT_CONNDROPTIME`` (s, rounded up) or Windows
+    ``TCP_MAXRTMS`` (ms). Idle is ``TCP_KEEPALIVE`` on macOS and ``TCP_KEEPIDLE`` elsewhere;
+    fields the policy leaves as None are left out; ``SO_KEEPALIVE`` comes first. Windows builds
+    older than 10 1709 refuse ``TCP_KEEPIDLE`` (and older ones ``TCP_MAXRTMS``): use
+    ``ka.apply`` on the socket there, which falls back to ``SIO_KEEPALIVE_VALS``/``TCP_MAXRT``.
     """
     policy = require_policy(policy)
     triples: list[SocketOption] = []
@@ -52,6 +54,8 @@ def socket_options(policy: KeepAlive) -> list[SocketOption]:
                 f"{option.system_name} is not available on this platform, so {policy!r} cannot be "
                 "expressed as socket options"
             )
+        if option is Option.USER_TIMEOUT:
+            value = user_timeout_value(value)
         triples.append((numbers[0], numbers[1], value))
     return triples
 
@@ -92,8 +96,7 @@ def libpq_options(policy: KeepAlive) -> dict[str, int]:
     policy leaves as None are left out, so libpq keeps the system's values.
     """
     policy = require_policy(policy)
-    fields = spec_steps(policy._spec)
-    fields.insert(0, fields.pop())  # "keepalives" first, as libpq's documentation lists them
+    fields = spec_steps(policy._spec)  # "keepalives" first, as libpq's documentation lists them
     return {_LIBPQ_NAMES[option]: value for option, value in fields}
 
 

@@ -1,0 +1,4 @@
+#ifndef KA_STANDIN_NETINET_IN_H
+#define KA_STANDIN_NETINET_IN_H
+#define IPPROTO_TCP 6
+#endif

@@ -1,0 +1,1 @@
+/* Stand-in: nothing the shim needs. */
