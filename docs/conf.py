@@ -6,14 +6,13 @@ Build: ``bash .ci/checks/docs.sh`` (warnings are errors), or in a venv with the 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import ka
 
 project = "ka"
 author = "ka developers"
-copyright = "ka developers"  # noqa: A001  # Sphinx's own name for it
+copyright = "ka developers"  # Sphinx's own name for it
 release = ka.__version__
 version = ".".join(release.split(".")[:2])
 
@@ -55,6 +54,7 @@ def _pending_page(app: Any, env: Any, node: Any, contnode: Any) -> Any:
 
 def setup(app: Any) -> None:
     app.connect("missing-reference", _pending_page)
+
 
 # The client libraries ka.integrations wraps are optional; the reference needs none of them.
 autodoc_mock_imports = ["urllib3", "requests", "httpx", "httpcore", "aiohttp"]

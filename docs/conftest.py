@@ -35,7 +35,8 @@ def pycon_source(text: str) -> str:
     for line in text.splitlines():
         if closing is None:
             match = _FENCE.match(line)
-            if match:
+            # CommonMark: a backtick fence's info string holds no backtick (else it is inline code).
+            if match and not (match["fence"][0] == "`" and "`" in match["info"]):
                 closing = match["fence"]
                 words = match["info"].strip().split()
                 running = words[:1] == ["pycon"] and "skip" not in words[1:]

@@ -26,6 +26,10 @@ RUN_AS_SCRIPTS = {
 }
 
 
+# The directive's opening fence: ```{literalinclude} ../examples/FILE (or with colons).
+_INCLUDE = re.compile(r"^ {0,3}(?:`{3,}|:{3,})\{literalinclude\}\s+(\S+)", re.MULTILINE)
+
+
 def _pages() -> list[Path]:
     return sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.parts)
 
@@ -44,7 +48,7 @@ def test_example_runs(name: str) -> None:
 def test_every_example_is_shown_on_a_page() -> None:
     shown = set()
     for page in _pages():
-        for target in re.findall(r"\{literalinclude\}\s+(\S+)", page.read_text(encoding="utf-8")):
+        for target in _INCLUDE.findall(page.read_text(encoding="utf-8")):
             shown.add((page.parent / target).resolve())
     examples = {p.resolve() for p in EXAMPLES.glob("*") if p.is_file() and p.name != "__init__.py"}
     assert not examples - shown, f"example files no page shows: {sorted(p.name for p in examples - shown)}"
@@ -68,6 +72,7 @@ def test_collector_runs_only_pycon_blocks(collector: ModuleType) -> None:
             "```python",
             ">>> in_a_python_block()",
             "```",
+            "```` ```pycon ```` is inline code, not a fence",
             "```pycon",
             ">>> 1 + 1",
             "2",
@@ -83,7 +88,7 @@ def test_collector_runs_only_pycon_blocks(collector: ModuleType) -> None:
     source = collector.pycon_source(page)
     lines = source.splitlines()
     assert len(lines) == len(page.splitlines())  # line numbers of failures are the page's own
-    assert [(i, line) for i, line in enumerate(lines) if line] == [(6, ">>> 1 + 1"), (7, "2")]
+    assert [(i, line) for i, line in enumerate(lines) if line] == [(7, ">>> 1 + 1"), (8, "2")]
 
 
 def test_collector_reports_a_wrong_example(collector: ModuleType, pytester: pytest.Pytester) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import http.server
-import socket
 import threading
 
 import ka
