@@ -100,3 +100,12 @@ def test_collector_reports_a_wrong_example(collector: ModuleType, pytester: pyte
         return
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*page.md*line 4*", "*Expected:*", "*41*", "*Got:*", "*42*"])
+
+
+def test_readme_links_into_the_docs_resolve() -> None:
+    """The README points newcomers into docs/; each of its relative links names a file that exists."""
+    readme = DOCS.parent / "README.md"
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme.read_text(encoding="utf-8"))
+    local = [link for link in links if "://" not in link]
+    missing = [link for link in local if not (readme.parent / link).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
