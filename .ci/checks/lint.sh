@@ -12,6 +12,6 @@ PYTHON=${PYTHON:-python3}
     redis urllib3 requests httpx aiohttp psycopg uvloop
 
 "$LINT_VENV/bin/ruff" --version
-"$LINT_VENV/bin/ruff" check --no-cache src tests tools benchmarks
+"$LINT_VENV/bin/ruff" check --no-cache src tests tools benchmarks docs
 echo "mypy --strict (files and options from pyproject.toml)"
 "$LINT_VENV/bin/mypy" --no-incremental --cache-dir=/dev/null

@@ -1,6 +1,6 @@
 """asyncio (and uvloop) servers and connections with a keepalive policy.
 
-The same signatures as asyncio's own, plus ``keepalive=``:
+The same signatures as asyncio's own, plus ``keepalive=``::
 
     server = await ka.aio.start_server(handle, "127.0.0.1", 8080, keepalive=policy)
     reader, writer = await ka.aio.open_connection("127.0.0.1", 6379, keepalive=policy)

@@ -5,7 +5,7 @@ ka sets the policy on the listener and does nothing per connection: mode ``"inhe
 does not (macOS copies SO_KEEPALIVE, interval and count but not the idle; Windows copies
 nothing), ka never touches the listener and applies the policy to each accepted socket instead:
 mode ``"per-accept"``. ``ListenerPlan.accepted()`` does whichever is right, so one accept loop
-works everywhere.
+works everywhere. ::
 
     plan = ka.server.prepare_listener(listener, policy)
     plan.mode                      # "inherit" or "per-accept"
@@ -319,7 +319,7 @@ def create_server(
 
 
 class KeepAliveServerMixin:
-    """For ``socketserver`` servers (``http.server.ThreadingHTTPServer``, ...): set ``keepalive``.
+    """For ``socketserver`` servers (``http.server.ThreadingHTTPServer``, ...): set ``keepalive``. ::
 
         class Server(ka.server.KeepAliveServerMixin, http.server.ThreadingHTTPServer):
             keepalive = ka.KeepAlive(60, 10, 5)

@@ -1,4 +1,4 @@
-"""aiohttp: a connector whose connections carry a keepalive policy (aiohttp 3.12+).
+"""aiohttp: a connector whose connections carry a keepalive policy (aiohttp 3.12+). ::
 
     async with aiohttp.ClientSession(connector=ka.integrations.aiohttp.connector(policy)) as session:
         ...

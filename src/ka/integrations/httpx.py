@@ -1,4 +1,4 @@
-"""httpx (and httpcore): transports whose connections carry a keepalive policy.
+"""httpx (and httpcore): transports whose connections carry a keepalive policy. ::
 
     client = httpx.Client(transport=ka.integrations.httpx.transport(policy))
     client = httpx.AsyncClient(transport=ka.integrations.httpx.async_transport(policy))

@@ -1,4 +1,4 @@
-"""requests: an adapter whose pooled connections carry a keepalive policy.
+"""requests: an adapter whose pooled connections carry a keepalive policy. ::
 
     session = ka.integrations.requests.session(policy)
     session.get("http://127.0.0.1:8080/")

@@ -1,4 +1,4 @@
-"""urllib3: pools whose connections carry a keepalive policy.
+"""urllib3: pools whose connections carry a keepalive policy. ::
 
     http = ka.integrations.urllib3.pool_manager(policy)
     http.request("GET", "http://127.0.0.1:8080/")

@@ -1,0 +1,96 @@
+"""Runs the ``>>>`` examples of every documentation page as doctests.
+
+pytest collects each ``docs/**/*.md`` page that holds a ```` ```pycon ```` block. Only those
+blocks run: the fences are stripped, so an example needs no blank line before its closing fence,
+and ``>>>`` text in any other block (```` ```python ````, ```` ```text ````) is left alone. The
+blocks of one page share their names, in order, as in one interactive session. Line numbers in
+failures are the page's own.
+
+A block whose opening fence reads ```` ```pycon skip ```` is shown but not run (for output that
+depends on the machine); keep those rare and say why next to them. The pages show Linux's
+values and messages, so their examples run on Linux only.
+"""
+
+from __future__ import annotations
+
+import doctest
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# An opening fence: three or more backticks or colons, then the info string.
+_FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|:{3,})(?P<info>.*)$")
+_OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+def pycon_source(text: str) -> str:
+    """The page with every line outside a runnable pycon block blanked, so line numbers hold."""
+    out: list[str] = []
+    closing: str | None = None  # the fence that ends the block we are in
+    running = False
+    for line in text.splitlines():
+        if closing is None:
+            match = _FENCE.match(line)
+            # CommonMark: a backtick fence's info string holds no backtick (else it is inline code).
+            if match and not (match["fence"][0] == "`" and "`" in match["info"]):
+                closing = match["fence"]
+                words = match["info"].strip().split()
+                running = words[:1] == ["pycon"] and "skip" not in words[1:]
+            out.append("")
+            continue
+        stripped = line.strip()
+        if stripped.startswith(closing[0] * len(closing)) and set(stripped) <= {closing[0]}:
+            closing, running = None, False
+            out.append("")
+            continue
+        out.append(line if running else "")
+    return "\n".join(out) + "\n"
+
+
+class MarkdownPage(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        source = pycon_source(self.path.read_text(encoding="utf-8"))
+        parser = doctest.DocTestParser()
+        test = parser.get_doctest(source, {"__name__": "__main__"}, self.path.name, str(self.path), 0)
+        if test.examples:
+            yield PageExamples.from_parent(self, name=self.path.name, test=test)
+
+
+class PageExamples(pytest.Item):
+    def __init__(self, *, test: doctest.DocTest, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.test = test
+
+    def runtest(self) -> None:
+        if sys.platform != "linux":
+            pytest.skip("the documentation's examples show Linux's values and errors")
+        output: list[str] = []
+        runner = doctest.DocTestRunner(optionflags=_OPTIONFLAGS)
+        try:
+            runner.run(self.test, out=output.append, clear_globs=False)
+        finally:
+            self.test.globs.clear()
+        if runner.failures:
+            raise DocExampleFailure("".join(output))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, DocExampleFailure):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"examples in {self.path.name}"
+
+
+class DocExampleFailure(Exception):
+    """A documentation example whose output differs from what the page shows."""
+
+
+def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> MarkdownPage | None:
+    if file_path.suffix == ".md" and "pycon" in file_path.read_text(encoding="utf-8"):
+        return MarkdownPage.from_parent(parent, path=file_path)
+    return None
