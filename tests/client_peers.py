@@ -1,0 +1,235 @@
+"""Peers for the client-library tests: loopback proxies, real servers started in a temp dir, and
+the client's own socket found among this process's descriptors (Linux ``/proc/self/fd``)."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import shutil
+import socket
+import socketserver
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import ka
+from helpers import kernel_values
+
+POLICY = ka.KeepAlive(33, 7, 4, user_timeout=12.345)
+EXPECTED = (1, 33, 7, 4, 12345)
+
+linux_only = pytest.mark.skipif(
+    ka.capabilities().platform != "linux", reason="reads /proc/self/fd and Linux option numbers"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def own_sockets(peer_port: int) -> list[tuple[int, tuple[int, int, int, int, int]]]:
+    """(local port, kernel values) of this process's TCP sockets connected to 127.0.0.1:peer_port."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                continue
+            dup = os.dup(fd)
+        except OSError:  # closed meanwhile (the listing's own descriptor, another thread's)
+            continue
+        with socket.socket(fileno=dup) as sock:
+            try:
+                if sock.type != socket.SOCK_STREAM or sock.family != socket.AF_INET:
+                    continue
+                if sock.getpeername() != ("127.0.0.1", peer_port):
+                    continue
+                found.append((sock.getsockname()[1], kernel_values(sock)))
+            except OSError:  # not connected
+                continue
+    return found
+
+
+def client_values(peer_port: int) -> tuple[int, int, int, int, int]:
+    """The kernel values of the one client socket this process holds to ``peer_port``."""
+    found = own_sockets(peer_port)
+    assert len(found) == 1, f"expected one client socket to port {peer_port}, found {found}"
+    return found[0][1]
+
+
+def read_back(port: int, attempts: int = 50) -> tuple[int, int, int, int, int]:
+    """``client_values`` for a connection another thread of this process may still be opening."""
+    for _ in range(attempts):
+        found = own_sockets(port)
+        if found:
+            return client_values(port)
+        time.sleep(0.02)
+    return client_values(port)
+
+
+# -- relaying proxies ---------------------------------------------------------------------------
+
+
+def _pipe(a: socket.socket, b: socket.socket) -> None:
+    """Relay bytes both ways until either side closes."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(a, selectors.EVENT_READ, b)
+        selector.register(b, selectors.EVENT_READ, a)
+        while True:
+            for key, _ in selector.select(timeout=5):
+                data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                if not data:
+                    return
+                key.data.sendall(data)
+
+
+def _read_head(sock: socket.socket) -> bytes:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectionError("the client closed before sending a full request head")
+        head += chunk
+    return head
+
+
+class _Proxy(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+
+    def __init__(self, handler: type[socketserver.BaseRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.clients: list[int] = []  # the client's local ports, in order of arrival
+        self.requests_seen: list[str] = []
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+class _HTTPProxyHandler(socketserver.BaseRequestHandler):
+    """CONNECT host:port (a tunnel) and absolute-form requests (forwarded as they are)."""
+
+    server: _Proxy
+
+    def handle(self) -> None:
+        self.server.clients.append(self.client_address[1])
+        head = _read_head(self.request)
+        method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+        self.server.requests_seen.append(f"{method} {target}")
+        if method == "CONNECT":
+            host, port = target.rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=5) as upstream:
+                self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                _pipe(self.request, upstream)
+            return
+        assert target.startswith("http://"), target
+        authority, _, path = target[len("http://") :].partition("/")
+        host, port = authority.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as upstream:
+            # One origin per client connection in these tests: rewrite the first request, then relay.
+            upstream.sendall(head.replace(target.encode(), b"/" + path.encode(), 1))
+            _pipe(self.request, upstream)
+
+
+class _SOCKS5Handler(socketserver.BaseRequestHandler):
+    """SOCKS5 (RFC 1928), no authentication, CONNECT to an IPv4 address or a domain name."""
+
+    server: _Proxy
+
+    def _exactly(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.request.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("the client closed during the SOCKS5 handshake")
+            data += chunk
+        return data
+
+    def handle(self) -> None:
+        self.server.clients.append(self.client_address[1])
+        version, n_methods = self._exactly(2)
+        assert version == 5
+        assert 0 in self._exactly(n_methods), "the client offered no 'no authentication' method"
+        self.request.sendall(b"\x05\x00")
+        _, command, _, address_type = self._exactly(4)
+        assert command == 1, "only CONNECT"
+        if address_type == 1:
+            host = socket.inet_ntoa(self._exactly(4))
+        elif address_type == 3:
+            host = self._exactly(self._exactly(1)[0]).decode()
+        else:
+            raise AssertionError(f"address type {address_type} is not handled here")
+        (port,) = struct.unpack("!H", self._exactly(2))
+        self.server.requests_seen.append(f"CONNECT {host}:{port}")
+        with socket.create_connection((host, port), timeout=5) as upstream:
+            bound_host, bound_port = upstream.getsockname()[:2]
+            reply = b"\x05\x00\x00\x01" + socket.inet_aton(bound_host) + struct.pack("!H", bound_port)
+            self.request.sendall(reply)
+            _pipe(self.request, upstream)
+
+
+@contextmanager
+def _serving(server: _Proxy) -> Iterator[_Proxy]:
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+@contextmanager
+def running_http_proxy() -> Iterator[_Proxy]:
+    with _serving(_Proxy(_HTTPProxyHandler)) as server:
+        yield server
+
+
+@contextmanager
+def running_socks5_proxy() -> Iterator[_Proxy]:
+    with _serving(_Proxy(_SOCKS5Handler)) as server:
+        yield server
+
+
+# -- real servers -------------------------------------------------------------------------------
+
+
+def wait_for_port(port: int, server: subprocess.Popen[bytes], name: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"{name} exited with {server.returncode} before listening on port {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{name} did not listen on port {port} within {seconds:g} s")
+
+
+@contextmanager
+def redis_server(workdir: Path) -> Iterator[int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    port = free_port()
+    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    argv += ["--dir", str(workdir), "--logfile", str(workdir / "redis.log")]
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as server:
+        try:
+            wait_for_port(port, server, "redis-server")
+            yield port
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
