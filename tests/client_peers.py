@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import selectors
 import shutil
+import signal
 import socket
 import socketserver
 import struct
+import tempfile
 import subprocess
 import threading
 import time
@@ -233,3 +235,47 @@ def redis_server(workdir: Path) -> Iterator[int]:
         finally:
             server.terminate()
             server.wait(timeout=10)
+
+
+def postgres_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found is None:
+        candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+        found = str(candidates[-1]) if candidates else None
+    return found
+
+
+@contextmanager
+def postgres_server() -> Iterator[int]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (trust auth, user postgres); yields its port."""
+    initdb, postgres = postgres_bin("initdb"), postgres_bin("postgres")
+    if initdb is None or postgres is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
+    user: str | None = None
+    workdir = Path(tempfile.mkdtemp(prefix=f"ka-pg-{os.getpid()}-"))
+    try:
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            user = "postgres"
+            try:
+                shutil.chown(workdir, user=user)
+            except LookupError:
+                pytest.skip("running as root and there is no user postgres to run PostgreSQL as")
+        data = workdir / "data"
+        subprocess.run(
+            [initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+            user=user,
+        )
+        port = free_port()
+        argv = [postgres, "-D", str(data), "-p", str(port), "-k", str(workdir)]
+        argv += ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
+        with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=user) as server:
+            try:
+                wait_for_port(port, server, "postgres")
+                yield port
+            finally:
+                server.send_signal(signal.SIGINT)  # "fast" shutdown: a throwaway cluster
+                server.wait(timeout=20)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
