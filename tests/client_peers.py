@@ -279,3 +279,95 @@ def postgres_server() -> Iterator[int]:
                 server.wait(timeout=20)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _stop(process: subprocess.Popen[bytes], group: bool = False) -> None:
+    """SIGTERM (to the process group when ``group``), then SIGKILL after 15 s."""
+    if process.poll() is None:
+        if group:
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        if group:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+        process.wait(timeout=5)
+
+
+@contextmanager
+def rabbitmq_server(workdir: Path) -> Iterator[int]:
+    """RabbitMQ on 127.0.0.1 (user guest/guest), with its own epmd on a free port; yields the AMQP port."""
+    server_script = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+    epmd = shutil.which("epmd")
+    if not server_script.exists() or epmd is None:
+        pytest.skip("RabbitMQ is not installed (Debian package rabbitmq-server)")
+    port, epmd_port, dist_port = free_port(), free_port(), free_port()
+    config = workdir / "rabbitmq.conf"
+    config.write_text(f"listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n")
+    env = {
+        **os.environ,
+        "HOME": str(workdir),
+        "RABBITMQ_CONFIG_FILE": str(config),
+        "RABBITMQ_NODENAME": f"ka{os.getpid()}@localhost",
+        "RABBITMQ_MNESIA_BASE": str(workdir / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(workdir / "log"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(workdir / "enabled_plugins"),
+        "RABBITMQ_PID_FILE": str(workdir / "pid"),
+        "RABBITMQ_DIST_PORT": str(dist_port),
+        "ERL_EPMD_PORT": str(epmd_port),
+    }
+    # Our own epmd in the foreground, so the broker does not leave a daemon behind.
+    with subprocess.Popen([epmd, "-port", str(epmd_port)], env=env) as epmd_process:
+        try:
+            wait_for_port(epmd_port, epmd_process, "epmd", 10)
+            log = (workdir / "server.log").open("wb")
+            with log, subprocess.Popen(
+                [str(server_script)], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            ) as server:
+                try:
+                    try:
+                        wait_for_port(port, server, "rabbitmq-server", 60)
+                    except RuntimeError as exc:
+                        tail = (workdir / "server.log").read_text(errors="replace")[-500:]
+                        pytest.skip(f"RabbitMQ did not start here: {exc}: {tail}")
+                    yield port
+                finally:
+                    _stop(server, group=True)
+        finally:
+            _stop(epmd_process)
+
+
+@contextmanager
+def sshd_server(workdir: Path) -> Iterator[tuple[int, Path]]:
+    """OpenSSH's sshd on 127.0.0.1 taking a fresh key for this user; yields (port, client key path)."""
+    sshd, keygen = shutil.which("sshd") or "/usr/sbin/sshd", shutil.which("ssh-keygen")
+    if not Path(sshd).exists() or keygen is None:
+        pytest.skip("OpenSSH is not installed (Debian packages openssh-server, openssh-client)")
+    for name in ("host_key", "client_key"):
+        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(workdir / name)], check=True)
+    (workdir / "authorized_keys").write_bytes((workdir / "client_key.pub").read_bytes())
+    port = free_port()
+    config = workdir / "sshd_config"
+    config.write_text(
+        f"ListenAddress 127.0.0.1:{port}\nHostKey {workdir / 'host_key'}\n"
+        f"AuthorizedKeysFile {workdir / 'authorized_keys'}\nPidFile {workdir / 'sshd.pid'}\n"
+        "StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PermitRootLogin prohibit-password\nUsePAM no\n"
+    )
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    argv = [sshd, "-D", "-e", "-f", str(config)]
+    log = (workdir / "sshd.log").open("wb")
+    with log, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT) as server:
+        try:
+            try:
+                wait_for_port(port, server, "sshd", 10)
+            except RuntimeError as exc:
+                pytest.skip(f"sshd did not start here: {exc}: {(workdir / 'sshd.log').read_text()[-300:]}")
+            yield port, workdir / "client_key"
+        finally:
+            _stop(server)

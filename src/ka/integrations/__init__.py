@@ -28,6 +28,7 @@ from ..policy import KeepAlive, require_policy
 
 __all__ = [
     "SocketOption",
+    "create_connection",
     "libpq_conninfo",
     "libpq_options",
     "postgres_options",
@@ -243,3 +244,27 @@ def postgres_options(
         policy, idle=idle, interval=interval, count=count, user_timeout=user_timeout
     )
     return " ".join(f"-c {name}={value}" for name, value in settings.items())
+
+
+def create_connection(
+    address: tuple[str, int],
+    policy: KeepAlive,
+    timeout: float | None = None,
+    source_address: tuple[str, int] | None = None,
+) -> socket.socket:
+    """``socket.create_connection(address, timeout, source_address)`` with ``policy`` applied to
+    the connected socket, for libraries that take a ready socket (paramiko's ``sock=``).
+
+    ``timeout`` is in seconds and stays set on the socket, as with the stdlib. If the policy
+    cannot be applied, the socket is closed and the ``OSError`` (with ``fd`` and ``option``) raised.
+    """
+    from .. import apply  # ka's face imports this module: the import waits until first use
+
+    policy = require_policy(policy)
+    sock = socket.create_connection(address, timeout, source_address)
+    try:
+        apply(sock, policy)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
