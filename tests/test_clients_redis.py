@@ -126,3 +126,37 @@ def test_redis_sync_and_asyncio_in_process(port: int) -> None:
             await aclient.aclose()
 
     asyncio.run(main())
+
+
+def test_kombu_redis_broker(port: int) -> None:
+    """kombu passes socket_keepalive=None unless told otherwise, switching redis-py 8's defaults off."""
+    kombu = pytest.importorskip("kombu", reason="kombu is not installed")
+    pytest.importorskip("redis", reason="redis-py is not installed")
+    from ka.integrations.kombu import redis_transport_options
+
+    from client_peers import client_values
+
+    url = f"redis://127.0.0.1:{port}/0"
+    with kombu.Connection(url) as plain:
+        plain.default_channel.client.ping()
+        assert list(client_values(port)) == _system_values()  # no keepalive at all
+    with kombu.Connection(url, transport_options=redis_transport_options(POLICY)) as conn:
+        conn.default_channel.client.ping()
+        assert client_values(port) == EXPECTED
+
+
+def test_celery_redis_result_backend_takes_only_on_or_off(port: int) -> None:
+    celery = pytest.importorskip("celery", reason="Celery is not installed")
+    redis = pytest.importorskip("redis", reason="redis-py is not installed")
+    if int(redis.__version__.split(".")[0]) < 8:
+        pytest.skip(f"redis-py {redis.__version__}: this test reads 8.x's defaults")
+    from client_peers import client_values
+
+    app = celery.Celery("ka_test", backend=f"redis://127.0.0.1:{port}/1", set_as_current=False)
+    app.conf.redis_socket_keepalive = True
+    app.conf.broker_transport_options = ka.integrations.redis_options(POLICY)  # does not reach it
+    try:
+        assert app.backend.client.ping() is True
+        assert client_values(port)[:4] == (1, 30, 5, 3)  # redis-py's defaults, not the policy
+    finally:
+        app.backend.client.close()
