@@ -10,8 +10,8 @@ import signal
 import socket
 import socketserver
 import struct
-import tempfile
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -270,7 +270,9 @@ def postgres_server() -> Iterator[int]:
         port = free_port()
         argv = [postgres, "-D", str(data), "-p", str(port), "-k", str(workdir)]
         argv += ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
-        with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=user) as server:
+        with subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=user
+        ) as server:
             try:
                 wait_for_port(port, server, "postgres")
                 yield port
@@ -325,9 +327,16 @@ def rabbitmq_server(workdir: Path) -> Iterator[int]:
         try:
             wait_for_port(epmd_port, epmd_process, "epmd", 10)
             log = (workdir / "server.log").open("wb")
-            with log, subprocess.Popen(
-                [str(server_script)], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            ) as server:
+            with (
+                log,
+                subprocess.Popen(
+                    [str(server_script)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                ) as server,
+            ):
                 try:
                     try:
                         wait_for_port(port, server, "rabbitmq-server", 60)

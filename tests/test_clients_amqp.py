@@ -29,7 +29,12 @@ def _system() -> tuple[int, int, int, int, int]:
 
 def test_amqp_socket_settings_fill_every_field() -> None:
     system = ka.system_defaults()
-    assert amqp_socket_settings(POLICY) == {TCP_KEEPIDLE: 33, TCP_KEEPINTVL: 7, TCP_KEEPCNT: 4, TCP_USER_TIMEOUT: 12345}
+    assert amqp_socket_settings(POLICY) == {
+        TCP_KEEPIDLE: 33,
+        TCP_KEEPINTVL: 7,
+        TCP_KEEPCNT: 4,
+        TCP_USER_TIMEOUT: 12345,
+    }
     assert amqp_socket_settings(ka.KeepAlive(idle=45)) == {
         TCP_KEEPIDLE: 45,
         TCP_KEEPINTVL: system.interval,

@@ -145,9 +145,7 @@ def test_http_proxy_forwarding(run: Any, origin: int) -> None:
         assert proxy.requests_seen == [f"GET {url}"]
 
 
-def test_http_proxy_connect_tunnel(
-    run: Any, tls_origin: int, client_context: ssl.SSLContext
-) -> None:
+def test_http_proxy_connect_tunnel(run: Any, tls_origin: int, client_context: ssl.SSLContext) -> None:
     """An https:// URL through an HTTP proxy: a CONNECT tunnel, TLS inside it."""
     with running_http_proxy() as proxy:
         run(
@@ -181,13 +179,15 @@ def test_environment_proxies(run: Any, origin: int, monkeypatch: pytest.MonkeyPa
 
 def test_httpcore_socks_proxy_with_network_backend(origin: int) -> None:
     pytest.importorskip("socksio", reason="socksio is not installed (httpx[socks])")
-    with running_socks5_proxy() as proxy:
-        with httpcore.SOCKSProxy(
+    with (
+        running_socks5_proxy() as proxy,
+        httpcore.SOCKSProxy(
             proxy_url=f"socks5://127.0.0.1:{proxy.port}", network_backend=kahttpx.network_backend(POLICY)
-        ) as pool:
-            response = pool.request("GET", f"http://127.0.0.1:{origin}/")
-            assert response.content == b"ok"
-            _assert_policy_on_connection_to(proxy.port, proxy.clients)
+        ) as pool,
+    ):
+        response = pool.request("GET", f"http://127.0.0.1:{origin}/")
+        assert response.content == b"ok"
+        _assert_policy_on_connection_to(proxy.port, proxy.clients)
 
 
 def test_a_second_policy_replaces_the_first(origin: int) -> None:
@@ -201,7 +201,7 @@ def test_a_second_policy_replaces_the_first(origin: int) -> None:
 
 def test_a_mount_ka_cannot_reach_is_refused() -> None:
     mock = httpx.MockTransport(lambda request: httpx.Response(200))
-    with pytest.raises(TypeError, match="cannot give MockTransport .* a keepalive policy"):
+    with pytest.raises(TypeError, match=r"cannot give MockTransport .* a keepalive policy"):
         kahttpx.client(POLICY, mounts={"http://example.invalid": mock})
     with pytest.raises(TypeError, match=r"policy must be a ka\.KeepAlive"):
         kahttpx.client((1, 2, 3))  # type: ignore[arg-type]

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-import ka
 from client_peers import EXPECTED, POLICY, linux_only, read_back
 
 pytestmark = linux_only
@@ -59,7 +58,9 @@ def test_kafka_python(silent_port: int) -> None:
     def bootstrap() -> None:
         try:
             kafka.KafkaProducer(
-                bootstrap_servers=f"127.0.0.1:{silent_port}", bootstrap_timeout_ms=1500, socket_options=options
+                bootstrap_servers=f"127.0.0.1:{silent_port}",
+                bootstrap_timeout_ms=1500,
+                socket_options=options,
             )
         except kafka.errors.KafkaError as exc:  # the silent broker never answers: expected
             failures.append(exc)
@@ -75,7 +76,10 @@ def test_pymongo_sets_and_caps_keepalive_itself(silent_port: int) -> None:
     import ka.integrations.pymongo
 
     client = pymongo.MongoClient(
-        f"mongodb://127.0.0.1:{silent_port}/", connect=True, serverSelectionTimeoutMS=500, connectTimeoutMS=500
+        f"mongodb://127.0.0.1:{silent_port}/",
+        connect=True,
+        serverSelectionTimeoutMS=500,
+        connectTimeoutMS=500,
     )
     try:
         expected = ka.integrations.pymongo.keepalive_values()

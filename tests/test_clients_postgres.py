@@ -42,8 +42,12 @@ def _all_carry_policy(port: int, expected_connections: int = 1) -> None:
 def test_libpq_conninfo_adds_keywords_in_the_dsn_form() -> None:
     policy = ka.KeepAlive(idle=60)
     assert libpq_conninfo(policy) == "keepalives=1 keepalives_idle=60"
-    assert libpq_conninfo(policy, "host=db dbname=app ") == "host=db dbname=app keepalives=1 keepalives_idle=60"
-    assert libpq_conninfo(policy, "postgresql://db/app") == "postgresql://db/app?keepalives=1&keepalives_idle=60"
+    assert (
+        libpq_conninfo(policy, "host=db dbname=app ") == "host=db dbname=app keepalives=1 keepalives_idle=60"
+    )
+    assert (
+        libpq_conninfo(policy, "postgresql://db/app") == "postgresql://db/app?keepalives=1&keepalives_idle=60"
+    )
     assert (
         libpq_conninfo(policy, "postgres://db/app?sslmode=disable")
         == "postgres://db/app?sslmode=disable&keepalives=1&keepalives_idle=60"

@@ -30,7 +30,8 @@ from helpers import kernel_values
 
 port = int(sys.argv[1])
 out = {"version": redis.__version__}
-for name, kwargs in (("default", {}), ("policy", ka.integrations.redis_options(ka.KeepAlive(33, 7, 4, user_timeout=12.345)))):
+policy = ka.KeepAlive(33, 7, 4, user_timeout=12.345)
+for name, kwargs in (("default", {}), ("policy", ka.integrations.redis_options(policy))):
     client = redis.Redis(host="127.0.0.1", port=port, **kwargs)
     assert client.ping() is True
     connection = client.connection_pool.get_connection()
@@ -51,8 +52,17 @@ def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 def redis_7(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("redis-py-7")
     installed = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
-        + [f"redis=={REDIS_7}"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            f"redis=={REDIS_7}",
+        ],
         capture_output=True,
         text=True,
     )
@@ -104,9 +114,8 @@ def test_the_docstring_names_the_release_that_brought_the_defaults() -> None:
 
 def test_redis_sync_and_asyncio_in_process(port: int) -> None:
     redis = pytest.importorskip("redis", reason="redis-py is not installed")
+    redis_asyncio = pytest.importorskip("redis.asyncio", reason="redis-py is not installed")
     import asyncio
-
-    import redis.asyncio
 
     from client_peers import client_values
 
@@ -118,7 +127,7 @@ def test_redis_sync_and_asyncio_in_process(port: int) -> None:
         client.close()
 
     async def main() -> None:
-        aclient = redis.asyncio.Redis(host="127.0.0.1", port=port, **ka.integrations.redis_options(POLICY))
+        aclient = redis_asyncio.Redis(host="127.0.0.1", port=port, **ka.integrations.redis_options(POLICY))
         try:
             assert await aclient.ping() is True
             assert client_values(port) == EXPECTED
@@ -132,9 +141,8 @@ def test_kombu_redis_broker(port: int) -> None:
     """kombu passes socket_keepalive=None unless told otherwise, switching redis-py 8's defaults off."""
     kombu = pytest.importorskip("kombu", reason="kombu is not installed")
     pytest.importorskip("redis", reason="redis-py is not installed")
-    from ka.integrations.kombu import redis_transport_options
-
     from client_peers import client_values
+    from ka.integrations.kombu import redis_transport_options
 
     url = f"redis://127.0.0.1:{port}/0"
     with kombu.Connection(url) as plain:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import ka
 from client_peers import EXPECTED, POLICY, client_values, linux_only, own_sockets, sshd_server
 
 pytestmark = linux_only
@@ -30,8 +29,15 @@ def test_paramiko(sshd: tuple[int, Path]) -> None:
     with paramiko.SSHClient() as client:
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         ka.integrations.paramiko.connect(
-            client, "127.0.0.1", POLICY, port, username=getpass.getuser(), key_filename=str(key),
-            timeout=10, allow_agent=False, look_for_keys=False,
+            client,
+            "127.0.0.1",
+            POLICY,
+            port,
+            username=getpass.getuser(),
+            key_filename=str(key),
+            timeout=10,
+            allow_agent=False,
+            look_for_keys=False,
         )
         _, stdout, _ = client.exec_command("echo ok")
         assert stdout.read() == b"ok\n"
@@ -53,8 +59,15 @@ def test_paramiko_closes_the_socket_when_connect_fails(sshd: tuple[int, Path]) -
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         with pytest.raises(paramiko.AuthenticationException):
             ka.integrations.paramiko.connect(
-                client, "127.0.0.1", POLICY, port, username="nobody-here", password="x",
-                timeout=10, allow_agent=False, look_for_keys=False,
+                client,
+                "127.0.0.1",
+                POLICY,
+                port,
+                username="nobody-here",
+                password="x",
+                timeout=10,
+                allow_agent=False,
+                look_for_keys=False,
             )
     assert own_sockets(port) == []
 

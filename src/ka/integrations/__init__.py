@@ -157,7 +157,7 @@ def _server_value(field: str, value: object, unit_us: int) -> int:
         us = int(value) * 1_000_000
     elif math.isfinite(float(value)):
         us = round(fractions.Fraction(float(value)) * 1_000_000)
-        us = 1 if us == 0 and value > 0 else us
+        us = 1 if us == 0 and float(value) > 0 else us
     else:
         raise ValueError(f"{field} must be a finite number of seconds, not {value!r}")
     zero_allowed = field == "user_timeout"
@@ -204,9 +204,7 @@ def postgres_server_settings(
     given = {field: value for field, value in keywords.items() if value is not None}
     if policy is not None:
         if given:
-            raise TypeError(
-                f"give a policy or keyword values, not both: got {policy!r} and {sorted(given)}"
-            )
+            raise TypeError(f"give a policy or keyword values, not both: got {policy!r} and {sorted(given)}")
         policy = require_policy(policy)
         if not policy.enabled:
             raise ValueError(
@@ -217,7 +215,8 @@ def postgres_server_settings(
             for option, value in spec_steps(policy._spec)
             if option is not Option.KEEPALIVE
         }
-    if count is not None and (isinstance(count, bool) or not isinstance(count, numbers.Integral)):
+    probes: object = count  # typed int, checked as whatever a caller passed
+    if probes is not None and (isinstance(probes, bool) or not isinstance(probes, numbers.Integral)):
         raise TypeError(f"count must be a whole number of probes (int), not {type(count).__name__} {count!r}")
     if not given:
         raise TypeError("give a policy or at least one of idle, interval, count, user_timeout")

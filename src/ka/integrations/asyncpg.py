@@ -53,6 +53,7 @@ class KeepAliveConnection(asyncpg.Connection):  # type: ignore[misc]
             self.terminate()  # asyncpg would leave the transport open: the constructor raised
             raise
 
+
 def connection_class(policy: KeepAlive) -> type[KeepAliveConnection]:
     """A ``KeepAliveConnection`` subclass carrying ``policy``, for asyncpg's ``connection_class``."""
     policy = require_policy(policy)

@@ -53,7 +53,9 @@ async def open_socket(host: str, port: int, policy: KeepAlive) -> socket.socket:
     raise errors[-1]
 
 
-async def connect(host: str, policy: KeepAlive, port: int = 22, **kwargs: Any) -> asyncssh.SSHClientConnection:
+async def connect(
+    host: str, policy: KeepAlive, port: int = 22, **kwargs: Any
+) -> asyncssh.SSHClientConnection:
     """``asyncssh.connect(host, port, sock=..., tcp_keepalive=policy.enabled, **kwargs)`` over a
     socket that carries ``policy``. If asyncssh fails to connect, the socket is closed."""
     policy = require_policy(policy)

@@ -42,7 +42,11 @@ __all__ = [
     "transport",
 ]
 
-SocketOptions = Union[Iterable[Union[tuple[int, int, int], tuple[int, int, Union[bytes, bytearray]]]], None]
+# httpcore's SOCKET_OPTION, spelled out: httpcore exports it under no public name.
+SocketOption = Union[
+    tuple[int, int, int], tuple[int, int, Union[bytes, bytearray]], tuple[int, int, None, int]
+]
+SocketOptions = Union[Iterable[SocketOption], None]
 _Transport = TypeVar("_Transport", httpx.HTTPTransport, httpx.AsyncHTTPTransport)
 
 
@@ -146,8 +150,8 @@ def async_network_backend(policy: KeepAlive) -> KeepAliveAsyncBackend:
 
 def _install(target: _Transport, policy: KeepAlive) -> _Transport:
     """Put a policy backend in front of the backend of ``target``'s httpcore pool."""
-    pool = getattr(target, "_pool", None)
-    inner = getattr(pool, "_network_backend", None)
+    pool: Any = getattr(target, "_pool", None)
+    inner: Any = getattr(pool, "_network_backend", None)
     if inner is None:
         raise RuntimeError(
             f"httpx {httpx.__version__} / httpcore {httpcore.__version__}: {type(target).__name__} has no "
@@ -157,9 +161,9 @@ def _install(target: _Transport, policy: KeepAlive) -> _Transport:
     if isinstance(inner, (KeepAliveBackend, KeepAliveAsyncBackend)):
         inner = inner.backend  # a second policy replaces the first instead of stacking
     if isinstance(target, httpx.AsyncHTTPTransport):
-        pool._network_backend = KeepAliveAsyncBackend(policy, inner)  # type: ignore[union-attr]
+        pool._network_backend = KeepAliveAsyncBackend(policy, inner)
     else:
-        pool._network_backend = KeepAliveBackend(policy, inner)  # type: ignore[union-attr]
+        pool._network_backend = KeepAliveBackend(policy, inner)
     return target
 
 
@@ -175,15 +179,17 @@ def async_transport(policy: KeepAlive, **kwargs: Any) -> httpx.AsyncHTTPTranspor
 
 
 def _install_client(client: httpx.Client | httpx.AsyncClient, policy: KeepAlive) -> None:
-    transports = [client._transport, *client._mounts.values()]
-    kind = httpx.AsyncHTTPTransport if isinstance(client, httpx.AsyncClient) else httpx.HTTPTransport
+    transports: list[Any] = [client._transport, *client._mounts.values()]
+    kind: type[Any] = (
+        httpx.AsyncHTTPTransport if isinstance(client, httpx.AsyncClient) else httpx.HTTPTransport
+    )
     for item in transports:
         if item is None:  # a NO_PROXY pattern: requests go through client._transport
             continue
         if not isinstance(item, kind):
             raise TypeError(
                 f"cannot give {type(item).__name__} {item!r} a keepalive policy: ka can only reach the "
-                f"connections of an {kind.__module__}.{kind.__name__}"
+                f"connections of an httpx.{kind.__name__}"
             )
         _install(item, policy)
 
@@ -212,4 +218,3 @@ def async_client(policy: KeepAlive, **kwargs: Any) -> httpx.AsyncClient:
     built = httpx.AsyncClient(**kwargs)
     _install_client(built, policy)  # nothing opened yet: a refused mount leaves nothing to close
     return built
-

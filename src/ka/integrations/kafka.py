@@ -1,6 +1,7 @@
 """kafka-python (checked against kafka-python 3.0.12): ``socket_options``.
 
-    producer = kafka.KafkaProducer(bootstrap_servers=..., socket_options=ka.integrations.kafka.socket_options(policy))
+    options = ka.integrations.kafka.socket_options(policy)
+    producer = kafka.KafkaProducer(bootstrap_servers="127.0.0.1:9092", socket_options=options)
 
 ``KafkaProducer``, ``KafkaConsumer`` and ``KafkaAdminClient`` take ``socket_options``, a list of
 ``setsockopt`` argument tuples that REPLACES their default ``[(IPPROTO_TCP, TCP_NODELAY, 1)]``;

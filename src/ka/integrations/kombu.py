@@ -56,15 +56,15 @@ def amqp_socket_settings(policy: KeepAlive) -> dict[int, int]:
             f"{policy!r} cannot be given to py-amqp: it turns SO_KEEPALIVE on for every connection"
         )
     system = system_defaults()
-    fields = {
-        "idle": policy.idle if policy.idle is not None else system.idle,
-        "interval": policy.interval if policy.interval is not None else system.interval,
-        "count": policy.count if policy.count is not None else system.count,
-    }
     user_timeout = policy.user_timeout
     if user_timeout is None and SOCKET_NUMBERS[Option.USER_TIMEOUT] is not None:
         user_timeout = 0  # the kernel's default, replacing py-amqp's 1000 ms
-    filled = KeepAlive(**fields, user_timeout=user_timeout)
+    filled = KeepAlive(
+        policy.idle if policy.idle is not None else system.idle,
+        policy.interval if policy.interval is not None else system.interval,
+        policy.count if policy.count is not None else system.count,
+        user_timeout=user_timeout,
+    )
     return {option: value for level, option, value in socket_options(filled) if level == socket.IPPROTO_TCP}
 
 

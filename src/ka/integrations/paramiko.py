@@ -43,7 +43,9 @@ def connect(
         raise
 
 
-def transport(hostname: str, policy: KeepAlive, port: int = 22, *, timeout: float | None = None) -> paramiko.Transport:
+def transport(
+    hostname: str, policy: KeepAlive, port: int = 22, *, timeout: float | None = None
+) -> paramiko.Transport:
     """A ``paramiko.Transport`` over a new socket to ``(hostname, port)`` carrying ``policy``;
     call ``start_client()`` on it as usual. The transport owns the socket."""
     sock = create_connection((hostname, port), policy, timeout)
