@@ -11,6 +11,7 @@ import socket
 import socketserver
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -380,3 +381,20 @@ def sshd_server(workdir: Path) -> Iterator[tuple[int, Path]]:
             yield port, workdir / "client_key"
         finally:
             _stop(server)
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+# What every example prints for its policy: KeepAlive(idle=60, interval=10, count=5, user_timeout="auto").
+EXAMPLE_VALUES = "KeepAliveSettings(enabled=True, idle=60, interval=10, count=5, user_timeout=110.0)"
+
+
+def run_example(name: str, *args: object) -> str:
+    """Run ``docs/examples/NAME`` with ``args`` and return what it printed; skip without docs/."""
+    path = EXAMPLES / name
+    if not path.exists():
+        pytest.skip(f"{path} is not here (an installed copy of the tests)")
+    done = subprocess.run(
+        [sys.executable, str(path), *map(str, args)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout

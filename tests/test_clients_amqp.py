@@ -9,7 +9,15 @@ from collections.abc import Iterator
 import pytest
 
 import ka
-from client_peers import EXPECTED, POLICY, client_values, linux_only, rabbitmq_server
+from client_peers import (
+    EXAMPLE_VALUES,
+    EXPECTED,
+    POLICY,
+    client_values,
+    linux_only,
+    rabbitmq_server,
+    run_example,
+)
 from helpers import TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_USER_TIMEOUT, kernel_values
 from ka.integrations.kombu import amqp_socket_settings, amqp_transport_options
 
@@ -99,3 +107,9 @@ def test_pika_refuses_what_it_cannot_express() -> None:
     assert ka.integrations.pika.tcp_options(ka.KeepAlive(enabled=False, user_timeout=5)) == {
         "TCP_USER_TIMEOUT": 5000
     }
+
+
+@pytest.mark.parametrize("example", ["clients_celery.py", "clients_pika.py"])
+def test_documentation_examples(port: int, example: str) -> None:
+    pytest.importorskip(example[len("clients_") : -len(".py")], reason="the library is not installed")
+    assert EXAMPLE_VALUES in run_example(example, port)

@@ -13,7 +13,15 @@ from collections.abc import Iterator
 import pytest
 
 import ka
-from client_peers import EXPECTED, POLICY, linux_only, own_sockets, postgres_server
+from client_peers import (
+    EXAMPLE_VALUES,
+    EXPECTED,
+    POLICY,
+    linux_only,
+    own_sockets,
+    postgres_server,
+    run_example,
+)
 from ka.integrations import (
     POSTGRES_SETTING_MAX,
     libpq_conninfo,
@@ -199,3 +207,11 @@ def test_asyncpg_base_class_needs_a_policy(port: int) -> None:
     asyncio.run(main())
     with pytest.raises(TypeError, match=r"policy must be a ka\.KeepAlive"):
         ka.integrations.asyncpg.connection_class(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("example", ["clients_psycopg.py", "clients_asyncpg.py"])
+def test_documentation_examples(port: int, example: str) -> None:
+    pytest.importorskip(example[len("clients_") : -len(".py")], reason="the library is not installed")
+    output = run_example(example, port)
+    assert f"client end: {EXAMPLE_VALUES}" in output
+    assert "server end: tcp_keepalives_idle = 60" in output

@@ -168,3 +168,10 @@ def test_celery_redis_result_backend_takes_only_on_or_off(port: int) -> None:
         assert client_values(port)[:4] == (1, 30, 5, 3)  # redis-py's defaults, not the policy
     finally:
         app.backend.client.close()
+
+
+def test_documentation_example(port: int) -> None:
+    pytest.importorskip("redis", reason="redis-py is not installed")
+    from client_peers import EXAMPLE_VALUES, run_example
+
+    assert EXAMPLE_VALUES in run_example("clients_redis.py", port)

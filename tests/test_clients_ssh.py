@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from client_peers import EXPECTED, POLICY, client_values, linux_only, own_sockets, sshd_server
+from client_peers import (
+    EXAMPLE_VALUES,
+    EXPECTED,
+    POLICY,
+    client_values,
+    linux_only,
+    own_sockets,
+    run_example,
+    sshd_server,
+)
 
 pytestmark = linux_only
 
@@ -95,3 +104,10 @@ def test_asyncssh(sshd: tuple[int, Path]) -> None:
             assert client_values(port)[0] == 0
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("example", ["clients_paramiko.py", "clients_asyncssh.py"])
+def test_documentation_examples(sshd: tuple[int, Path], example: str) -> None:
+    pytest.importorskip(example[len("clients_") : -len(".py")], reason="the library is not installed")
+    port, key = sshd
+    assert EXAMPLE_VALUES in run_example(example, port, key)

@@ -22,6 +22,7 @@ import fractions
 import math
 import numbers
 import socket
+from typing import Any
 
 from .._options import SOCKET_NUMBERS, Option, spec_steps
 from ..policy import KeepAlive, require_policy
@@ -61,7 +62,7 @@ def socket_options(policy: KeepAlive) -> list[SocketOption]:
     return triples
 
 
-def redis_options(policy: KeepAlive) -> dict[str, object]:
+def redis_options(policy: KeepAlive) -> dict[str, Any]:
     """``redis.Redis(**redis_options(policy))``: keyword arguments for redis-py (sync and asyncio).
 
     ``socket_keepalive_options`` maps ``IPPROTO_TCP`` option numbers to values; it is always

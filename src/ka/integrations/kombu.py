@@ -28,6 +28,7 @@ policy there, run ``ka apply --pid`` on the worker (Linux) or set the system def
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from .._options import SOCKET_NUMBERS, Option
 from ..policy import KeepAlive, require_policy
@@ -37,7 +38,7 @@ from . import redis_options, socket_options
 __all__ = ["amqp_socket_settings", "amqp_transport_options", "redis_transport_options"]
 
 
-def redis_transport_options(policy: KeepAlive) -> dict[str, object]:
+def redis_transport_options(policy: KeepAlive) -> dict[str, Any]:
     """``transport_options`` (Celery: ``broker_transport_options``) for kombu's Redis transport:
     ``socket_keepalive`` and ``socket_keepalive_options`` as ``ka.integrations.redis_options``."""
     return redis_options(policy)
