@@ -9,10 +9,14 @@ This module needs no library: it turns a ``KeepAlive`` into plain values.
   ``tcp_user_timeout`` connection keywords (psycopg, psycopg2, SQLAlchemy ``connect_args``).
 - ``postgres_server_settings(policy)`` / ``postgres_options(policy)``: the server's
   ``tcp_keepalives_*`` settings for its end of the connection (asyncpg ``server_settings``,
-  libpq ``options``).
+  libpq ``options``), checked against PostgreSQL's ranges.
+- ``create_connection(address, policy)``: a connected socket carrying the policy, for libraries
+  that take one (``sock=``).
 
-The submodules build library objects and import their library when imported themselves:
-``ka.integrations.urllib3``, ``.requests``, ``.httpx``, ``.aiohttp``.
+The submodules build library objects or take their library's hook, and import their library
+when imported themselves: ``ka.integrations.urllib3``, ``.requests``, ``.httpx``, ``.aiohttp``,
+``.asyncpg``, ``.kombu`` (Celery too), ``.pika``, ``.kafka``, ``.paramiko``, ``.asyncssh``,
+``.pymongo``. The documentation has a page per library, and one for libraries with no hook.
 """
 
 from __future__ import annotations

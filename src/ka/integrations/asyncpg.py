@@ -1,4 +1,4 @@
-"""asyncpg (checked against asyncpg 0.32.0): a ``connection_class`` whose socket carries the policy.
+"""asyncpg (checked against asyncpg 0.32.0): a ``connection_class`` whose socket carries the policy. ::
 
     conn = await asyncpg.connect(dsn, connection_class=ka.integrations.asyncpg.connection_class(policy))
     pool = await asyncpg.create_pool(dsn, connection_class=ka.integrations.asyncpg.connection_class(policy))

@@ -1,4 +1,4 @@
-"""asyncssh (checked against asyncssh 2.24.1): ``connect(sock=...)`` over a socket carrying the policy.
+"""asyncssh (checked against asyncssh 2.24.1): ``connect(sock=...)`` over a socket carrying the policy. ::
 
     conn = await ka.integrations.asyncssh.connect("127.0.0.1", policy, port=22, username="me")
 

@@ -1,4 +1,4 @@
-"""httpx and httpcore (checked against httpx 0.28.1, httpcore 1.0.9): every connection carries the policy.
+"""httpx and httpcore (checked against httpx 0.28.1, httpcore 1.0.9): every connection carries the policy. ::
 
     client = ka.integrations.httpx.client(policy)                      # httpx.Client(...) arguments
     client = ka.integrations.httpx.client(policy, proxy="socks5://127.0.0.1:1080")

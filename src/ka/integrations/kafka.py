@@ -1,4 +1,4 @@
-"""kafka-python (checked against kafka-python 3.0.12): ``socket_options``.
+"""kafka-python (checked against kafka-python 3.0.12): ``socket_options``. ::
 
     options = ka.integrations.kafka.socket_options(policy)
     producer = kafka.KafkaProducer(bootstrap_servers="127.0.0.1:9092", socket_options=options)

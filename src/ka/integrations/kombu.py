@@ -1,4 +1,4 @@
-"""kombu and Celery brokers (checked against kombu 5.7.0, py-amqp 5.4.2, celery 5.7.0).
+"""kombu and Celery brokers (checked against kombu 5.7.0, py-amqp 5.4.2, celery 5.7.0). ::
 
     app.conf.broker_transport_options = ka.integrations.kombu.redis_transport_options(policy)
     app.conf.broker_transport_options = ka.integrations.kombu.amqp_transport_options(policy)

@@ -1,4 +1,4 @@
-"""paramiko (checked against paramiko 5.1.0): a connected socket for ``sock=``.
+"""paramiko (checked against paramiko 5.1.0): a connected socket for ``sock=``. ::
 
     client = paramiko.SSHClient()
     ka.integrations.paramiko.connect(client, "127.0.0.1", policy, port=22, username="me")

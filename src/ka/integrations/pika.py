@@ -1,4 +1,4 @@
-"""pika (checked against pika 1.4.4): ``ConnectionParameters(tcp_options=...)``.
+"""pika (checked against pika 1.4.4): ``ConnectionParameters(tcp_options=...)``. ::
 
     params = pika.ConnectionParameters("127.0.0.1", tcp_options=ka.integrations.pika.tcp_options(policy))
 
