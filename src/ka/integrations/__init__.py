@@ -13,10 +13,10 @@ This module needs no library: it turns a ``KeepAlive`` into plain values.
 - ``create_connection(address, policy)``: a connected socket carrying the policy, for libraries
   that take one (``sock=``).
 
-The submodules build library objects or take their library's hook, and import their library
-when imported themselves: ``ka.integrations.urllib3``, ``.requests``, ``.httpx``, ``.aiohttp``,
-``.asyncpg``, ``.kombu`` (Celery too), ``.pika``, ``.kafka``, ``.paramiko``, ``.asyncssh``,
-``.pymongo``. The documentation has a page per library, and one for libraries with no hook.
+The submodules fit one library each: ``ka.integrations.urllib3``, ``.requests``, ``.httpx``,
+``.aiohttp``, ``.asyncpg``, ``.kombu`` (Celery too), ``.pika``, ``.kafka``, ``.paramiko``,
+``.asyncssh``, ``.pymongo``. Those that build the library's objects import it when imported.
+The documentation has a page per library, and one for libraries with no hook.
 """
 
 from __future__ import annotations
