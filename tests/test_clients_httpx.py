@@ -205,3 +205,14 @@ def test_a_mount_ka_cannot_reach_is_refused() -> None:
         kahttpx.client(POLICY, mounts={"http://example.invalid": mock})
     with pytest.raises(TypeError, match=r"policy must be a ka\.KeepAlive"):
         kahttpx.client((1, 2, 3))  # type: ignore[arg-type]
+
+
+def test_httpcore_async_pool_with_network_backend(origin: int) -> None:
+    async def main() -> None:
+        backend = kahttpx.async_network_backend(POLICY)
+        async with httpcore.AsyncConnectionPool(network_backend=backend) as pool:
+            response = await pool.request("GET", f"http://127.0.0.1:{origin}/")
+            assert response.content == b"ok"
+            _assert_policy_on_connection_to(origin)
+
+    asyncio.run(main())

@@ -5,7 +5,7 @@ This module needs no library: it turns a ``KeepAlive`` into plain values.
 - ``socket_options(policy)``: ``(level, option, value)`` triples, what urllib3, requests, httpx,
   httpcore and many others take as ``socket_options``.
 - ``redis_options(policy)``: ``socket_keepalive`` / ``socket_keepalive_options`` for redis-py.
-- ``libpq_options(policy)`` / ``libpq_conninfo(policy)``: libpq's ``keepalives*`` and
+- ``libpq_options(policy)`` / ``libpq_conninfo(policy, dsn)``: libpq's ``keepalives*`` and
   ``tcp_user_timeout`` connection keywords (psycopg, psycopg2, SQLAlchemy ``connect_args``).
 - ``postgres_server_settings(policy)`` / ``postgres_options(policy)``: the server's
   ``tcp_keepalives_*`` settings for its end of the connection (asyncpg ``server_settings``,
