@@ -216,3 +216,22 @@ def test_httpcore_async_pool_with_network_backend(origin: int) -> None:
             _assert_policy_on_connection_to(origin)
 
     asyncio.run(main())
+
+
+def test_a_failed_apply_closes_the_connection(origin: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(sock: object, policy: object) -> None:
+        raise OSError(22, "refused for the test")
+
+    monkeypatch.setattr(kahttpx, "apply", refuse)
+    with kahttpx.client(POLICY) as client:
+        with pytest.raises(httpx.ConnectError, match=r"could not apply .* refused for the test"):
+            client.get(f"http://127.0.0.1:{origin}/")
+        assert own_sockets(origin) == []
+
+    async def main() -> None:
+        async with kahttpx.async_client(POLICY) as client:
+            with pytest.raises(httpx.ConnectError, match="could not apply"):
+                await client.get(f"http://127.0.0.1:{origin}/")
+            assert own_sockets(origin) == []
+
+    asyncio.run(main())

@@ -215,3 +215,25 @@ def test_documentation_examples(port: int, example: str) -> None:
     output = run_example(example, port)
     assert f"client end: {EXAMPLE_VALUES}" in output
     assert "server end: tcp_keepalives_idle = 60" in output
+
+
+def test_asyncpg_failed_apply_terminates_the_connection(port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    asyncpg = pytest.importorskip("asyncpg", reason="asyncpg is not installed")
+    import ka.integrations.asyncpg
+
+    def refuse(sock: object, policy: object) -> None:
+        raise OSError(22, "refused for the test")
+
+    monkeypatch.setattr(ka.integrations.asyncpg, "apply", refuse)
+
+    async def main() -> None:
+        with pytest.raises(OSError, match="refused for the test"):
+            await asyncpg.connect(
+                f"postgresql://postgres@127.0.0.1:{port}/postgres",
+                connection_class=ka.integrations.asyncpg.connection_class(POLICY),
+            )
+        for _ in range(3):  # the transport closes its socket on the loop's next turn
+            await asyncio.sleep(0)
+        assert own_sockets(port) == []
+
+    asyncio.run(main())
