@@ -7,21 +7,17 @@ import http.server
 import os
 import pickle
 import re
-import shutil
-import signal
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import ka
 import ka.integrations
+from client_peers import postgres_server, redis_server
 from helpers import (
     TCP_KEEPCNT,
     TCP_KEEPIDLE,
@@ -225,44 +221,10 @@ def test_aiohttp(http_url: str) -> None:
 # -- redis-py against a real redis-server -------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-    argv += ["--dir", str(workdir), "--logfile", str(workdir / "redis.log")]
-    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as server:
-        try:
-            _wait_for_redis(port, server, workdir / "redis.log")
-            yield port
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
-
-
-def _wait_for_redis(port: int, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {server.returncode}: {log.read_text()[-500:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"redis-server did not answer on port {port} within 10 s")
+    with redis_server(tmp_path_factory.mktemp("redis")) as port:
+        yield port
 
 
 def test_redis(redis_port: int) -> None:
@@ -319,62 +281,10 @@ def test_redis_asyncio(redis_port: int) -> None:
 # -- psycopg (libpq) against a real PostgreSQL server -------------------------------------------
 
 
-def _postgres_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found is None:
-        candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-        found = str(candidates[-1]) if candidates else None
-    return found
-
-
 @pytest.fixture(scope="module")
 def postgres_port() -> Iterator[int]:
-    initdb, postgres = _postgres_bin("initdb"), _postgres_bin("postgres")
-    if initdb is None or postgres is None:
-        pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
-    user: str | None = None
-    workdir = Path(tempfile.mkdtemp(prefix=f"ka-pg-{os.getpid()}-"))
-    try:
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            user = "postgres"
-            try:
-                shutil.chown(workdir, user=user)
-            except LookupError:
-                pytest.skip("running as root and there is no user postgres to run PostgreSQL as")
-        data = workdir / "data"
-        subprocess.run(
-            [initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
-            check=True,
-            capture_output=True,
-            user=user,
-        )
-        port = _free_port()
-        argv = [postgres, "-D", str(data), "-p", str(port), "-k", str(workdir)]
-        argv += ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
-        with subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=user
-        ) as server:
-            try:
-                _wait_for_port(port, server)
-                yield port
-            finally:
-                server.send_signal(signal.SIGINT)  # "fast" shutdown: a throwaway cluster
-                server.wait(timeout=20)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _wait_for_port(port: int, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"postgres exited with {server.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"postgres did not listen on port {port} within 20 s")
+    with postgres_server() as port:
+        yield port
 
 
 def test_psycopg(postgres_port: int) -> None:
