@@ -13,8 +13,9 @@
 
 Every way tornado starts a server ends in ``TCPServer.add_sockets``, where the mixin gives each
 listening socket the policy (``ka.server.prepare_listener``); every accepted connection goes
-through ``handle_stream``, where the mixin applies the policy where the OS does not copy it from
-the listener (macOS, Windows) before tornado reads from the stream. ``bind_sockets`` has already
+through ``handle_stream`` (the mixin's, or the one your subclass defines, which the mixin wraps),
+where the policy is applied where the OS does not copy it from the listener (macOS, Windows),
+before anything reads from the stream. ``bind_sockets`` has already
 called ``listen()``: on Linux the connections queued by then are counted and get the policy as they
 are accepted; on FreeBSD they keep the values they were created with. A failed call is logged to
 ``tornado.application`` and the connection proceeds.
@@ -22,7 +23,8 @@ are accepted; on FreeBSD they keep the values they were created with. A failed c
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+import functools
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import tornado.httpserver
@@ -37,6 +39,21 @@ from .serving import AcceptHook, prepare_listeners
 __all__ = ["HTTPServer", "KeepAliveMixin", "listen"]
 
 
+_APPLIED = "_ka_keepalive_applied"  # set on a stream once ka handled it
+
+
+def _keepalive_first(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A subclass's own ``handle_stream`` preceded by the policy step (once per stream)."""
+
+    @functools.wraps(method)
+    def handle_stream(self: KeepAliveMixin, stream: IOStream, address: tuple[Any, ...]) -> Any:
+        self.keepalive_accepted(stream, address)
+        return method(self, stream, address)
+
+    setattr(handle_stream, _APPLIED, True)
+    return handle_stream
+
+
 class KeepAliveMixin:
     """For ``tornado.tcpserver.TCPServer`` subclasses: put it first among the bases.
 
@@ -44,12 +61,22 @@ class KeepAliveMixin:
     ``KA_POLICY`` from the environment, read when sockets are added. ``keepalive_platform``: a
     ``ka.server.Platform`` to simulate another OS. ``keepalive_plans``: one plan per listening
     socket added so far.
+
+    A ``TCPServer`` subclass implements ``handle_stream`` itself, which would hide the mixin's:
+    so a ``handle_stream`` defined in any subclass is wrapped when the class is made, and the
+    policy step runs first (once per stream, however many of them call ``super()``).
     """
 
     keepalive: KeepAlive | str | None = None
     keepalive_platform: Platform | None = None
     keepalive_plans: list[ListenerPlan]
     _keepalive_hook: AcceptHook | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("handle_stream")
+        if own is not None and not getattr(own, _APPLIED, False):
+            cls.handle_stream = _keepalive_first(own)  # type: ignore[method-assign]
 
     def add_sockets(self, sockets: Iterable[Any]) -> None:
         sockets = list(sockets)
@@ -59,13 +86,19 @@ class KeepAliveMixin:
         self._keepalive_hook = hook if hook.needed else None
         super().add_sockets(sockets)  # type: ignore[misc]
 
-    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> Awaitable[None] | None:
+    def keepalive_accepted(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        """Give the stream's socket the policy where the plan says so; once per stream."""
         hook = self._keepalive_hook
-        if hook is not None:
-            try:
-                hook(stream.socket)
-            except OSError as exc:
-                app_log.error("ka could not apply %r to the connection from %r: %s", hook.policy, address, exc)
+        if hook is None or getattr(stream, _APPLIED, False):
+            return
+        setattr(stream, _APPLIED, True)
+        try:
+            hook(stream.socket)
+        except OSError as exc:
+            app_log.error("ka could not apply %r to the connection from %r: %s", hook.policy, address, exc)
+
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> Awaitable[None] | None:
+        self.keepalive_accepted(stream, address)
         result: Awaitable[None] | None = super().handle_stream(stream, address)  # type: ignore[misc]
         return result
 

@@ -39,7 +39,7 @@ def plans(server: Server) -> list[ListenerPlan]:
     """The plan of the listening socket of a server made by ``serve``: ``plans(server)[0].mode``."""
     try:
         return list(_PLANS[server])
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: an object that cannot be weakly referenced
         raise ValueError(f"{server!r} was not made by ka.integrations.websockets.serve") from None
 
 
