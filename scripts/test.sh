@@ -21,5 +21,5 @@ fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q ".[test]"
+"$VENV/bin/python" -m pip install -q ".[test,integrations]"
 exec "$VENV/bin/python" -m pytest "$@"

@@ -192,7 +192,6 @@ def test_websockets_own_socket_and_refusals() -> None:
                 check_accepted(sock.getsockname()[1], 1)
 
     asyncio.run(main())
-    import ka.integrations.websockets as kws
 
     with pytest.raises(ValueError, match="Unix socket"):
         kws.serve(echo, unix=True, path="/tmp/x", policy=POLICY_TEXT)
@@ -376,8 +375,8 @@ def _twisted_echo_factory() -> Any:
     from twisted.internet import protocol
 
     class Echo(protocol.Protocol):
-        def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted's name)
-            self.transport.write(data)  # type: ignore[union-attr]
+        def dataReceived(self, data: bytes) -> None:
+            self.transport.write(data)  # type: ignore[union-attr,call-arg]
 
     return protocol.Factory.forProtocol(Echo)
 
@@ -387,7 +386,7 @@ def serve_twisted(listen: Callable[[Any], Any], mode: str) -> None:
     clients drive the port from a thread; the listener and every accepted socket are checked."""
     from twisted.internet.pollreactor import PollReactor
 
-    reactor = PollReactor()
+    reactor = PollReactor()  # type: ignore[no-untyped-call]
     port = listen(reactor)
     errors: list[BaseException] = []
 
@@ -414,7 +413,12 @@ def test_twisted_listen_tcp(platform: ka.server.Platform | None, mode: str) -> N
 
     def listen(reactor: Any) -> Any:
         port = ktw.listen_tcp(
-            0, _twisted_echo_factory(), interface="127.0.0.1", policy=POLICY_TEXT, platform=platform, reactor=reactor
+            0,
+            _twisted_echo_factory(),
+            interface="127.0.0.1",
+            policy=POLICY_TEXT,
+            platform=platform,
+            reactor=reactor,
         )
         assert port.keepalive_plan.mode == mode
         assert isinstance(port.factory, ktw.KeepAliveFactory) == (mode == "per-accept")
@@ -491,7 +495,7 @@ def test_trio_keepalive_listeners(platform: ka.server.Platform | None, mode: str
             await trio.open_tcp_listeners(0, host="127.0.0.1"), POLICY_TEXT, platform=platform
         )
         assert [listener.plan.mode for listener in listeners] == [mode]
-        with pytest.raises(TypeError, match="trio.SocketListener"):
+        with pytest.raises(TypeError, match=r"trio\.SocketListener"):
             ktr.keepalive_listeners(listeners, POLICY_TEXT)  # type: ignore[arg-type]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio.serve_listeners, echo, listeners)
@@ -525,7 +529,8 @@ def test_anyio_create_tcp_listener(platform: ka.server.Platform | None, mode: st
             local_host="127.0.0.1", policy=POLICY_TEXT, platform=platform
         )
         async with listener, anyio.create_task_group() as group:
-            assert [each.plan.mode for each in listener.listeners] == [mode]
+            assert all(isinstance(each, kan.KeepAliveListener) for each in listener.listeners)
+            assert [each.plan.mode for each in listener.listeners] == [mode]  # type: ignore[attr-defined]
             check_listener(listener.extra(SocketAttribute.raw_socket), mode)
             group.start_soon(listener.serve, echo)
             await anyio.to_thread.run_sync(tcp_clients_check, listener.extra(SocketAttribute.local_port))
@@ -558,9 +563,22 @@ def free_port() -> int:
 def ka_show(pid: int, port: int, state: str) -> list[dict[str, Any]]:
     """``ka show --pid PID --json`` for one local port: the server process's own sockets."""
     out = subprocess.run(
-        [sys.executable, "-m", "ka", "show", "--pid", str(pid), "--json", "--local-port", str(port),
-         "--state", state],
-        check=False, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ka",
+            "show",
+            "--pid",
+            str(pid),
+            "--json",
+            "--local-port",
+            str(port),
+            "--state",
+            state,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
     )
     if out.returncode == 3:
         pytest.skip(f"ka show may not reach the server process: {out.stderr.strip()}")
@@ -573,7 +591,10 @@ def ka_show(pid: int, port: int, state: str) -> list[dict[str, Any]]:
 def show_values(conn: dict[str, Any]) -> tuple[int, int, int, int, int]:
     keepalive = conn["keepalive"]
     return (
-        int(keepalive["enabled"]), keepalive["idle"], keepalive["interval"], keepalive["count"],
+        int(keepalive["enabled"]),
+        keepalive["idle"],
+        keepalive["interval"],
+        keepalive["count"],
         round(keepalive["user_timeout"] * 1000),
     )
 

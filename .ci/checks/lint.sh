@@ -10,6 +10,8 @@ PYTHON=${PYTHON:-python3}
 # The test dependencies are installed for their type information only.
 "$LINT_VENV/bin/python" -m pip install -q "mypy==2.4.1" "ruff==0.17.6" pytest hypothesis numpy \
     redis urllib3 requests httpx aiohttp psycopg uvloop
+# the servers ka.integrations has glue for (the integrations extra), for their types too
+"$LINT_VENV/bin/python" -m pip install -q websockets tornado twisted trio anyio
 
 "$LINT_VENV/bin/ruff" --version
 "$LINT_VENV/bin/ruff" check --no-cache src tests tools benchmarks

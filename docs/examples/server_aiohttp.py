@@ -1,12 +1,13 @@
 """An aiohttp.web app whose connections carry the keepalive policy in KA_POLICY.
 
-    KA_POLICY="idle=60 interval=10 count=5" python server_aiohttp.py 8080
+Run: ``KA_POLICY="idle=60 interval=10 count=5" python server_aiohttp.py 8080``
 """
 
 import sys
 
-import ka.integrations.aiohttp
 from aiohttp import web
+
+import ka.integrations.aiohttp
 
 
 async def hello(request: web.Request) -> web.Response:

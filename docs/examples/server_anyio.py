@@ -1,13 +1,14 @@
 """An AnyIO echo server whose connections carry the keepalive policy in KA_POLICY.
 
-    KA_POLICY="idle=60 interval=10 count=5" python server_anyio.py 8000
+Run: ``KA_POLICY="idle=60 interval=10 count=5" python server_anyio.py 8000``
 """
 
 import sys
 
 import anyio
-import ka.integrations.anyio
 from anyio.abc import SocketStream
+
+import ka.integrations.anyio
 
 
 async def echo(stream: SocketStream) -> None:

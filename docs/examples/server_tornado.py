@@ -1,13 +1,14 @@
 """A tornado app whose connections carry the keepalive policy in KA_POLICY.
 
-    KA_POLICY="idle=60 interval=10 count=5" python server_tornado.py 8888
+Run: ``KA_POLICY="idle=60 interval=10 count=5" python server_tornado.py 8888``
 """
 
 import asyncio
 import sys
 
-import ka.integrations.tornado
 import tornado.web
+
+import ka.integrations.tornado
 
 
 class Hello(tornado.web.RequestHandler):

@@ -1,12 +1,13 @@
 """A trio echo server whose connections carry the keepalive policy in KA_POLICY.
 
-    KA_POLICY="idle=60 interval=10 count=5" python server_trio.py 8000
+Run: ``KA_POLICY="idle=60 interval=10 count=5" python server_trio.py 8000``
 """
 
 import sys
 
-import ka.integrations.trio
 import trio
+
+import ka.integrations.trio
 
 
 async def echo(stream: trio.SocketStream) -> None:

@@ -1,16 +1,17 @@
 """A Twisted echo server whose connections carry the keepalive policy in KA_POLICY.
 
-    KA_POLICY="idle=60 interval=10 count=5" python server_twisted.py 8000
+Run: ``KA_POLICY="idle=60 interval=10 count=5" python server_twisted.py 8000``
 """
 
 import sys
 
-import ka.integrations.twisted
 from twisted.internet import protocol, reactor
+
+import ka.integrations.twisted
 
 
 class Echo(protocol.Protocol):
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted's name)
+    def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)
 
 

@@ -1,13 +1,14 @@
 """A websockets echo server whose connections carry the keepalive policy in KA_POLICY.
 
-    KA_POLICY="idle=60 interval=10 count=5" python server_websockets.py 8765
+Run: ``KA_POLICY="idle=60 interval=10 count=5" python server_websockets.py 8765``
 """
 
 import asyncio
 import sys
 
-import ka.integrations.websockets
 from websockets.asyncio.server import ServerConnection
+
+import ka.integrations.websockets
 
 
 async def echo(websocket: ServerConnection) -> None:

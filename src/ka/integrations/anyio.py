@@ -1,10 +1,11 @@
 """AnyIO: TCP listeners whose accepted streams carry a keepalive policy (checked with AnyIO 4.16.0,
 on its asyncio and trio backends).
 
-    listener = await ka.integrations.anyio.create_tcp_listener(local_port=8000, policy="idle=60 interval=10 count=5")
+    policy = "idle=60 interval=10 count=5"
+    listener = await ka.integrations.anyio.create_tcp_listener(local_port=8000, policy=policy)
     await listener.serve(handler)
 
-    listener = ka.integrations.anyio.keepalive_listener(await anyio.create_tcp_listener(local_port=8000), policy)
+    listener = ka.integrations.anyio.keepalive_listener(await anyio.create_tcp_listener(), policy)
 
 The same arguments as ``anyio.create_tcp_listener`` plus ``policy`` (a ``ka.KeepAlive``, a
 string, or None for ``KA_POLICY`` from the environment) and ``platform`` (a ``ka.server.Platform``
@@ -23,7 +24,7 @@ import logging
 import socket
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import Listener, SocketAttribute, SocketListener, SocketStream, TaskGroup
@@ -58,7 +59,9 @@ class KeepAliveListener(Listener[SocketStream]):
             _log.error("ka could not apply %r to an accepted connection: %s", self.plan.policy, exc)
         return stream
 
-    async def serve(self, handler: Callable[[SocketStream], Any], task_group: TaskGroup | None = None) -> None:
+    async def serve(
+        self, handler: Callable[[SocketStream], Any], task_group: TaskGroup | None = None
+    ) -> None:
         async with AsyncExitStack() as stack:
             if task_group is None:
                 task_group = await stack.enter_async_context(anyio.create_task_group())
@@ -99,7 +102,9 @@ async def create_tcp_listener(
     *,
     local_host: str | None = None,
     local_port: int = 0,
-    family: socket.AddressFamily = socket.AF_UNSPEC,
+    family: Literal[
+        socket.AddressFamily.AF_UNSPEC, socket.AddressFamily.AF_INET, socket.AddressFamily.AF_INET6
+    ] = (socket.AddressFamily.AF_UNSPEC),
     backlog: int = 65536,
     reuse_port: bool = False,
     policy: KeepAlive | str | None = None,

@@ -103,7 +103,7 @@ class KeepAliveMixin:
         return result
 
 
-class HTTPServer(KeepAliveMixin, tornado.httpserver.HTTPServer):
+class HTTPServer(KeepAliveMixin, tornado.httpserver.HTTPServer):  # type: ignore[misc]
     """``tornado.httpserver.HTTPServer`` with ``keepalive=`` and ``keepalive_platform=`` arguments."""
 
     def initialize(

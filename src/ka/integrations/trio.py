@@ -80,7 +80,9 @@ def keepalive_listeners(
             raise TypeError(
                 f"listeners must be trio.SocketListener objects, not {type(listener).__name__} {listener!r}"
             )
-        wrapped.append(KeepAliveListener(listener, prepare_listener(listener.socket, resolved, platform=platform)))
+        wrapped.append(
+            KeepAliveListener(listener, prepare_listener(listener.socket, resolved, platform=platform))
+        )
     return wrapped
 
 

@@ -39,7 +39,7 @@ _log = Logger()
 class _KeepAliveProtocol(ProtocolWrapper):
     factory: KeepAliveFactory
 
-    def makeConnection(self, transport: ITransport) -> None:  # noqa: N802 (Twisted's name)
+    def makeConnection(self, transport: ITransport) -> None:
         hook = self.factory.hook
         handle = getattr(transport, "getHandle", None)
         if handle is not None:
@@ -51,19 +51,19 @@ class _KeepAliveProtocol(ProtocolWrapper):
                     policy=hook.policy,
                     error=exc,
                 )
-        super().makeConnection(transport)
+        super().makeConnection(transport)  # type: ignore[no-untyped-call]
 
 
-class KeepAliveFactory(WrappingFactory):
+class KeepAliveFactory(WrappingFactory[_KeepAliveProtocol]):
     """Wraps a server factory so each connection's socket gets the policy of ``hook`` first."""
 
     protocol = _KeepAliveProtocol
 
     def __init__(self, wrapped_factory: IProtocolFactory, hook: AcceptHook) -> None:
-        super().__init__(wrapped_factory)
+        super().__init__(wrapped_factory)  # type: ignore[no-untyped-call]
         self.hook = hook
 
-    def buildProtocol(self, addr: IAddress | None) -> Any:  # noqa: N802 (Twisted's name)
+    def buildProtocol(self, addr: IAddress | None) -> Any:
         wrapped = self.wrappedFactory.buildProtocol(addr)
         if wrapped is None:  # the factory refused the connection: the port closes it
             return None

@@ -1,7 +1,8 @@
 """websockets: ``serve()`` whose connections carry a keepalive policy (checked with websockets 17.4).
 
-    async with ka.integrations.websockets.serve(handler, "0.0.0.0", 8765, policy="idle=60 interval=10 count=5"):
-        await asyncio.get_running_loop().create_future()
+    policy = "idle=60 interval=10 count=5"
+    async with ka.integrations.websockets.serve(handler, "0.0.0.0", 8765, policy=policy) as server:
+        await server.serve_forever()
 
 The same arguments as ``websockets.asyncio.server.serve`` plus ``policy`` (a ``ka.KeepAlive``, a
 string such as ``"idle=60 interval=10 count=5"``, or None for ``KA_POLICY`` from the environment)
@@ -107,7 +108,9 @@ def serve(
         made = [plan]
     else:
         if host is not None or port is not None:
-            raise ValueError(f"give serve() either host/port or sock=, not both (host={host!r}, port={port!r})")
+            raise ValueError(
+                f"give serve() either host/port or sock=, not both (host={host!r}, port={port!r})"
+            )
         made = prepare_listeners([sock], policy, platform=platform)
     hook = AcceptHook(made)
     if hook.needed:
