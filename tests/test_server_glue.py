@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -43,6 +43,15 @@ MODES = [
     pytest.param(None, "inherit", id="inherit"),
     pytest.param(ka.server.MACOS, "per-accept", id="per-accept"),
 ]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Callable[[Any], Any]:
+    """Runs a coroutine on a fresh event loop: the stdlib's, then uvloop's where installed."""
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed")
+        return uvloop.run  # type: ignore[no-any-return]
+    return asyncio.run
 
 
 def accepted_values(port: int) -> list[tuple[int, int, int, int, int]]:
@@ -138,7 +147,7 @@ async def wrk_while(port: int, check: Callable[[], None], accepted: Callable[[],
 
 
 @pytest.mark.parametrize(("platform", "mode"), MODES)
-def test_websockets(platform: ka.server.Platform | None, mode: str) -> None:
+def test_websockets(platform: ka.server.Platform | None, mode: str, run: Callable[[Any], Any]) -> None:
     pytest.importorskip("websockets")
     from websockets.asyncio.client import connect
     from websockets.asyncio.server import ServerConnection
@@ -166,7 +175,7 @@ def test_websockets(platform: ka.server.Platform | None, mode: str) -> None:
                 for client in clients:
                     await client.close()
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_websockets_own_socket_and_refusals() -> None:
@@ -213,7 +222,7 @@ async def _hello(request: Any) -> Any:
 
 
 @pytest.mark.parametrize(("platform", "mode"), MODES)
-def test_aiohttp_site_wrk(platform: ka.server.Platform | None, mode: str) -> None:
+def test_aiohttp_site_wrk(platform: ka.server.Platform | None, mode: str, run: Callable[[Any], Any]) -> None:
     pytest.importorskip("aiohttp")
     from aiohttp import web
 
@@ -235,7 +244,7 @@ def test_aiohttp_site_wrk(platform: ka.server.Platform | None, mode: str) -> Non
         finally:
             await runner.cleanup()
 
-    asyncio.run(main())
+    run(main())
 
 
 @pytest.mark.parametrize(("platform", "mode"), MODES)
@@ -263,6 +272,39 @@ def test_aiohttp_run_app_listener(platform: ka.server.Platform | None, mode: str
             await runner.cleanup()
 
     asyncio.run(main())
+
+
+def test_aiohttp_run_app_listener_per_accept_needs_a_python_accept() -> None:
+    """The documented limit of ``run_app(sock=listener(...))`` in per-accept mode: uvloop accepts
+    below Python, never calls the listener's ``accept()``, so the policy is not applied (aiohttp
+    still turns SO_KEEPALIVE on by itself, with the system's timings); ``KeepAliveSite`` is the
+    form that works there (``test_aiohttp_site_wrk[uvloop-per-accept]``)."""
+    pytest.importorskip("aiohttp")
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed")
+    from aiohttp import web
+
+    import ka.integrations.aiohttp as kah
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/", _hello)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            sock = kah.listener("127.0.0.1", 0, POLICY_TEXT, platform=ka.server.MACOS)
+            await web.SockSite(runner, sock).start()
+            port = sock.getsockname()[1]
+
+            def check() -> None:
+                values = accepted_values(port)
+                assert len(values) == CONNECTIONS
+                assert all(value[1:4] != EXPECTED[1:4] for value in values), values
+
+            await wrk_while(port, check)
+        finally:
+            await runner.cleanup()
+
+    uvloop.run(main())
 
 
 def test_aiohttp_site_refusals() -> None:
@@ -376,7 +418,7 @@ def _twisted_echo_factory() -> Any:
 
     class Echo(protocol.Protocol):
         def dataReceived(self, data: bytes) -> None:
-            self.transport.write(data)  # type: ignore[union-attr,call-arg]
+            cast(Any, self.transport).write(data)
 
     return protocol.Factory.forProtocol(Echo)
 
@@ -427,14 +469,24 @@ def test_twisted_listen_tcp(platform: ka.server.Platform | None, mode: str) -> N
     serve_twisted(listen, mode)
 
 
+@pytest.mark.parametrize("how", ["listenTCP", "endpoint"])
 @pytest.mark.parametrize(("platform", "mode"), MODES)
-def test_twisted_keepalive_port(platform: ka.server.Platform | None, mode: str) -> None:
-    """A port from ``reactor.listenTCP`` given the policy afterwards (``port.socket``)."""
+def test_twisted_keepalive_port(platform: ka.server.Platform | None, mode: str, how: str) -> None:
+    """A port from ``reactor.listenTCP`` or a server endpoint string, given the policy afterwards
+    (``port.socket``; per-accept by swapping ``port.factory``)."""
     pytest.importorskip("twisted")
+    from twisted.internet.endpoints import serverFromString
+
     import ka.integrations.twisted as ktw
 
     def listen(reactor: Any) -> Any:
-        port = reactor.listenTCP(0, _twisted_echo_factory(), interface="127.0.0.1")
+        factory = _twisted_echo_factory()
+        if how == "listenTCP":
+            port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        else:
+            ports: list[Any] = []
+            serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory).addCallback(ports.append)  # type: ignore[no-untyped-call]
+            (port,) = ports  # a TCP endpoint's Deferred has fired by now
         assert ktw.keepalive_port(port, POLICY_TEXT, platform=platform).mode == mode
         return port
 

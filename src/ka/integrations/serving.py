@@ -9,7 +9,7 @@ whose policy was set before ``listen()`` (inherit mode) or left off (per-accept 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from .. import apply
@@ -107,14 +107,3 @@ class AcceptHook:
             apply(sock, self.policy)
             return True
         return False
-
-    def guarded(self, report: Callable[[OSError], None]) -> Callable[[Any], None]:
-        """The hook as a callable that hands a failure to ``report`` instead of raising it."""
-
-        def hook(sock: Any) -> None:
-            try:
-                self(sock)
-            except OSError as exc:
-                report(exc)
-
-        return hook
