@@ -847,7 +847,8 @@ def test_failure_twisted(failing_apply: list[int]) -> None:
     import ka.integrations.twisted as ktw
 
     events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
+    observer: Any = events.append  # an ILogObserver: called with each event dict
+    globalLogPublisher.addObserver(observer)
     try:
 
         def listen(reactor: Any) -> Any:
@@ -862,7 +863,7 @@ def test_failure_twisted(failing_apply: list[int]) -> None:
 
         serve_twisted(listen, "per-accept", echo_once)
     finally:
-        globalLogPublisher.removeObserver(events.append)
+        globalLogPublisher.removeObserver(observer)
     assert len(failing_apply) == 1
     assert [event["error"].errno for event in events if "error" in event] == [errno.EINVAL]
 
