@@ -398,16 +398,17 @@ def test_tornado_tcpserver_mixin(platform: ka.server.Platform | None, mode: str)
     asyncio.run(main())
 
 
-def tcp_clients_check(port: int) -> None:
-    """CONNECTIONS plain TCP clients, each echoed once, then every accepted socket read back."""
-    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(CONNECTIONS)]
+def tcp_clients_check(port: int, count: int = CONNECTIONS, early: list[socket.socket] | None = None) -> None:
+    """``count`` plain TCP clients (``early`` ones already connected, plus new ones), each echoed
+    once, then every accepted socket read back."""
+    new = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
     try:
-        for client in clients:
+        for client in [*(early or []), *new]:
             client.sendall(b"x")
             assert client.recv(1) == b"x"
-        check_accepted(port)
+        check_accepted(port, count + len(early or []))
     finally:
-        for client in clients:
+        for client in new:
             client.close()
 
 
@@ -906,3 +907,73 @@ def test_failure_trio_anyio(failing_apply: list[int], caplog: pytest.LogCaptureF
         trio.run(main)
     assert len(failing_apply) == 1
     assert any("could not apply" in record.getMessage() for record in caplog.records)
+
+
+# -- connections queued before the policy was set (Linux counts them) -----------------------
+
+
+def test_queued_before_policy_trio() -> None:
+    """Clients connect to trio's listener before ka wraps it: the kernel made their sockets
+    without the policy; the plan counts them and ``accept()`` gives each one the policy."""
+    trio = pytest.importorskip("trio")
+    import ka.integrations.trio as ktr
+
+    async def echo(stream: Any) -> None:
+        async with stream:
+            async for data in stream:
+                await stream.send_all(data)
+
+    async def main() -> None:
+        opened = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = opened[0].socket.getsockname()[1]
+        early = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        try:
+            listeners = ktr.keepalive_listeners(opened, POLICY_TEXT)
+            assert [listener.plan.pending for listener in listeners] == [3]
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.serve_listeners, echo, listeners)
+                await trio.to_thread.run_sync(tcp_clients_check, port, 3, early)
+                nursery.cancel_scope.cancel()
+            for listener in listeners:
+                await listener.aclose()
+        finally:
+            for client in early:
+                client.close()
+
+    trio.run(main)
+
+
+def test_queued_before_policy_tornado() -> None:
+    """The same through tornado: ``bind_sockets`` listens, clients queue, then ``add_sockets``."""
+    pytest.importorskip("tornado")
+    import tornado.iostream
+    import tornado.netutil
+    import tornado.tcpserver
+
+    import ka.integrations.tornado as kt
+
+    class Echo(kt.KeepAliveMixin, tornado.tcpserver.TCPServer):
+        keepalive = POLICY_TEXT
+
+        async def handle_stream(self, stream: tornado.iostream.IOStream, address: Any) -> None:
+            try:
+                while True:
+                    await stream.write(await stream.read_bytes(1))
+            except tornado.iostream.StreamClosedError:
+                pass
+
+    async def main() -> None:
+        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+        port = sockets[0].getsockname()[1]
+        early = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        server = Echo()
+        try:
+            server.add_sockets(sockets)
+            assert [plan.pending for plan in server.keepalive_plans] == [3]
+            await asyncio.to_thread(tcp_clients_check, port, 3, early)
+        finally:
+            server.stop()
+            for client in early:
+                client.close()
+
+    asyncio.run(main())
