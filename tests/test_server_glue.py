@@ -977,3 +977,55 @@ def test_queued_before_policy_tornado() -> None:
                 client.close()
 
     asyncio.run(main())
+
+
+# -- bad input: a clear error before any socket is made ------------------------------------
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "policy", "error", "match"),
+    [
+        ("127.0.0.1", -1, POLICY_TEXT, ValueError, r"port must be an int from 0 to 65535, not -1"),
+        ("127.0.0.1", 65536, POLICY_TEXT, ValueError, r"not 65536"),
+        ("127.0.0.1", True, POLICY_TEXT, ValueError, r"not True"),
+        ("127.0.0.1", "80", POLICY_TEXT, ValueError, r"not '80'"),
+        (b"127.0.0.1", 0, POLICY_TEXT, TypeError, r"host must be a str or None, not bytes"),
+        ("no-such-host.invalid", 0, POLICY_TEXT, ValueError, r"'no-such-host\.invalid' does not resolve"),
+        ("127.0.0.1", 0, "idle=0", ValueError, r"idle"),
+        ("127.0.0.1", 0, (37, 6, 3), TypeError, r"policy must be"),
+    ],
+)
+def test_open_listener_refuses_bad_input(host: Any, port: Any, policy: Any, error: type, match: str) -> None:
+    from ka.integrations.serving import open_listener
+
+    before = open_fds()
+    with pytest.raises(error, match=match):
+        open_listener(host, port, policy)
+    assert open_fds() == before
+
+
+def test_open_listener_without_policy_names_ka_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ka.integrations.serving import open_listener
+
+    monkeypatch.delenv("KA_POLICY", raising=False)
+    with pytest.raises(ValueError, match="KA_POLICY"):
+        open_listener("127.0.0.1", 0)
+    monkeypatch.setenv("KA_POLICY", POLICY_TEXT)
+    sock, plan = open_listener("127.0.0.1", 0)
+    with sock:
+        assert plan.listener is sock and type(sock) is socket.socket
+        assert listener_values(sock) == EXPECTED
+
+
+def test_open_listener_port_in_use() -> None:
+    from ka.integrations.serving import open_listener
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        before = open_fds()
+        with pytest.raises(OSError, match="while attempting to bind"):
+            open_listener("127.0.0.1", taken.getsockname()[1], POLICY_TEXT)
+        assert open_fds() == before
