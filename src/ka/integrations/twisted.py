@@ -21,7 +21,7 @@ call is logged and the connection proceeds. ``policy`` is a ``ka.KeepAlive``, a 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IAddress, IListeningPort, IProtocolFactory, ITransport
 from twisted.logger import Logger
@@ -54,7 +54,13 @@ class _KeepAliveProtocol(ProtocolWrapper):
         super().makeConnection(transport)  # type: ignore[no-untyped-call]
 
 
-class KeepAliveFactory(WrappingFactory[_KeepAliveProtocol]):
+if TYPE_CHECKING:
+    _WrappingFactory = WrappingFactory[_KeepAliveProtocol]
+else:  # the subscript is for the type checker: not every Twisted release allows it at run time
+    _WrappingFactory = WrappingFactory
+
+
+class KeepAliveFactory(_WrappingFactory):
     """Wraps a server factory so each connection's socket gets the policy of ``hook`` first."""
 
     protocol = _KeepAliveProtocol

@@ -76,7 +76,8 @@ def serve(
     platform: Platform | None = None,
     **kwargs: Any,
 ) -> Server:
-    """``websockets.asyncio.server.serve`` with a keepalive policy; same arguments and result.
+    """``websockets.asyncio.server.serve`` with a keepalive policy; same arguments and result
+    (await it, or use it with ``async with``, for the ``Server``).
 
     Without ``sock=``, ka opens the listener on ``host`` (None: every IPv4 address) and ``port``
     now, honouring ``backlog`` and ``reuse_port``; with ``sock=``, that socket gets the policy
@@ -122,4 +123,7 @@ def serve(
             sock.close()
         raise
     _PLANS[server] = made
+    inner = getattr(server, "server", None)
+    if isinstance(inner, Server):  # websockets 15 returns a `serve` object holding the Server
+        _PLANS[inner] = made
     return server
