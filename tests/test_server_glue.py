@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -222,19 +222,29 @@ async def _hello(request: Any) -> Any:
     return web.Response(text="hello\n")
 
 
+@contextlib.asynccontextmanager
+async def hello_runner() -> AsyncIterator[Any]:
+    """An ``aiohttp.web.AppRunner`` set up for an app answering "hello" on ``/``; cleaned up after."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get("/", _hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        yield runner
+    finally:
+        await runner.cleanup()
+
+
 @pytest.mark.parametrize(("platform", "mode"), MODES)
 def test_aiohttp_site_wrk(platform: ka.server.Platform | None, mode: str, run: Callable[[Any], Any]) -> None:
     pytest.importorskip("aiohttp")
-    from aiohttp import web
 
     import ka.integrations.aiohttp as kah
 
     async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/", _hello)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        try:
+        async with hello_runner() as runner:
             site = kah.KeepAliveSite(runner, "127.0.0.1", 0, policy=POLICY_TEXT, platform=platform)
             await site.start()
             assert site.plan.mode == mode
@@ -242,8 +252,6 @@ def test_aiohttp_site_wrk(platform: ka.server.Platform | None, mode: str, run: C
             check_listener(listener, mode)
             port = listener.getsockname()[1]
             await wrk_while(port, lambda: check_accepted(port))
-        finally:
-            await runner.cleanup()
 
     run(main())
 
@@ -258,19 +266,13 @@ def test_aiohttp_run_app_listener(platform: ka.server.Platform | None, mode: str
     import ka.integrations.aiohttp as kah
 
     async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/", _hello)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        try:
+        async with hello_runner() as runner:
             sock = kah.listener("127.0.0.1", 0, POLICY_TEXT, platform=platform)
             assert sock.mode == mode
             check_listener(sock, mode)
             await web.SockSite(runner, sock).start()
             port = sock.getsockname()[1]
             await wrk_while(port, lambda: check_accepted(port))
-        finally:
-            await runner.cleanup()
 
     asyncio.run(main())
 
@@ -287,11 +289,7 @@ def test_aiohttp_run_app_listener_per_accept_needs_a_python_accept() -> None:
     import ka.integrations.aiohttp as kah
 
     async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/", _hello)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        try:
+        async with hello_runner() as runner:
             sock = kah.listener("127.0.0.1", 0, POLICY_TEXT, platform=ka.server.MACOS)
             await web.SockSite(runner, sock).start()
             port = sock.getsockname()[1]
@@ -302,8 +300,6 @@ def test_aiohttp_run_app_listener_per_accept_needs_a_python_accept() -> None:
                 assert all(value[1:4] != EXPECTED[1:4] for value in values), values
 
             await wrk_while(port, check)
-        finally:
-            await runner.cleanup()
 
     uvloop.run(main())
 
@@ -366,10 +362,9 @@ def test_tornado_bind_sockets_add_sockets(platform: ka.server.Platform | None, m
     asyncio.run(main())
 
 
-@pytest.mark.parametrize(("platform", "mode"), MODES)
-def test_tornado_tcpserver_mixin(platform: ka.server.Platform | None, mode: str) -> None:
-    """A TCPServer of the user's with the mixin (class attributes), started by ``listen``."""
-    pytest.importorskip("tornado")
+def tornado_echo_server(platform: ka.server.Platform | None) -> Any:
+    """A TCPServer of the user's kind: the mixin first, policy as a class attribute, and its own
+    ``handle_stream`` (an echo) that the mixin must not lose."""
     import tornado.iostream
     import tornado.tcpserver
 
@@ -386,8 +381,16 @@ def test_tornado_tcpserver_mixin(platform: ka.server.Platform | None, mode: str)
             except tornado.iostream.StreamClosedError:
                 pass
 
+    return Echo()
+
+
+@pytest.mark.parametrize(("platform", "mode"), MODES)
+def test_tornado_tcpserver_mixin(platform: ka.server.Platform | None, mode: str) -> None:
+    """A TCPServer of the user's with the mixin (class attributes), started by ``listen``."""
+    pytest.importorskip("tornado")
+
     async def main() -> None:
-        server = Echo()
+        server = tornado_echo_server(platform)
         server.listen(0, "127.0.0.1")
         try:
             port = server.keepalive_plans[0].listener.getsockname()[1]
@@ -786,18 +789,13 @@ def test_failure_websockets(failing_apply: list[int]) -> None:
 
 def test_failure_aiohttp_site(failing_apply: list[int]) -> None:
     pytest.importorskip("aiohttp")
-    from aiohttp import web
 
     import ka.integrations.aiohttp as kah
 
     async def main() -> list[dict[str, Any]]:
         reported: list[dict[str, Any]] = []
         asyncio.get_running_loop().set_exception_handler(lambda loop, context: reported.append(context))
-        app = web.Application()
-        app.router.add_get("/", _hello)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        try:
+        async with hello_runner() as runner:
             site = kah.KeepAliveSite(runner, "127.0.0.1", 0, policy=POLICY_TEXT, platform=ka.server.MACOS)
             await site.start()
             port = site.plan.listener.getsockname()[1]
@@ -805,8 +803,6 @@ def test_failure_aiohttp_site(failing_apply: list[int]) -> None:
             writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert (await reader.read()).endswith(b"hello\n")
             writer.close()
-        finally:
-            await runner.cleanup()
         return reported
 
     reported = asyncio.run(main())
@@ -952,23 +948,11 @@ def test_queued_before_policy_tornado() -> None:
     import tornado.netutil
     import tornado.tcpserver
 
-    import ka.integrations.tornado as kt
-
-    class Echo(kt.KeepAliveMixin, tornado.tcpserver.TCPServer):
-        keepalive = POLICY_TEXT
-
-        async def handle_stream(self, stream: tornado.iostream.IOStream, address: Any) -> None:
-            try:
-                while True:
-                    await stream.write(await stream.read_bytes(1))
-            except tornado.iostream.StreamClosedError:
-                pass
-
     async def main() -> None:
         sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
         port = sockets[0].getsockname()[1]
         early = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
-        server = Echo()
+        server = tornado_echo_server(None)
         try:
             server.add_sockets(sockets)
             assert [plan.pending for plan in server.keepalive_plans] == [3]

@@ -113,19 +113,7 @@ def _handler_class(base: type[web.RequestHandler], hook: AcceptHook) -> type[web
         __slots__ = ()
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                try:
-                    hook(sock)
-                except OSError as exc:
-                    asyncio.get_running_loop().call_exception_handler(
-                        {
-                            "message": f"ka could not apply {hook.policy!r} to an accepted connection",
-                            "exception": exc,
-                            "transport": transport,
-                            "protocol": self,
-                        }
-                    )
+            hook.connection_made(transport, self)
             super().connection_made(transport)
 
     return KeepAliveRequestHandler

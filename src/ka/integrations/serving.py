@@ -8,6 +8,7 @@ whose policy was set before ``listen()`` (inherit mode) or left off (per-accept 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterable
 from typing import Any
@@ -107,3 +108,21 @@ class AcceptHook:
             apply(sock, self.policy)
             return True
         return False
+
+    def connection_made(self, transport: asyncio.BaseTransport, protocol: asyncio.BaseProtocol) -> None:
+        """The step for an asyncio protocol's ``connection_made``, before the protocol's own: a
+        failure goes to the running loop's exception handler and the connection proceeds."""
+        sock = transport.get_extra_info("socket")
+        if sock is None:  # not a socket transport: nothing to apply to
+            return
+        try:
+            self(sock)
+        except OSError as exc:
+            asyncio.get_running_loop().call_exception_handler(
+                {
+                    "message": f"ka could not apply {self.policy!r} to an accepted connection",
+                    "exception": exc,
+                    "transport": transport,
+                    "protocol": protocol,
+                }
+            )
