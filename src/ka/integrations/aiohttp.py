@@ -1,5 +1,5 @@
 """aiohttp: a connector whose connections carry a keepalive policy (aiohttp 3.12+), and aiohttp.web
-servers whose accepted connections do (checked with aiohttp 3.14.5).
+servers whose accepted connections do (checked with aiohttp 3.14.5, and 3.13.5 on Python 3.9).
 
     async with aiohttp.ClientSession(connector=ka.integrations.aiohttp.connector(policy)) as session:
         ...
@@ -126,8 +126,8 @@ class KeepAliveSite(web.SockSite):
     before ``listen()`` in inherit mode; ``KeepAliveSite(runner, sock=sock, policy=...)`` gives a
     socket of yours the policy instead. Per-accept mode (macOS, Windows, or ``platform=`` saying
     so): the listener is untouched and each connection's socket gets the policy in
-    ``connection_made``, before aiohttp reads a byte, on every event loop (asyncio, proactor,
-    uvloop). aiohttp's ``RequestHandler`` has ``__slots__``, so its per-instance
+    ``connection_made``, before aiohttp reads a byte, whatever the event loop (tested with
+    asyncio's selector loop and uvloop). aiohttp's ``RequestHandler`` has ``__slots__``, so its per-instance
     ``connection_made`` cannot be replaced: each handler made for this site is given a subclass
     with the same slots whose ``connection_made`` applies the policy first. A failed call goes to
     the loop's exception handler and the connection proceeds. ``site.plan.mode`` says which path

@@ -1,4 +1,5 @@
-"""trio: TCP listeners whose accepted streams carry a keepalive policy (checked with trio 0.35.0).
+"""trio: TCP listeners whose accepted streams carry a keepalive policy (checked with trio 0.35.0, and
+0.31.0 on Python 3.9).
 
     await ka.integrations.trio.serve_tcp(handler, 8000, policy="idle=60 interval=10 count=5")
 

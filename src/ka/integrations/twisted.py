@@ -1,4 +1,5 @@
-"""Twisted: TCP ports whose accepted connections carry a keepalive policy (checked with Twisted 26.10.0).
+"""Twisted: TCP ports whose accepted connections carry a keepalive policy (checked with Twisted 26.10.0,
+and 26.4.0 on Python 3.9).
 
     port = ka.integrations.twisted.listen_tcp(8000, factory, policy="idle=60 interval=10 count=5")
 
