@@ -11,6 +11,8 @@ PYTHON=${PYTHON:-python3}
 "$LINT_VENV/bin/python" -m pip install -q "mypy==2.4.1" "ruff==0.17.6" pytest hypothesis numpy \
     redis urllib3 requests httpx aiohttp psycopg uvloop \
     asyncpg kombu celery pika kafka-python paramiko asyncssh pymongo sqlalchemy trustme socksio
+# the servers ka.integrations has glue for (the integrations extra), for their types too
+"$LINT_VENV/bin/python" -m pip install -q websockets tornado twisted trio anyio
 
 "$LINT_VENV/bin/ruff" --version
 "$LINT_VENV/bin/ruff" check --no-cache src tests tools benchmarks docs

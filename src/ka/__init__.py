@@ -19,7 +19,7 @@ from ._impl import core as core  # the active implementation; the tests switch i
 from ._options import LIMITS, PLATFORM, USER_TIMEOUT_SEMANTICS, Option
 from .errors import BulkError
 from .integrations import socket_options
-from .policy import KeepAlive, require_policy
+from .policy import KeepAlive, require_policy, resolve_policy
 from .results import BulkResult, Failure, KeepAliveSettings, ReadResult, _settings
 from .system import SystemDefaults, system_defaults
 
@@ -41,6 +41,7 @@ __all__ = [
     "capabilities",
     "read",
     "read_many",
+    "resolve_policy",
     "socket_options",
     "system_defaults",
 ]

@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import ka
 
+from . import _durations as durations
 from . import live
 from ._options import PLATFORM
 from .system import set_system_defaults
@@ -34,9 +34,6 @@ EXIT_USAGE = 2
 EXIT_PERMISSION = 3
 EXIT_UNSUPPORTED = 4
 
-_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)")
-
 
 class UsageError(ValueError):
     """A command-line value that makes no sense; exit code 2."""
@@ -44,22 +41,10 @@ class UsageError(ValueError):
 
 def parse_duration(text: str, name: str) -> float:
     """Seconds from ``60``, ``1.5``, ``90s``, ``2m``, ``1h30m``, ``500ms`` (a bare number is seconds)."""
-    raw = text.strip().lower()
-    pos, total = 0, 0.0
-    while pos < len(raw):
-        match = _DURATION_PART.match(raw, pos)
-        if match is None or match.group(2) not in ("", *_UNITS) or (match.group(2) == "" and pos):
-            raise UsageError(
-                f"{name} {text!r} is not a duration: expected seconds (60, 1.5) or a number with "
-                "a unit (500ms, 90s, 2m, 1h30m)"
-            )
-        total += float(match.group(1)) * _UNITS.get(match.group(2), 1.0)
-        pos = match.end()
-        while pos < len(raw) and raw[pos] == " ":
-            pos += 1
-    if not raw:
-        raise UsageError(f"{name} is empty: expected a duration such as 60 or 2m")
-    return total
+    try:
+        return durations.parse_duration(text, name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _seconds(value: float) -> int | float:

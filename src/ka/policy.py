@@ -10,8 +10,11 @@ import datetime
 import math
 import numbers
 import operator
+import os
+import re
 from typing import Any, Literal, Union
 
+from ._durations import format_seconds, parse_duration
 from ._options import LIMITS, PLATFORM
 
 Duration = Union[int, float, datetime.timedelta]
@@ -372,6 +375,148 @@ class KeepAlive:
             parts.append(f"user_timeout={self.user_timeout!r}")
         return f"KeepAlive({', '.join(parts)})"
 
+    # -- the policy as one string (the ``ka`` command, KA_POLICY, server configs) -------------------
+    @classmethod
+    def parse(cls, text: str) -> KeepAlive:
+        """A policy from one string, the ``ka`` command's syntax; ``str(policy)`` is its inverse.
+
+        Parts ``KEY=VALUE`` separated by spaces or commas, keys ``idle``, ``interval`` (durations:
+        ``60``, ``1.5``, ``90s``, ``10m``, ``1h30m``, ``500ms``; a bare number is seconds),
+        ``count`` (probes) and ``user_timeout`` (a duration, ``auto`` or ``0``)::
+
+            idle=60 interval=10 count=5
+            idle=10m,interval=30s,count=4,user_timeout=auto
+            within=30s              # KeepAlive.within(30); count= and user_timeout= may follow
+            off                     # KeepAlive.disabled()
+            on                      # SO_KEEPALIVE on, every value the system's
+
+        Keys may be written with a dash (``user-timeout``); case does not matter. Bad text is a
+        ``ValueError`` naming the part and what was expected; values are then checked as the
+        constructor checks them (this platform's ranges).
+        """
+        return parse_policy(text)
+
+    def __str__(self) -> str:
+        """The policy in ``KeepAlive.parse``'s syntax, seconds as numbers: ``idle=60 interval=10 count=5``."""
+        parts = [] if self.enabled else ["off"]
+        for name, value in (("idle", self.idle), ("interval", self.interval), ("count", self.count)):
+            if value is not None:
+                parts.append(f"{name}={value}")
+        if self.user_timeout_ms is not None:
+            parts.append(f"user_timeout={format_seconds(self.user_timeout_ms / 1000)}")
+        return " ".join(parts) or "on"
+
 
 def _rebuild(fields: dict[str, Any]) -> KeepAlive:
     return KeepAlive(**fields)
+
+
+# -- KeepAlive.parse and KA_POLICY ------------------------------------------------------------------
+
+_POLICY_SYNTAX = (
+    "idle=DURATION interval=DURATION count=N [user_timeout=DURATION|auto], within=DURATION, "
+    "on or off (parts separated by spaces or commas)"
+)
+_POLICY_KEYS = ("idle", "interval", "count", "user_timeout", "within")
+_SEPARATORS = re.compile(r"[\s,]+")
+_AROUND_EQUALS = re.compile(r"\s*=\s*")
+
+
+def parse_policy(text: str) -> KeepAlive:
+    """``KeepAlive.parse(text)``: see there for the syntax."""
+    if not isinstance(text, str):
+        raise TypeError(f"a keepalive policy must be text, not {type(text).__name__} {text!r}")
+    parts = [p for p in _SEPARATORS.split(_AROUND_EQUALS.sub("=", text.strip())) if p]
+    if not parts:
+        raise ValueError(f"keepalive policy {text!r} is empty: expected {_POLICY_SYNTAX}")
+
+    def bad(part: str, problem: str) -> ValueError:
+        return ValueError(f"keepalive policy {text!r}: part {part!r} {problem}")
+
+    switch: str | None = None
+    values: dict[str, str] = {}
+    for part in parts:
+        word = part.lower()
+        if word in ("on", "off"):
+            if switch is not None:
+                raise bad(part, f"contradicts or repeats {switch!r}: expected on or off once")
+            switch = word
+            continue
+        key, sep, value = word.partition("=")
+        key = key.replace("-", "_")
+        if not sep:
+            raise bad(
+                part,
+                f"is not KEY=VALUE, on or off: expected {_POLICY_SYNTAX}; durations take no spaces (1h30m)",
+            )
+        if key not in _POLICY_KEYS:
+            raise bad(part, f"names no setting: expected one of {', '.join(_POLICY_KEYS)}")
+        if key in values:
+            raise bad(part, f"repeats {key} (already {values[key]!r}): expected each setting once")
+        if not value:
+            raise bad(part, f"has no value: expected {key}=VALUE")
+        values[key] = value
+
+    def duration(key: str) -> int | float | None:
+        if key not in values:
+            return None
+        try:
+            seconds = parse_duration(values[key], key)
+        except ValueError:
+            raise bad(
+                f"{key}={values[key]}",
+                "is not a duration: expected seconds (60, 1.5) or 500ms, 90s, 10m, 1h30m",
+            ) from None
+        return int(seconds) if seconds.is_integer() else seconds
+
+    count: int | None = None
+    if "count" in values:
+        if not values["count"].isdigit():
+            raise bad(f"count={values['count']}", "is not a whole number of probes: expected count=5")
+        count = int(values["count"])
+    idle, interval, deadline = duration("idle"), duration("interval"), duration("within")
+    user_timeout: UserTimeout = "auto" if values.get("user_timeout") == "auto" else duration("user_timeout")
+    try:
+        if switch == "off":
+            timing = sorted(values.keys() - {"user_timeout"})
+            if timing:
+                raise ValueError(f"'off' turns keepalive off: it takes no {', '.join(timing)}")
+            return KeepAlive(enabled=False, user_timeout=user_timeout)
+        if deadline is not None:
+            if idle is not None or interval is not None:
+                raise ValueError("within= derives idle and interval: give within= or idle/interval, not both")
+            extra: dict[str, Any] = {} if count is None else {"count": count}
+            if "user_timeout" in values:
+                extra["user_timeout"] = user_timeout
+            return KeepAlive.within(deadline, **extra)
+        return KeepAlive(idle, interval, count, user_timeout=user_timeout)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"keepalive policy {text!r}: {exc}") from None
+
+
+def resolve_policy(policy: KeepAlive | str | None, *, env_var: str = "KA_POLICY") -> KeepAlive:
+    """The policy to use: a ``KeepAlive`` as is, a string parsed (``KeepAlive.parse``), or for None
+    the policy in the environment variable ``env_var`` (``KA_POLICY`` unless told otherwise).
+
+    A ``ValueError`` when no policy was given and the variable is not set (or empty), or when its
+    value is not a policy (the message names the variable); a ``TypeError`` for other types.
+    """
+    if isinstance(policy, KeepAlive):
+        return policy
+    if isinstance(policy, str):
+        return parse_policy(policy)
+    if policy is not None:
+        raise TypeError(
+            f"policy must be a ka.KeepAlive, a policy string or None, not {type(policy).__name__} {policy!r}"
+        )
+    value = os.environ.get(env_var, "")
+    if not value.strip():
+        state = "is empty" if env_var in os.environ else "is not set"
+        raise ValueError(
+            f"no keepalive policy was given and the environment variable {env_var} {state}: "
+            f'pass a policy, or set {env_var} (e.g. {env_var}="idle=60 interval=10 count=5")'
+        )
+    try:
+        return parse_policy(value)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {env_var}: {exc}") from None
