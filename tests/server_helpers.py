@@ -137,11 +137,12 @@ def process_tree(pid: int) -> list[int]:
 
 
 def wait_processes(pid: int, count: int, timeout: float = 10.0) -> list[int]:
-    """The process tree of ``pid`` once it has ``count`` processes (workers start one by one)."""
+    """The process tree of ``pid`` once it has at least ``count`` processes (workers start one by
+    one; multiprocessing adds its resource tracker)."""
     deadline = time.monotonic() + timeout
     while len(tree := process_tree(pid)) < count and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert len(tree) == count, f"expected {count} processes under {pid}, found {tree}"
+    assert len(tree) >= count, f"expected {count} processes under {pid}, found {tree}"
     return tree
 
 

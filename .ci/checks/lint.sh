@@ -9,7 +9,7 @@ PYTHON=${PYTHON:-python3}
 [ -x "$LINT_VENV/bin/python" ] || "$PYTHON" -m venv "$LINT_VENV"
 # The test dependencies are installed for their type information only.
 "$LINT_VENV/bin/python" -m pip install -q "mypy==2.4.1" "ruff==0.17.6" pytest hypothesis numpy \
-    redis urllib3 requests httpx aiohttp psycopg uvloop
+    redis urllib3 requests httpx aiohttp psycopg uvloop gunicorn uvicorn uvicorn-worker hypercorn
 
 "$LINT_VENV/bin/ruff" --version
 "$LINT_VENV/bin/ruff" check --no-cache src tests tools benchmarks
