@@ -31,19 +31,42 @@ BIN = Path(sys.executable).parent
 WRK_CONNECTIONS = 32
 
 
+SERVER_LIBRARIES = ("gunicorn", "uvicorn", "uvicorn_worker", "hypercorn")
+
+
+def missing(reason: str) -> None:
+    """Skip, or fail where the servers must run (``KA_REQUIRE_SERVERS=1``: .ci/checks/servers.sh)."""
+    if os.environ.get("KA_REQUIRE_SERVERS"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def require_servers() -> None:
+    """The servers of ka's ``integrations`` extra, importable in this Python."""
+    import importlib.util
+
+    absent = [name for name in SERVER_LIBRARIES if importlib.util.find_spec(name) is None]
+    if absent:
+        missing(
+            f"{', '.join(absent)} not installed: pip install -e '.[test,integrations]' "
+            "(CI: .ci/checks/servers.sh)"
+        )
+
+
 def require_linux_tools() -> None:
     if not sys.platform.startswith("linux"):
         pytest.skip("reads a server's sockets with ka show (Linux)")
     for tool in ("wrk", "ss"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (Debian package {'iproute2' if tool == 'ss' else tool})")
+            missing(f"{tool} is not installed (Debian package {'iproute2' if tool == 'ss' else tool})")
 
 
 def server_tool(name: str) -> str:
     """The console script of a server installed with ka's ``integrations`` extra."""
+    require_servers()
     path = BIN / name
     if not path.exists():
-        pytest.fail(f"{name} is not installed in {BIN}: install ka with the integrations extra")
+        missing(f"{name} is not installed in {BIN}: install ka with the integrations extra")
     return str(path)
 
 

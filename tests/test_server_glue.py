@@ -21,6 +21,7 @@ from server_helpers import (
     free_port,
     read_back_under_load,
     require_linux_tools,
+    require_servers,
     running,
     server_env,
     server_tool,
@@ -40,6 +41,7 @@ UVICORN_WORKER = "uvicorn_worker.UvicornWorker"
 @pytest.fixture(autouse=True)
 def _tools() -> None:
     require_linux_tools()
+    require_servers()  # skips without them; .ci/checks/servers.sh installs them
 
 
 def listeners(pid: int, port: int) -> list[dict[str, object]]:
