@@ -180,43 +180,47 @@ class Accepted(NamedTuple):
     user_timeout: float | None
 
 
+def ka_show(pid: int, state: str) -> list[dict[str, Any]]:
+    """``ka show --pid PID --json --state STATE``: the process's connections ([] once it ended)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "ka", "show", "--pid", str(pid), "--json", "--state", state],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if out.returncode != 0:
+        if not Path(f"/proc/{pid}").exists():
+            return []  # a process that ended meanwhile (a reloader's helper)
+        pytest.fail(f"ka show --pid {pid} failed ({out.returncode}): {out.stderr}")
+    return [conn for process in json.loads(out.stdout)["processes"] for conn in process["connections"]]
+
+
 def accepted_connections(pids: Sequence[int], port: int) -> tuple[list[Accepted], int]:
     """The established sockets on local ``port`` held by ``pids``, as ``ka show --pid --json`` reads
     them, and how many closed between the listing and the read."""
     found, vanished = [], 0
     for pid in pids:
-        out = subprocess.run(
-            [sys.executable, "-m", "ka", "show", "--pid", str(pid), "--json", "--state", "established"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if out.returncode != 0:
-            if not Path(f"/proc/{pid}").exists():
-                continue  # a process that ended meanwhile (a reloader's helper)
-            pytest.fail(f"ka show --pid {pid} failed ({out.returncode}): {out.stderr}")
-        for process in json.loads(out.stdout)["processes"]:
-            for conn in process["connections"]:
-                if conn["local"]["port"] != port:
-                    continue
-                k = conn["keepalive"]
-                if k is None and "was closed" in (conn["error"] or ""):
-                    vanished += 1
-                    continue
-                assert k is not None, f"ka show could not read {conn}: {conn['error']}"
-                found.append(
-                    Accepted(
-                        pid,
-                        conn["fd"],
-                        conn["remote"]["port"],
-                        k["enabled"],
-                        k["idle"],
-                        k["interval"],
-                        k["count"],
-                        k["user_timeout"],
-                    )
+        for conn in ka_show(pid, "established"):
+            if conn["local"]["port"] != port:
+                continue
+            k = conn["keepalive"]
+            if k is None and "was closed" in (conn["error"] or ""):
+                vanished += 1
+                continue
+            assert k is not None, f"ka show could not read {conn}: {conn['error']}"
+            found.append(
+                Accepted(
+                    pid,
+                    conn["fd"],
+                    conn["remote"]["port"],
+                    k["enabled"],
+                    k["idle"],
+                    k["interval"],
+                    k["count"],
+                    k["user_timeout"],
                 )
+            )
     return found, vanished
 
 

@@ -33,6 +33,10 @@ POLICY = ka.KeepAlive(37, 6, 3)
 POLICY_TEXT = "idle=37 interval=6 count=3"
 
 
+def listen_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ka", "listen", *args]
+
+
 def ka_listen(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ka", "listen", *args],
@@ -266,17 +270,9 @@ def test_macos_passes_listeners_untouched_and_says_so() -> None:
 def test_listen_fds_server(tmp_path: Path) -> None:
     require_linux_tools()
     port4, port6 = free_port(), free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "ka",
-        "listen",
-        f"127.0.0.1:{port4}",
-        f"[::1]:{port6}",
-        "--",
-        sys.executable,
-        str(EXAMPLES / "listen_fds_server.py"),
-    ]
+    argv = listen_argv(
+        f"127.0.0.1:{port4}", f"[::1]:{port6}", "--", sys.executable, str(EXAMPLES / "listen_fds_server.py")
+    )
     env = server_env(KA_POLICY=POLICY_TEXT)
     with running(argv, env, tmp_path / "server.log", port4) as proc:
         assert_every_connection_has(read_back_under_load(proc.pid, port4), POLICY)
@@ -287,11 +283,7 @@ def test_listen_fds_server(tmp_path: Path) -> None:
 def test_gunicorn_gthread_two_workers(tmp_path: Path) -> None:
     require_linux_tools()
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "ka",
-        "listen",
+    argv = listen_argv(
         f"127.0.0.1:{port}",
         "--",
         server_tool("gunicorn"),
@@ -301,7 +293,7 @@ def test_gunicorn_gthread_two_workers(tmp_path: Path) -> None:
         "gthread",
         "--no-control-socket",
         "hello_app:wsgi",
-    ]
+    )
     with running(argv, server_env(KA_POLICY=POLICY_TEXT), tmp_path / "gunicorn.log", port) as proc:
         wait_processes(proc.pid, 3)  # the arbiter and two workers (either may accept)
         result = read_back_under_load(proc.pid, port)
@@ -314,11 +306,7 @@ def test_gunicorn_with_bind_fd_3_fails_at_start(tmp_path: Path) -> None:
     # closes fd 3 (gunicorn.sock.BaseSocket), so the second dup(3) fails: EBADF. Leave out --bind.
     port = free_port()
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ka",
-            "listen",
+        listen_argv(
             f"127.0.0.1:{port}",
             "--policy",
             POLICY_TEXT,
@@ -328,7 +316,7 @@ def test_gunicorn_with_bind_fd_3_fails_at_start(tmp_path: Path) -> None:
             "fd://3",
             "--no-control-socket",
             "hello_app:wsgi",
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=60,
@@ -343,11 +331,7 @@ def test_gunicorn_with_bind_fd_3_fails_at_start(tmp_path: Path) -> None:
 def test_uvicorn_fd_3(tmp_path: Path) -> None:
     require_linux_tools()
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "ka",
-        "listen",
+    argv = listen_argv(
         f"127.0.0.1:{port}",
         "--",
         server_tool("uvicorn"),
@@ -356,7 +340,7 @@ def test_uvicorn_fd_3(tmp_path: Path) -> None:
         "--log-level",
         "warning",
         "hello_app:asgi",
-    ]
+    )
     with running(argv, server_env(KA_POLICY=POLICY_TEXT), tmp_path / "uvicorn.log", port) as proc:
         assert_every_connection_has(read_back_under_load(proc.pid, port), POLICY)
 
@@ -365,17 +349,8 @@ def test_uvicorn_fd_3(tmp_path: Path) -> None:
 def test_hypercorn_bind_fd_3(tmp_path: Path) -> None:
     require_linux_tools()
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "ka",
-        "listen",
-        f"127.0.0.1:{port}",
-        "--",
-        server_tool("hypercorn"),
-        "--bind",
-        "fd://3",
-        "hello_app:asgi",
-    ]
+    argv = listen_argv(
+        f"127.0.0.1:{port}", "--", server_tool("hypercorn"), "--bind", "fd://3", "hello_app:asgi"
+    )
     with running(argv, server_env(KA_POLICY=POLICY_TEXT), tmp_path / "hypercorn.log", port) as proc:
         assert_every_connection_has(read_back_under_load(proc.pid, port), POLICY)

@@ -4,7 +4,6 @@ server's own sockets. ``keepalive_platform = ka.server.MACOS`` runs the per-acce
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from server_helpers import (
     accepted_connections,
     assert_every_connection_has,
     free_port,
+    ka_show,
     read_back_under_load,
     require_linux_tools,
     require_servers,
@@ -46,15 +46,16 @@ def _tools() -> None:
 
 def listeners(pid: int, port: int) -> list[dict[str, object]]:
     """The keepalive values of the listening sockets on ``port`` of process ``pid``."""
-    out = subprocess.run(
-        [sys.executable, "-m", "ka", "show", "--pid", str(pid), "--json", "--state", "listen"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    conns = json.loads(out.stdout)["processes"][0]["connections"]
-    return [c["keepalive"] for c in conns if c["local"]["port"] == port]
+    return [c["keepalive"] for c in ka_show(pid, "listen") if c["local"]["port"] == port]
+
+
+def gunicorn_argv(config: str, port: int, *args: str) -> list[str]:
+    """gunicorn with this config, bound to 127.0.0.1:PORT, no control socket (tests run in parallel)."""
+    return [server_tool("gunicorn"), "-c", config, "--no-control-socket", "-b", f"127.0.0.1:{port}", *args]
+
+
+def uvicorn_argv(port: int, *args: str) -> list[str]:
+    return [sys.executable, "-m", "ka.integrations.uvicorn", "hello_app:asgi", "--port", str(port), *args]
 
 
 def macos_config(tmp_path: Path, **settings: str) -> Path:
@@ -76,19 +77,9 @@ def macos_config(tmp_path: Path, **settings: str) -> Path:
 
 def test_gunicorn_config_module_gthread(tmp_path: Path) -> None:
     port = free_port()
-    argv = [
-        server_tool("gunicorn"),
-        "-c",
-        "python:ka.integrations.gunicorn",
-        "--no-control-socket",
-        "-b",
-        f"127.0.0.1:{port}",
-        "-w",
-        "2",
-        "-k",
-        "gthread",
-        "hello_app:wsgi",
-    ]
+    argv = gunicorn_argv(
+        "python:ka.integrations.gunicorn", port, "-w", "2", "-k", "gthread", "hello_app:wsgi"
+    )
     with running(argv, server_env(KA_POLICY=POLICY_TEXT), tmp_path / "log", port) as proc:
         wait_processes(proc.pid, 3)
         assert_every_connection_has(read_back_under_load(proc.pid, port), POLICY)
@@ -98,17 +89,7 @@ def test_gunicorn_config_module_gthread(tmp_path: Path) -> None:
 def test_gunicorn_own_config_file_uvicorn_worker(tmp_path: Path) -> None:
     # The example config names keepalive_policy; KA_POLICY is not set.
     port = free_port()
-    argv = [
-        server_tool("gunicorn"),
-        "-c",
-        str(EXAMPLES / "gunicorn_conf.py"),
-        "--no-control-socket",
-        "-b",
-        f"127.0.0.1:{port}",
-        "-k",
-        UVICORN_WORKER,
-        "hello_app:asgi",
-    ]
+    argv = gunicorn_argv(str(EXAMPLES / "gunicorn_conf.py"), port, "-k", UVICORN_WORKER, "hello_app:asgi")
     with running(argv, server_env(), tmp_path / "log", port) as proc:
         assert_every_connection_has(read_back_under_load(proc.pid, port), EXAMPLE_POLICY)
 
@@ -117,19 +98,7 @@ def test_gunicorn_own_config_file_uvicorn_worker(tmp_path: Path) -> None:
 def test_gunicorn_per_accept(tmp_path: Path, worker: str) -> None:
     port = free_port()
     app = "hello_app:asgi" if worker == UVICORN_WORKER else "hello_app:wsgi"
-    argv = [
-        server_tool("gunicorn"),
-        "-c",
-        str(macos_config(tmp_path)),
-        "--no-control-socket",
-        "-b",
-        f"127.0.0.1:{port}",
-        "-w",
-        "2",
-        "-k",
-        worker,
-        app,
-    ]
+    argv = gunicorn_argv(str(macos_config(tmp_path)), port, "-w", "2", "-k", worker, app)
     with running(argv, server_env(), tmp_path / "log", port) as proc:
         tree = wait_processes(proc.pid, 3)
         assert_every_connection_has(read_back_under_load(proc.pid, port), EXAMPLE_POLICY)
@@ -141,19 +110,7 @@ def test_gunicorn_per_accept_sync_worker(tmp_path: Path) -> None:
     # The sync worker answers one request per connection and closes it: hold idle connections
     # instead, which each worker accepts and then waits on for a request.
     port = free_port()
-    argv = [
-        server_tool("gunicorn"),
-        "-c",
-        str(macos_config(tmp_path)),
-        "--no-control-socket",
-        "-b",
-        f"127.0.0.1:{port}",
-        "-w",
-        "2",
-        "-k",
-        "sync",
-        "hello_app:wsgi",
-    ]
+    argv = gunicorn_argv(str(macos_config(tmp_path)), port, "-w", "2", "-k", "sync", "hello_app:wsgi")
     with running(argv, server_env(), tmp_path / "log", port) as proc:
         tree = wait_processes(proc.pid, 3)
         clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
@@ -173,20 +130,9 @@ def test_gunicorn_per_accept_sync_worker(tmp_path: Path) -> None:
 def test_gunicorn_reuse_port(tmp_path: Path) -> None:
     # Every worker binds its own listener (after when_ready): post_fork gives each the policy.
     port = free_port()
-    argv = [
-        server_tool("gunicorn"),
-        "-c",
-        "python:ka.integrations.gunicorn",
-        "--no-control-socket",
-        "--reuse-port",
-        "-b",
-        f"127.0.0.1:{port}",
-        "-w",
-        "2",
-        "-k",
-        "gthread",
-        "hello_app:wsgi",
-    ]
+    argv = gunicorn_argv(
+        "python:ka.integrations.gunicorn", port, "--reuse-port", "-w", "2", "-k", "gthread", "hello_app:wsgi"
+    )
     with running(argv, server_env(KA_POLICY=POLICY_TEXT), tmp_path / "log", port) as proc:
         tree = wait_processes(proc.pid, 3)
         assert_every_connection_has(read_back_under_load(proc.pid, port), POLICY)
@@ -213,15 +159,7 @@ def test_gunicorn_bad_policy_stops_it_before_binding(value: str | None, message:
     port = free_port()
     env = server_env() if value is None else server_env(KA_POLICY=value)
     out = subprocess.run(
-        [
-            server_tool("gunicorn"),
-            "-c",
-            "python:ka.integrations.gunicorn",
-            "--no-control-socket",
-            "-b",
-            f"127.0.0.1:{port}",
-            "hello_app:wsgi",
-        ],
+        gunicorn_argv("python:ka.integrations.gunicorn", port, "hello_app:wsgi"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -251,37 +189,14 @@ def test_gunicorn_config_module_sets_only_its_hooks() -> None:
 
 def test_uvicorn_cli_workers(tmp_path: Path) -> None:
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "ka.integrations.uvicorn",
-        "hello_app:asgi",
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-        "--log-level",
-        "warning",
-    ]
+    argv = uvicorn_argv(port, "--workers", "2", "--log-level", "warning")
     with running(argv, server_env(KA_POLICY=POLICY_TEXT), tmp_path / "log", port) as proc:
         assert_every_connection_has(read_back_under_load(proc.pid, port), POLICY)
 
 
 def test_uvicorn_cli_reload(tmp_path: Path) -> None:
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "ka.integrations.uvicorn",
-        "hello_app:asgi",
-        "--port",
-        str(port),
-        "--reload",
-        "--reload-dir",
-        str(tmp_path),
-        "--keepalive-policy",
-        POLICY_TEXT,
-    ]
+    argv = uvicorn_argv(port, "--reload", "--reload-dir", str(tmp_path), "--keepalive-policy", POLICY_TEXT)
     with running(argv, server_env(KA_POLICY="idle=1"), tmp_path / "log", port) as proc:  # the flag wins
         assert_every_connection_has(read_back_under_load(proc.pid, port), POLICY)
 
