@@ -16,8 +16,9 @@ From code, this ``Config`` in place of hypercorn's::
 How: hypercorn makes its sockets in ``Config.create_sockets()`` (bound, not yet listening: its
 asyncio and trio workers call ``listen()``), in the parent before any worker process starts.
 ``Config.create_sockets`` gives every TCP socket the policy there, so each accepted socket in every
-worker inherits it (Linux, FreeBSD). ``fd://N`` sockets (``ka listen``) get it too. Unix and QUIC
-(UDP) sockets are left alone.
+worker inherits it (Linux, FreeBSD). ``fd://N`` sockets (``ka listen``) get it too, but connections
+already queued on one keep the values they were made with (under ``ka listen`` that is the policy).
+Unix and QUIC (UDP) sockets are left alone.
 
 Per-accept is not possible: where accepted sockets do not inherit the listener's options (macOS,
 Windows) ``create_sockets`` raises ``NotImplementedError``. hypercorn accepts inside
