@@ -12,7 +12,7 @@ PYTHON=${PYTHON:-python3}
     redis urllib3 requests httpx aiohttp psycopg uvloop \
     asyncpg kombu celery pika kafka-python paramiko asyncssh pymongo sqlalchemy trustme socksio
 # the servers ka.integrations has glue for (the integrations extra), for their types too
-"$LINT_VENV/bin/python" -m pip install -q websockets tornado twisted trio anyio
+"$LINT_VENV/bin/python" -m pip install -q websockets tornado twisted trio anyio gunicorn uvicorn uvicorn-worker hypercorn
 
 "$LINT_VENV/bin/ruff" --version
 "$LINT_VENV/bin/ruff" check --no-cache src tests tools benchmarks docs

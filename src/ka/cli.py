@@ -402,12 +402,26 @@ def _matching(args: argparse.Namespace, states: frozenset[str] | None) -> str:
 
 
 def _policy(args: argparse.Namespace) -> Any:
+    """The policy from --idle/--interval/--count/--user-timeout/--off, or --policy, or KA_POLICY."""
     given = [args.idle, args.interval, args.count, args.user_timeout]
-    if args.off:
-        if any(v is not None for v in given[:3]):
-            raise UsageError("--off turns keepalive off: it takes no --idle, --interval or --count")
-    elif all(v is None for v in given):
-        raise UsageError("nothing to apply: give --idle, --interval, --count, --user-timeout, or --off")
+    flags = args.off or any(v is not None for v in given)
+    if args.policy is not None:
+        if flags:
+            raise UsageError(
+                "--policy gives the whole policy: use it or --idle/--interval/--count/--user-timeout/--off, "
+                "not both"
+            )
+        return _validated(lambda: ka.KeepAlive.parse(args.policy))
+    if not flags:
+        if not os.environ.get("KA_POLICY", "").strip():
+            what = "nothing to apply" if args.command == "apply" else "no policy"
+            raise UsageError(
+                f"{what}: give --idle, --interval, --count, --user-timeout, --off or --policy, "
+                "or set KA_POLICY"
+            )
+        return _validated(lambda: ka.resolve_policy(None))
+    if args.off and any(v is not None for v in given[:3]):
+        raise UsageError("--off turns keepalive off: it takes no --idle, --interval or --count")
     idle = None if args.idle is None else _seconds(parse_duration(args.idle, "--idle"))
     interval = None if args.interval is None else _seconds(parse_duration(args.interval, "--interval"))
     user_timeout: Any = None
@@ -417,6 +431,27 @@ def _policy(args: argparse.Namespace) -> Any:
     if args.off:
         return _validated(lambda: ka.KeepAlive(enabled=False, user_timeout=user_timeout))
     return _validated(lambda: ka.KeepAlive(idle, interval, args.count, user_timeout=user_timeout))
+
+
+def _add_policy_arguments(parser: argparse.ArgumentParser, title: str) -> None:
+    values = parser.add_argument_group(title)
+    values.add_argument("--idle", metavar="DURATION", help="silence before the first probe (TCP_KEEPIDLE)")
+    values.add_argument("--interval", metavar="DURATION", help="time between probes (TCP_KEEPINTVL)")
+    values.add_argument(
+        "--count", type=int, metavar="N", help="unanswered probes before the drop (TCP_KEEPCNT)"
+    )
+    values.add_argument(
+        "--user-timeout",
+        metavar="DURATION",
+        help="TCP_USER_TIMEOUT: 'auto' (idle + interval x count), 0 (the system's), or a duration",
+    )
+    values.add_argument("--off", action="store_true", help="turn keepalive off instead")
+    values.add_argument(
+        "--policy",
+        metavar="TEXT",
+        help="the whole policy in one string: 'idle=60 interval=10 count=5', 'within=30s', 'off' "
+        "(default: the KA_POLICY environment variable when no value is given)",
+    )
 
 
 def _validated(build: Any) -> Any:
@@ -510,6 +545,26 @@ def _apply(args: argparse.Namespace) -> int:
         verb = "would be" if args.dry_run else "is now"
         print(f"A silent dead peer {verb} found after {human(seconds or 0)} on these connections.")
     return code
+
+
+# -- listen --------------------------------------------------------------------------------------
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from . import listen as listen_module
+
+    try:
+        before, args.program = listen_module.split_command(args.rest)
+        # Options may come after the addresses too: read that part again, addresses and options.
+        again = argparse.ArgumentParser(prog="ka listen", add_help=False)
+        _add_policy_arguments(again, "policy")
+        listen_module.add_arguments(again)
+        again.add_argument("addresses", nargs="+", metavar="ADDR")
+        again.parse_args(before, namespace=args)
+        policy = _policy(args)
+        return listen_module.run(args, policy)
+    except listen_module.ListenError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -630,23 +685,37 @@ def build_parser() -> argparse.ArgumentParser:
         "  ka apply --pid 1234 --idle 60 --interval 10 --count 5 --state listen   (new connections)",
     )
     apply.add_argument("--pid", type=int, required=True, help="the process whose connections change")
-    values = apply.add_argument_group("the policy (at least one; values left out stay as they are)")
-    values.add_argument("--idle", metavar="DURATION", help="silence before the first probe (TCP_KEEPIDLE)")
-    values.add_argument("--interval", metavar="DURATION", help="time between probes (TCP_KEEPINTVL)")
-    values.add_argument(
-        "--count", type=int, metavar="N", help="unanswered probes before the drop (TCP_KEEPCNT)"
-    )
-    values.add_argument(
-        "--user-timeout",
-        metavar="DURATION",
-        help="TCP_USER_TIMEOUT: 'auto' (idle + interval x count), 0 (the system's), or a duration",
-    )
-    values.add_argument("--off", action="store_true", help="turn keepalive off instead")
+    _add_policy_arguments(apply, "the policy (at least one, or KA_POLICY; values left out stay as they are)")
     _add_filters(apply, "connected")
     apply.add_argument(
         "--dry-run", action="store_true", help="read and show what would change; change nothing"
     )
     apply.set_defaults(func=_apply)
+
+    from . import listen as listen_module
+
+    listen = sub.add_parser(
+        "listen",
+        formatter_class=raw,
+        usage="ka listen ADDR [ADDR ...] [policy] [options] -- COMMAND [ARGS ...]",
+        help="make listening sockets with a keepalive policy and exec a server on them (socket activation)",
+        description="Make each listening socket with the policy (bind, the policy, then listen), pass\n"
+        "them to COMMAND as descriptors 3, 4, ... and exec it with the systemd socket-activation\n"
+        "variables LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES (and KA_POLICY). On Linux and FreeBSD\n"
+        "accepted sockets inherit the listener's keepalive options: the server needs nothing\n"
+        "else. On macOS they do not (use the in-process glue, ka.integrations.*). Bad addresses,\n"
+        "ports in use and bad policies end ka with exit code 2 before COMMAND starts.",
+        epilog="examples:\n"
+        '  KA_POLICY="idle=60 interval=10 count=5" ka listen 0.0.0.0:8000 -- gunicorn -w 2 app:app\n'
+        "  ka listen 127.0.0.1:8000 --policy within=30s -- uvicorn --fd 3 app:app\n"
+        "  ka listen [::]:8000 --idle 10m --interval 30s --count 4 -- hypercorn --bind fd://3 app:app",
+    )
+    _add_policy_arguments(listen, "the policy (or KA_POLICY)")
+    listen_module.add_arguments(listen)
+    listen.add_argument(
+        "rest", nargs=argparse.REMAINDER, metavar="ADDR ... -- COMMAND ...", help=argparse.SUPPRESS
+    )
+    listen.set_defaults(func=_listen)
 
     from .bench.harness import add_arguments as add_bench_arguments
 

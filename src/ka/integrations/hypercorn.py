@@ -1,0 +1,94 @@
+"""hypercorn with a keepalive policy on its listening sockets (checked against Hypercorn 0.18.0).
+
+From the shell, hypercorn's own options; the policy from ``KA_POLICY`` or ``keepalive_policy``
+in a hypercorn config file (``-c file:conf.py``, ``-c python:module``, ``-c conf.toml``)::
+
+    export KA_POLICY="idle=60 interval=10 count=5"
+    python -m ka.integrations.hypercorn app:app --bind 0.0.0.0:8000 -w 4
+
+From code, this ``Config`` in place of hypercorn's::
+
+    config = ka.integrations.hypercorn.Config()
+    config.bind = ["0.0.0.0:8000"]
+    config.keepalive_policy = "idle=60 interval=10 count=5"     # or a ka.KeepAlive; None: KA_POLICY
+    asyncio.run(hypercorn.asyncio.serve(app, config))           # or hypercorn.trio.serve
+
+How: hypercorn makes its sockets in ``Config.create_sockets()`` (bound, not yet listening: its
+asyncio and trio workers call ``listen()``), in the parent before any worker process starts.
+``Config.create_sockets`` gives every TCP socket the policy there, so each accepted socket in every
+worker inherits it (Linux, FreeBSD). ``fd://N`` sockets (``ka listen``) get it too, but connections
+already queued on one keep the values they were made with (under ``ka listen`` that is the policy).
+Unix and QUIC (UDP) sockets are left alone.
+
+Per-accept is not possible: where accepted sockets do not inherit the listener's options (macOS,
+Windows) ``create_sockets`` raises ``NotImplementedError``. hypercorn accepts inside
+``asyncio.start_server`` / trio's ``SocketListener`` / uvloop with a callback of its own, in worker
+processes that receive the sockets pickled, so no user code runs between accept and its
+``TCPServer``. Without ka's glue, ``ka listen ADDR -- hypercorn --bind fd://3 app:app`` does the
+same on Linux.
+
+ka does not depend on hypercorn: importing this module imports it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import socket
+import sys
+from typing import Any
+
+import hypercorn.config
+
+from ..policy import KeepAlive, resolve_policy
+from ..server import PER_ACCEPT, Platform, _check_platform, prepare_listener
+
+__all__ = ["Config", "main"]
+
+
+class Config(hypercorn.config.Config):
+    """``hypercorn.config.Config`` plus ``keepalive_policy`` (a ``KeepAlive``, a policy string, or
+    None for ``KA_POLICY``) and ``keepalive_platform`` (a ``ka.server.Platform`` to simulate
+    another OS); both may be set in a hypercorn config file too."""
+
+    keepalive_policy: KeepAlive | str | None = None
+    keepalive_platform: Platform | None = None
+
+    def create_sockets(self) -> hypercorn.config.Sockets:
+        policy = resolve_policy(self.keepalive_policy)
+        platform = _check_platform(self.keepalive_platform)
+        if platform.mode == PER_ACCEPT:
+            raise NotImplementedError(
+                f"on {platform.name} accepted sockets do not inherit a listener's keepalive options, and "
+                "hypercorn has no hook between accept and its connection handler: ka cannot give its "
+                "connections a policy there"
+            )
+        sockets = super().create_sockets()
+        try:
+            for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    prepare_listener(sock, policy, platform=platform)
+        except BaseException:
+            for sock in [*sockets.secure_sockets, *sockets.insecure_sockets, *sockets.quic_sockets]:
+                sock.close()
+            raise
+        return sockets
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ka.integrations.hypercorn``: hypercorn's command line with this ``Config``."""
+    cli: Any = importlib.import_module("hypercorn.__main__")
+    original = cli.Config
+    cli.Config = Config  # hypercorn's _load_config builds its Config through this name
+    try:
+        return int(cli.main(argv))
+    except ValueError as exc:  # a bad or missing policy, found before any socket is made
+        print(f"ka.integrations.hypercorn: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        cli.Config = original
+
+
+if __name__ == "__main__":
+    from ka.integrations.hypercorn import main as canonical_main
+
+    sys.exit(canonical_main())
