@@ -14,9 +14,12 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ._options import PLATFORM
 from .policy import KeepAlive, detection_time
@@ -113,8 +116,11 @@ def set_system_defaults(
     Values are validated and rounded as ``KeepAlive`` does (seconds rounded up) before anything
     is written; ``None`` leaves a sysctl as it is. Every file is opened before any is written,
     and a failed write restores the values already written, so the three change together or not
-    at all. Raises PermissionError naming the file when the caller may not write it (root or
-    CAP_NET_ADMIN over the namespace is needed), and NotImplementedError on other platforms.
+    at all. SIGINT and SIGTERM that arrive during the writes are delivered after them (when
+    called from the main thread); any other exception raised during the writes, KeyboardInterrupt
+    included, restores the values already written before it propagates. Raises PermissionError
+    naming the file when the caller may not write it (root or CAP_NET_ADMIN over the namespace
+    is needed), and NotImplementedError on other platforms.
     """
     if PLATFORM != "linux":
         raise NotImplementedError(
@@ -138,21 +144,49 @@ def set_system_defaults(
             except OSError as exc:
                 raise _write_error(exc, path) from None
         written: list[str] = []
-        try:
-            for field, value in wanted.items():
-                path = PROC_DIR / LINUX_FILES[field]
-                try:
-                    os.write(opened[field], f"{int(value)}\n".encode())
-                except OSError as exc:
-                    raise _write_error(exc, path) from None
-                written.append(field)
-        except OSError:
-            _restore(previous, written)
-            raise
+        with _signals_deferred():
+            try:
+                for field, value in wanted.items():
+                    path = PROC_DIR / LINUX_FILES[field]
+                    written.append(field)  # before the write: an interrupt may land right after it
+                    try:
+                        os.write(opened[field], f"{int(value)}\n".encode())
+                    except OSError as exc:
+                        raise _write_error(exc, path) from None
+            except BaseException:
+                _restore(previous, written)
+                raise
     finally:
         for fd in opened.values():
             os.close(fd)
     return system_defaults()
+
+
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held back while the block runs, then raised again in arrival order.
+
+    Python can only change handlers in the main thread; elsewhere nothing is deferred (the
+    caller's restore-on-exception still holds). A handler not set from Python is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous: dict[signal.Signals, Any] = {}
+    try:
+        for sig in _DEFERRED:
+            if signal.getsignal(sig) is not None:
+                previous[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in caught:
+            signal.raise_signal(signum)
 
 
 def _write_error(exc: OSError, path: Path) -> OSError:
