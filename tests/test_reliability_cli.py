@@ -20,7 +20,7 @@ import pytest
 
 import ka
 from ka import cli, live, server, system
-from reliability_helpers import default_timeout, fd_state, fdinfo_flags
+from reliability_helpers import default_timeout, fd_state, fdinfo_flags, run_python
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="ka.live and the ka command are Linux only"
@@ -105,6 +105,26 @@ def test_live_apply_and_read_leave_the_other_process_flags_alone(
         states = live.read(holder.pid, conns)
     assert report.ok and report.count("applied") == len(conns) == 7
     assert all(s.settings is not None and s.settings.idle == 31 for s in states)
+    assert holder.flags() == before
+
+
+@pytest.mark.parametrize("twin", [False, True], ids=["c", "python"])
+def test_ka_apply_and_show_pid_leave_the_other_process_flags_alone(holder: Holder, twin: bool) -> None:
+    """Defect 3 through the command, in a process with socket.setdefaulttimeout(5) set."""
+    if not twin and os.environ.get("KA_NO_EXTENSIONS"):
+        pytest.skip("KA_NO_EXTENSIONS is set: the compiled core is not under test")
+    before = holder.flags()
+    code = f"""
+        import socket, sys
+        from ka.cli import main
+        socket.setdefaulttimeout(5)
+        codes = [main(["apply", "--pid", "{holder.pid}", "--idle", "31", "--state", "all"]),
+                 main(["show", "--pid", "{holder.pid}"])]
+        sys.exit(max(codes))
+    """
+    done = run_python(code, twin=twin)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "7 applied, 0 failed, 0 gone." in done.stdout
     assert holder.flags() == before
 
 
