@@ -13,8 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-
 
 def fdinfo_flags(fd: int, pid: int | str = "self") -> int:
     """The ``flags:`` field of /proc/PID/fdinfo/FD (octal: status flags and O_CLOEXEC)."""

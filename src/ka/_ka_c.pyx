@@ -14,7 +14,7 @@ from libc.string cimport memcpy
 
 import array as _array
 
-from .errors import option_error
+from .errors import fileno_failed, fileno_not_callable, option_error
 
 cdef extern from "_platform.h" nogil:
     ctypedef long long ka_fd_t
@@ -72,15 +72,6 @@ cdef inline int _check_fd(long long fd, Py_ssize_t index, bint via_fileno=False)
     return 0
 
 
-cdef object _fileno_failed(Py_ssize_t index, object target, str what, BaseException exc):
-    """The error for an entry whose fileno raised: TypeError for a TypeError, else ValueError."""
-    kind = TypeError if isinstance(exc, TypeError) else ValueError
-    return kind(
-        f"{_where(index)}.{what} raised {type(exc).__name__}: {exc} ({type(target).__name__}): "
-        "expected a socket, an int fd or an object with fileno()"
-    )
-
-
 cdef long long _fileno(object target, Py_ssize_t index) except? -1:
     """The descriptor number of a socket, fd or object with fileno(); -1 for a closed socket.
 
@@ -104,21 +95,18 @@ cdef long long _fileno(object target, Py_ssize_t index) except? -1:
     try:
         method = getattr(target, "fileno", None)
     except Exception as exc:
-        raise _fileno_failed(index, target, "fileno", exc) from exc
+        raise fileno_failed(_where(index), target, "fileno", exc) from exc
     if method is None:
         raise TypeError(
             f"{_where(index)} is {type(target).__name__} {target!r}: expected a socket, an int fd "
             "or an object with fileno()"
         )
     if not callable(method):
-        raise TypeError(
-            f"{_where(index)}.fileno is {type(method).__name__} {method!r}, not a method "
-            f"({type(target).__name__}): expected a socket, an int fd or an object with fileno()"
-        )
+        raise fileno_not_callable(_where(index), target, method)
     try:
         value = method()
     except Exception as exc:
-        raise _fileno_failed(index, target, "fileno()", exc) from exc
+        raise fileno_failed(_where(index), target, "fileno()", exc) from exc
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(
             f"{_where(index)}.fileno() returned {type(value).__name__} {value!r}, expected an int"

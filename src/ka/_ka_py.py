@@ -17,7 +17,7 @@ from typing import Any
 from ._borrow import borrowed_call
 from ._options import LIMITS as _LIMITS
 from ._options import PLATFORM, PLATFORM_CODES, SOCKET_NUMBERS, Option, spec_steps
-from .errors import option_error
+from .errors import fileno_failed, fileno_not_callable, option_error
 
 IMPLEMENTATION = "python"
 PLATFORM_CODE = PLATFORM_CODES[PLATFORM]
@@ -44,15 +44,6 @@ def _check_fd(fd: int, where: str, via_fileno: bool = False) -> int:
     return fd
 
 
-def _fileno_failed(where: str, target: Any, what: str, exc: Exception) -> Exception:
-    """The error for an entry whose fileno raised: TypeError for a TypeError, else ValueError."""
-    kind = TypeError if isinstance(exc, TypeError) else ValueError
-    return kind(
-        f"{where}.{what} raised {type(exc).__name__}: {exc} ({type(target).__name__}): "
-        "expected a socket, an int fd or an object with fileno()"
-    )
-
-
 def _fileno(target: Any, where: str) -> int:
     if isinstance(target, bool):
         raise TypeError(
@@ -65,21 +56,18 @@ def _fileno(target: Any, where: str) -> int:
     try:
         method = getattr(target, "fileno", None)
     except Exception as exc:
-        raise _fileno_failed(where, target, "fileno", exc) from exc
+        raise fileno_failed(where, target, "fileno", exc) from exc
     if method is None:
         raise TypeError(
             f"{where} is {type(target).__name__} {target!r}: expected a socket, an int fd or an "
             "object with fileno()"
         )
     if not callable(method):
-        raise TypeError(
-            f"{where}.fileno is {type(method).__name__} {method!r}, not a method "
-            f"({type(target).__name__}): expected a socket, an int fd or an object with fileno()"
-        )
+        raise fileno_not_callable(where, target, method)
     try:
         value = method()
     except Exception as exc:
-        raise _fileno_failed(where, target, "fileno()", exc) from exc
+        raise fileno_failed(where, target, "fileno()", exc) from exc
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{where}.fileno() returned {type(value).__name__} {value!r}, expected an int")
     if not -(2**63) <= value < 2**63:
