@@ -20,7 +20,7 @@ import pytest
 
 import ka
 from ka import cli, live, server, system
-from reliability_helpers import default_timeout, fd_state, fdinfo_flags, run_python
+from reliability_helpers import default_timeout, fd_state, fdinfo_flags, open_fds, run_python
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="ka.live and the ka command are Linux only"
@@ -126,6 +126,33 @@ def test_ka_apply_and_show_pid_leave_the_other_process_flags_alone(holder: Holde
     assert done.returncode == 0, done.stdout + done.stderr
     assert "7 applied, 0 failed, 0 gone." in done.stdout
     assert holder.flags() == before
+
+
+@pytest.mark.parametrize("holder", [6], indirect=True)
+@pytest.mark.parametrize("at", [1, 3, 13])
+def test_ctrl_c_while_duplicating_leaks_no_descriptor(
+    monkeypatch: pytest.MonkeyPatch, holder: Holder, at: int
+) -> None:
+    """Nothing duplicated and leaked: SIGINT right after the at-th pidfd_getfd (the window
+    between a dup and its store) leaves this process with the descriptors it had."""
+    real = live.pidfd_getfd
+    calls = 0
+
+    def getfd_then_sigint(pidfd: int, fd: int) -> int:
+        nonlocal calls
+        calls += 1
+        dup = real(pidfd, fd)
+        if calls == at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return dup
+
+    monkeypatch.setattr(live, "pidfd_getfd", getfd_then_sigint)
+    conns = live.connections(holder.pid)
+    before = open_fds()
+    with pytest.raises(KeyboardInterrupt):
+        live.apply(holder.pid, conns, POLICY)
+    assert open_fds() == before
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 class OnlyFileno:

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple, final
 
 from . import apply_many, read_many
 from ._options import PLATFORM, Option, spec_steps
+from ._signals import signals_deferred
 from .policy import KeepAlive, require_policy
 from .results import VALUE_INDEX, KeepAliveSettings, _settings
 
@@ -599,7 +600,8 @@ class Duplicates:
 
     ``fds[i]`` is the duplicate of ``conns[i]``, or -1 where the socket is gone (the descriptor
     was closed, or now names another socket); ``gone[i]`` then says why. Close with ``close()``
-    or use as a context manager.
+    or use as a context manager. SIGINT/SIGTERM are held while duplicates are made and closed
+    (main thread), so an interrupt never leaks one.
     """
 
     def __init__(self, pidfd: int, pid: int, conns: Sequence[Connection]) -> None:
@@ -608,8 +610,10 @@ class Duplicates:
         self.fds = array.array("i", [-1] * len(self.conns))
         self.gone: list[str | None] = [None] * len(self.conns)
         try:
-            for i, conn in enumerate(self.conns):
-                self._dup(pidfd, i, conn)
+            # A signal between a dup and its store would leak the dup: held until all are made.
+            with signals_deferred():
+                for i, conn in enumerate(self.conns):
+                    self._dup(pidfd, i, conn)
         except BaseException:
             self.close()
             raise
@@ -628,17 +632,18 @@ class Duplicates:
             if exc.errno == errno.ESRCH:
                 raise ProcessLookupError(errno.ESRCH, f"process {self.pid} has exited") from None
             raise
+        self.fds[i] = fd  # ours from here: close() releases it whatever is raised next
         if os.fstat(fd).st_ino != conn.inode:
+            self.fds[i] = -1
             os.close(fd)  # the number was reused for another file since we listed it
             self.gone[i] = f"descriptor {conn.fd} now names another file"
-            return
-        self.fds[i] = fd
 
     def close(self) -> None:
-        for i, fd in enumerate(self.fds):
-            if fd >= 0:
-                os.close(fd)
-                self.fds[i] = -1
+        with signals_deferred():  # every duplicate is closed, Ctrl-C or not
+            for i, fd in enumerate(self.fds):
+                if fd >= 0:
+                    self.fds[i] = -1
+                    os.close(fd)
 
     def __enter__(self) -> Duplicates:
         return self

@@ -14,14 +14,12 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from ._options import PLATFORM
+from ._signals import signals_deferred
 from .policy import KeepAlive, detection_time
 
 PROC_DIR = Path("/proc/sys/net/ipv4")
@@ -144,7 +142,7 @@ def set_system_defaults(
             except OSError as exc:
                 raise _write_error(exc, path) from None
         written: list[str] = []
-        with _signals_deferred():
+        with signals_deferred():
             try:
                 for field, value in wanted.items():
                     path = PROC_DIR / LINUX_FILES[field]
@@ -160,33 +158,6 @@ def set_system_defaults(
         for fd in opened.values():
             os.close(fd)
     return system_defaults()
-
-
-_DEFERRED = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM held back while the block runs, then raised again in arrival order.
-
-    Python can only change handlers in the main thread; elsewhere nothing is deferred (the
-    caller's restore-on-exception still holds). A handler not set from Python is left alone.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous: dict[signal.Signals, Any] = {}
-    try:
-        for sig in _DEFERRED:
-            if signal.getsignal(sig) is not None:
-                previous[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for signum in caught:
-            signal.raise_signal(signum)
 
 
 def _write_error(exc: OSError, path: Path) -> OSError:
