@@ -9,6 +9,7 @@ from __future__ import annotations
 import array
 import functools
 import os
+import resource
 import signal
 import socket
 from collections.abc import Callable, Iterator
@@ -109,6 +110,7 @@ class Fileno:
 
 
 # An entry: (kind, pick) where pick chooses among the pool's descriptors of that kind.
+CLOSED_BASE = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 2**31 - 8)
 ENTRY_KINDS = ["sock", "int", "closed_sock", "udp", "unix", "pipe", "file", "closed_int", "negative", "bad"]
 FILENO_ACTIONS = ["none", "clear", "grow", "replace", "raise", "interrupt"]
 BAD_VALUES: list[Any] = [True, "3", 2**40, -(2**70), 3.0, None, b"4"]
@@ -142,7 +144,7 @@ def _value(pool: Pool, kind: str, pick: int) -> Any:
         "unix": lambda: pool.unix.fileno(),
         "pipe": lambda: pool.pipe_r,
         "file": lambda: pool.devnull,
-        "closed_int": lambda: 4090 + pick,  # numbers nothing in this process holds
+        "closed_int": lambda: CLOSED_BASE + pick,  # above the descriptor limit: never open
         "negative": lambda: -1 - pick,
         "bad": lambda: BAD_VALUES[pick % len(BAD_VALUES)],
     }
