@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 import stat
@@ -25,6 +24,8 @@ def fdinfo_flags(fd: int, pid: int | str = "self") -> int:
 def fd_state(fd: int) -> tuple[int, int, int, int, int]:
     """(F_GETFL, F_GETFD, fdinfo flags, inode, file type): any change means ka altered or
     replaced the descriptor; OSError (EBADF) means it was closed."""
+    import fcntl  # POSIX only: imported here so the module loads everywhere
+
     st = os.fstat(fd)
     return (
         fcntl.fcntl(fd, fcntl.F_GETFL),

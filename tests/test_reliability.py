@@ -21,6 +21,10 @@ from reliability_helpers import default_timeout, fd_state, open_fds, run_python
 
 POLICY = KeepAlive(idle=31, interval=7, count=4)
 
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads Linux option values and /proc/self/fdinfo flags"
+)
+
 np = pytest.importorskip("numpy")
 
 
@@ -60,6 +64,7 @@ SHRINKING_LIST = """
 """
 
 
+@linux_only
 @pytest.mark.parametrize("twin", [False, True], ids=["c", "python"])
 def test_list_cleared_by_a_fileno_during_the_call_gives_a_clean_result(twin: bool) -> None:
     """Defect 1: a target whose fileno() clears the list: every entry taken at the call is applied."""
@@ -70,6 +75,7 @@ def test_list_cleared_by_a_fileno_during_the_call_gives_a_clean_result(twin: boo
     assert done.stdout.strip() == "ok"
 
 
+@linux_only
 def test_list_grown_and_replaced_by_a_fileno_uses_the_entries_at_call_time(
     impl: ModuleType, socks: list[socket.socket]
 ) -> None:
@@ -127,6 +133,7 @@ def _inject_everywhere(call: Callable[[], object], fds: list[int]) -> int:
         point += 1
 
 
+@linux_only
 @pytest.mark.parametrize(
     "entry",
     ["apply", "read", "apply_many", "read_many"],
@@ -148,6 +155,7 @@ def test_an_interrupt_at_any_point_never_closes_or_changes_a_borrowed_fd(
     assert ka.read(fds[0]).enabled in (True, False)
 
 
+@linux_only
 def test_a_dropped_borrowed_socket_object_never_closes_the_fd(socks: list[socket.socket]) -> None:
     """Defect 2, the safety net: however the twin's socket object over a borrowed fd dies, the
     fd stays open (its finaliser does not close)."""
@@ -204,6 +212,7 @@ ENTRY_POINTS: dict[str, Callable[[Any], object]] = {
 }
 
 
+@linux_only
 @pytest.mark.parametrize("timeout", [None, 5.0, 0.0], ids=["no-default", "default-5s", "default-0"])
 @pytest.mark.parametrize("kind", ["ints", "objects", "array", "numpy"])
 @pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
@@ -233,6 +242,7 @@ def test_no_entry_point_changes_descriptor_flags(
     assert [s.gettimeout() for s in socks[:3]] == [None, 0.0, 3.0]
 
 
+@linux_only
 def test_blocking_recv_still_blocks_after_a_read_under_a_default_timeout(
     impl: ModuleType, pair: tuple[socket.socket, socket.socket]
 ) -> None:
@@ -250,6 +260,7 @@ def test_blocking_recv_still_blocks_after_a_read_under_a_default_timeout(
 # -- 6. the twin refused numpy structured-field views the core accepts -------------------------
 
 
+@linux_only
 @pytest.mark.parametrize("order", ["=", "<"])
 def test_structured_field_view_gives_the_same_result_in_both(
     impl: ModuleType, socks: list[socket.socket], order: str
