@@ -146,8 +146,9 @@ def main() -> None:
 
     # The main thread is caller 0: Python runs signal handlers there, so the timer's Interrupted
     # lands inside its calls.
-    threads = [threading.Thread(target=caller, args=(k,)) for k in range(1, n_callers)]
-    threads += [threading.Thread(target=mutator) for _ in range(n_mutators)]
+    # Daemons: should the main thread die anyway, the process still ends (and the test fails).
+    threads = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(1, n_callers)]
+    threads += [threading.Thread(target=mutator, daemon=True) for _ in range(n_mutators)]
     for t in threads:
         t.start()
     sys.setswitchinterval(1e-6)
@@ -161,8 +162,13 @@ def main() -> None:
             except Interrupted:
                 stats[0]["interrupted"] += 1  # landed between two calls
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0, 0)
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        while True:  # the timer's exception may land in this clean-up too: repeat until done
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0, 0)
+                signal.signal(signal.SIGALRM, signal.SIG_IGN)
+                break
+            except Interrupted:
+                continue
         stop.set()
     for t in threads:
         t.join()

@@ -26,7 +26,7 @@ def test_bulk_calls_over_a_list_mutated_by_other_threads(twin: bool) -> None:
         pytest.skip("KA_NO_EXTENSIONS is set: the compiled core is not under test")
     argv = ["w", str(SECONDS), str(CALLERS), str(MUTATORS)]
     code = f"import runpy, sys; sys.argv = {argv!r}; runpy.run_path({str(WORKER)!r}, run_name='__main__')"
-    done = run_python(code, twin=twin, timeout=120)
+    done = run_python(code, twin=twin, timeout=60)
     assert done.returncode == 0, (
         f"exit {done.returncode} (negative: killed by that signal)\n{done.stderr[-4000:]}"
     )
