@@ -14,7 +14,7 @@ from libc.string cimport memcpy
 
 import array as _array
 
-from .errors import option_error
+from .errors import fileno_failed, fileno_not_callable, option_error
 
 cdef extern from "_platform.h" nogil:
     ctypedef long long ka_fd_t
@@ -92,13 +92,21 @@ cdef long long _fileno(object target, Py_ssize_t index) except? -1:
         )
     if isinstance(target, int):
         return _fileno(int(target), index)
-    method = getattr(target, "fileno", None)
+    try:
+        method = getattr(target, "fileno", None)
+    except Exception as exc:
+        raise fileno_failed(_where(index), target, "fileno", exc) from exc
     if method is None:
         raise TypeError(
             f"{_where(index)} is {type(target).__name__} {target!r}: expected a socket, an int fd "
             "or an object with fileno()"
         )
-    value = method()
+    if not callable(method):
+        raise fileno_not_callable(_where(index), target, method)
+    try:
+        value = method()
+    except Exception as exc:
+        raise fileno_failed(_where(index), target, "fileno()", exc) from exc
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(
             f"{_where(index)}.fileno() returned {type(value).__name__} {value!r}, expected an int"
@@ -218,7 +226,8 @@ def collect_fds(targets):
             f"targets must be a sequence or iterable of sockets or fds, or an integer array, "
             f"not {type(targets).__name__}"
         )
-    seq = targets if isinstance(targets, (list, tuple)) else list(targets)
+    # A snapshot the caller cannot shrink: a fileno() or another thread may mutate the list.
+    cdef tuple seq = targets if type(targets) is tuple else tuple(targets)
     n = len(seq)
     out = clone(_FD_TEMPLATE, n, False)
     for i in range(n):

@@ -3,8 +3,8 @@
 Subcommands: ``defaults`` (the system's keepalive sysctls, and setting them), ``show`` (the
 keepalive state of a running process's TCP connections), ``apply`` (changing it in place),
 ``bench`` (the benchmark). ``--json`` on defaults, show and apply prints one JSON object on stdout
-instead of text; errors found after the arguments parse then come as
-``{"error": {"message": ..., "exit_code": ...}}`` too (argparse's own usage errors stay text).
+instead of text; with ``--json`` anywhere in the arguments every error, usage errors included,
+comes as ``{"error": {"message": ..., "exit_code": ...}}`` on stdout (and as text on stderr).
 
 Exit codes: 0 success, 1 some sockets failed or a check did not hold (apply: a connection failed,
 or none matched the filters), 2 bad usage or input (argument values, a process that does not
@@ -19,7 +19,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import ka
 
@@ -37,6 +37,23 @@ EXIT_UNSUPPORTED = 4
 
 class UsageError(ValueError):
     """A command-line value that makes no sense; exit code 2."""
+
+
+class _ArgumentError(Exception):
+    """argparse's own usage error, raised instead of exiting so ``main`` can report it as JSON."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser (subcommand parsers are made of the same class) whose usage errors
+    are raised as ``_ArgumentError``, not printed and exited on."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _ArgumentError(self, message)
 
 
 def parse_duration(text: str, name: str) -> float:
@@ -254,8 +271,11 @@ def _states(values: Sequence[str] | None, default: str | None) -> frozenset[str]
 def _check_pid(pid: int) -> None:
     if pid <= 0:
         raise UsageError(f"--pid {pid} is not a process id: expected a positive number")
-    if not (live.PROC / str(pid)).is_dir():
+    group = live.thread_group(pid)
+    if group is None:
         raise UsageError(f"there is no process {pid}")
+    if group != pid:
+        raise UsageError(f"--pid {pid} is a thread of process {group}, not a process: use --pid {group}")
 
 
 def _filters_text(args: argparse.Namespace, states: frozenset[str] | None) -> str:
@@ -591,8 +611,8 @@ exit codes: 0 ok, 1 a socket failed (or nothing matched), 2 bad usage or input,
 """
 
 
-def _json_parent() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
+def _json_parent() -> _Parser:
+    parent = _Parser(add_help=False)
     parent.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return parent
 
@@ -621,7 +641,7 @@ def _add_filters(parser: argparse.ArgumentParser, default_state: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ka",
         description="TCP keepalive for one socket or a whole pool: see, set and measure it. "
         "Durations are seconds, or a number with a unit: 500ms, 90s, 2m, 1h30m.",
@@ -738,12 +758,20 @@ def _fail(args: argparse.Namespace, code: int, message: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _ArgumentError as exc:
+        if "--json" in argv:
+            _print_json({"error": {"message": exc.message, "exit_code": EXIT_USAGE}})
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
-        return 130
+        return _fail(args, 130, "interrupted")
     except BrokenPipeError:
         return EXIT_OK
     except UsageError as exc:
@@ -752,10 +780,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, EXIT_PERMISSION, exc.strerror or str(exc))
     except NotImplementedError as exc:
         return _fail(args, EXIT_UNSUPPORTED, str(exc))
-    except ProcessLookupError as exc:
-        return _fail(args, EXIT_FAILED, exc.strerror or str(exc))
+    except ProcessLookupError as exc:  # gone before anything was done: as if it never existed
+        return _fail(args, EXIT_USAGE, exc.strerror or str(exc))
     except OSError as exc:
         return _fail(args, EXIT_FAILED, str(exc))
+    except Exception as exc:
+        if not getattr(args, "json", False):
+            raise  # a bug: the traceback says where
+        return _fail(args, EXIT_FAILED, f"{type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,6 +47,24 @@ def option_error(err: int, fd: int, option: int, action: str = "setting") -> OSE
     return exc
 
 
+def fileno_failed(where: str, target: Any, what: str, exc: Exception) -> Exception:
+    """The error for a target whose ``fileno`` lookup or call raised ``exc`` (chain it with
+    ``from exc``): TypeError for a TypeError, else ValueError, naming ``where`` (``targets[3]``)."""
+    kind = TypeError if isinstance(exc, TypeError) else ValueError
+    return kind(
+        f"{where}.{what} raised {type(exc).__name__}: {exc} ({type(target).__name__}): "
+        "expected a socket, an int fd or an object with fileno()"
+    )
+
+
+def fileno_not_callable(where: str, target: Any, method: Any) -> TypeError:
+    """The error for a target whose ``fileno`` attribute is not callable (``fileno = 3``)."""
+    return TypeError(
+        f"{where}.fileno is {type(method).__name__} {method!r}, not a method "
+        f"({type(target).__name__}): expected a socket, an int fd or an object with fileno()"
+    )
+
+
 class BulkError(OSError):
     """Some inputs of a bulk call failed; ``failures`` lists each one, ``result`` holds them all.
 

@@ -28,6 +28,7 @@ import dataclasses
 import errno
 import os
 import platform
+import select as _select
 import socket
 import struct
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,6 +37,7 @@ from typing import Any, NamedTuple, final
 
 from . import apply_many, read_many
 from ._options import PLATFORM, Option, spec_steps
+from ._signals import signals_deferred
 from .policy import KeepAlive, require_policy
 from .results import VALUE_INDEX, KeepAliveSettings, _settings
 
@@ -343,6 +345,18 @@ def process_owner(pid: int) -> int | None:
     return None
 
 
+def thread_group(pid: int) -> int | None:
+    """The process (thread group) that thread ``pid`` belongs to; ``pid`` itself for a process,
+    None when there is no such thread. /proc/TID exists for every thread, though unlisted."""
+    try:
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("Tgid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def command_name(pid: int) -> str:
     """The process's command name (``/proc/PID/comm``), or ``?``."""
     try:
@@ -410,7 +424,12 @@ def connections(pid: int, tables: dict[int, dict[int, TcpEntry]] | None = None) 
     if not fds:
         return []
     if tables is None:
-        table = tcp_table(pid, set(fds.values()))
+        try:
+            table = tcp_table(pid, set(fds.values()))
+        except FileNotFoundError:
+            if (PROC / str(pid)).exists():
+                raise
+            raise ProcessLookupError(errno.ESRCH, f"process {pid} has exited") from None
     else:
         try:
             netns = os.stat(PROC / str(pid) / "ns/net").st_ino
@@ -552,6 +571,13 @@ def pidfd_getfd(pidfd: int, target_fd: int) -> int:
     raise OSError(err, f"{os.strerror(err)} (pidfd_getfd of descriptor {target_fd})")
 
 
+def _has_exited(pidfd: int) -> bool:
+    """True once the pidfd's process has exited (a pidfd polls readable then, zombie or reaped)."""
+    poller = _select.poll()
+    poller.register(pidfd, _select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def _chunk_size() -> int:
     try:
         import resource
@@ -574,7 +600,8 @@ class Duplicates:
 
     ``fds[i]`` is the duplicate of ``conns[i]``, or -1 where the socket is gone (the descriptor
     was closed, or now names another socket); ``gone[i]`` then says why. Close with ``close()``
-    or use as a context manager.
+    or use as a context manager. SIGINT/SIGTERM are held while duplicates are made and closed
+    (main thread), so an interrupt never leaks one.
     """
 
     def __init__(self, pidfd: int, pid: int, conns: Sequence[Connection]) -> None:
@@ -583,8 +610,10 @@ class Duplicates:
         self.fds = array.array("i", [-1] * len(self.conns))
         self.gone: list[str | None] = [None] * len(self.conns)
         try:
-            for i, conn in enumerate(self.conns):
-                self._dup(pidfd, i, conn)
+            # A signal between a dup and its store would leak the dup: held until all are made.
+            with signals_deferred():
+                for i, conn in enumerate(self.conns):
+                    self._dup(pidfd, i, conn)
         except BaseException:
             self.close()
             raise
@@ -594,6 +623,8 @@ class Duplicates:
             fd = pidfd_getfd(pidfd, conn.fd)
         except OSError as exc:
             if exc.errno == errno.EBADF:
+                if _has_exited(pidfd):  # a zombie has no descriptors left: every dup says EBADF
+                    raise ProcessLookupError(errno.ESRCH, f"process {self.pid} has exited") from None
                 self.gone[i] = f"descriptor {conn.fd} was closed"
                 return
             if exc.errno == errno.EPERM:
@@ -601,17 +632,18 @@ class Duplicates:
             if exc.errno == errno.ESRCH:
                 raise ProcessLookupError(errno.ESRCH, f"process {self.pid} has exited") from None
             raise
+        self.fds[i] = fd  # ours from here: close() releases it whatever is raised next
         if os.fstat(fd).st_ino != conn.inode:
+            self.fds[i] = -1
             os.close(fd)  # the number was reused for another file since we listed it
             self.gone[i] = f"descriptor {conn.fd} now names another file"
-            return
-        self.fds[i] = fd
 
     def close(self) -> None:
-        for i, fd in enumerate(self.fds):
-            if fd >= 0:
-                os.close(fd)
-                self.fds[i] = -1
+        with signals_deferred():  # every duplicate is closed, Ctrl-C or not
+            for i, fd in enumerate(self.fds):
+                if fd >= 0:
+                    self.fds[i] = -1
+                    os.close(fd)
 
     def __enter__(self) -> Duplicates:
         return self
@@ -667,21 +699,31 @@ def read(pid: int, conns: Sequence[Connection]) -> list[ConnectionState]:
     if not conns:
         return states
     with Process(pid) as proc:
-        for dups in proc.chunks(conns):
-            values = read_many(dups.fds)
-            for i, conn in enumerate(dups.conns):
-                if dups.gone[i] is not None:
-                    states.append(ConnectionState(conn, None, dups.gone[i]))
-                elif values.errnos[i]:
-                    err = values.errnos[i]
-                    states.append(
-                        ConnectionState(
-                            conn, None, f"{os.strerror(err)} reading {_option_name(values.options[i])}"
-                        )
-                    )
-                else:
-                    states.append(ConnectionState(conn, values[i], None))
+        try:
+            _read_chunks(proc, conns, states)
+        except ProcessLookupError as exc:
+            if not states:
+                raise
+            states.extend(ConnectionState(c, None, exc.strerror) for c in conns[len(states) :])
     return states
+
+
+def _read_chunks(proc: Process, conns: Sequence[Connection], states: list[ConnectionState]) -> None:
+    """Reads the connections a chunk at a time, appending one state per connection."""
+    for dups in proc.chunks(conns):
+        values = read_many(dups.fds)
+        for i, conn in enumerate(dups.conns):
+            if dups.gone[i] is not None:
+                states.append(ConnectionState(conn, None, dups.gone[i]))
+            elif values.errnos[i]:
+                err = values.errnos[i]
+                states.append(
+                    ConnectionState(
+                        conn, None, f"{os.strerror(err)} reading {_option_name(values.options[i])}"
+                    )
+                )
+            else:
+                states.append(ConnectionState(conn, values[i], None))
 
 
 def dead_peer_after(settings: KeepAliveSettings) -> float | None:
@@ -728,13 +770,22 @@ def apply(pid: int, conns: Sequence[Connection], policy: KeepAlive, *, dry_run: 
                 result = apply_many(dups.fds, policy)
                 after = read_many(dups.fds)
                 changes.extend(_outcomes(dups, before, result, after, policy))
-        except (NotPermitted, ProcessLookupError) as exc:
+        except ProcessLookupError as exc:
             if not changes:
                 raise  # nothing was touched: the caller reports the one reason
-            # Lost permission (or the process) part way: the rest is reported, not dropped.
-            err = exc.errno or errno.EPERM
+            # Exited part way: it holds the rest no more, as for a connection closed since listing.
             changes.extend(
-                Change(c, "failed", None, None, str(exc.strerror or exc), err, None, c.timer)
+                Change(c, "gone", None, None, str(exc.strerror or exc), 0, None, c.timer)
+                for c in conns[len(changes) :]
+            )
+        except NotPermitted as exc:
+            if not changes:
+                raise  # nothing was touched: the caller reports the one reason
+            # Lost permission part way: the rest is reported, not dropped.
+            changes.extend(
+                Change(
+                    c, "failed", None, None, str(exc.strerror or exc), exc.errno or errno.EPERM, None, c.timer
+                )
                 for c in conns[len(changes) :]
             )
     if not dry_run:

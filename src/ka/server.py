@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from . import apply, capabilities
+from ._borrow import borrowed_call
 from .policy import KeepAlive, require_policy
 
 Mode = Literal["inherit", "per-accept"]
@@ -125,12 +126,11 @@ def _fileno(listener: object) -> int:
 def _queued(listener: Any) -> int:
     """Connections waiting in a Linux listener's accept queue; 0 for a socket not listening."""
     getsockopt = getattr(listener, "getsockopt", None)
-    if getsockopt is None:
-        borrowed = socket.socket(fileno=_fileno(listener))
-        try:
-            info = borrowed.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _UNACKED_OFFSET + 4)
-        finally:
-            borrowed.detach()
+    if getsockopt is None:  # a bare fileno(): borrowed, so neither closed nor made non-blocking
+        info = borrowed_call(
+            _fileno(listener),
+            lambda sock: sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _UNACKED_OFFSET + 4),
+        )
     else:
         info = getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _UNACKED_OFFSET + 4)
     if len(info) < _UNACKED_OFFSET + 4 or info[0] != _TCP_LISTEN:

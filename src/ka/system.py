@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ._options import PLATFORM
+from ._signals import signals_deferred
 from .policy import KeepAlive, detection_time
 
 PROC_DIR = Path("/proc/sys/net/ipv4")
@@ -113,8 +114,11 @@ def set_system_defaults(
     Values are validated and rounded as ``KeepAlive`` does (seconds rounded up) before anything
     is written; ``None`` leaves a sysctl as it is. Every file is opened before any is written,
     and a failed write restores the values already written, so the three change together or not
-    at all. Raises PermissionError naming the file when the caller may not write it (root or
-    CAP_NET_ADMIN over the namespace is needed), and NotImplementedError on other platforms.
+    at all. SIGINT and SIGTERM that arrive during the writes are delivered after them (when
+    called from the main thread); any other exception raised during the writes, KeyboardInterrupt
+    included, restores the values already written before it propagates. Raises PermissionError
+    naming the file when the caller may not write it (root or CAP_NET_ADMIN over the namespace
+    is needed), and NotImplementedError on other platforms.
     """
     if PLATFORM != "linux":
         raise NotImplementedError(
@@ -138,17 +142,18 @@ def set_system_defaults(
             except OSError as exc:
                 raise _write_error(exc, path) from None
         written: list[str] = []
-        try:
-            for field, value in wanted.items():
-                path = PROC_DIR / LINUX_FILES[field]
-                try:
-                    os.write(opened[field], f"{int(value)}\n".encode())
-                except OSError as exc:
-                    raise _write_error(exc, path) from None
-                written.append(field)
-        except OSError:
-            _restore(previous, written)
-            raise
+        with signals_deferred():
+            try:
+                for field, value in wanted.items():
+                    path = PROC_DIR / LINUX_FILES[field]
+                    written.append(field)  # before the write: an interrupt may land right after it
+                    try:
+                        os.write(opened[field], f"{int(value)}\n".encode())
+                    except OSError as exc:
+                        raise _write_error(exc, path) from None
+            except BaseException:
+                _restore(previous, written)
+                raise
     finally:
         for fd in opened.values():
             os.close(fd)

@@ -1,0 +1,194 @@
+"""The stress run behind tests/test_stress.py, in its own interpreter so a crash is a result.
+
+Several threads call apply_many/read_many on one shared list while other threads mutate it
+(clear, refill, shuffle, slice assignment), with sys.setswitchinterval(1e-6) so the GIL changes
+hands between almost every bytecode, and a timer signal whose handler raises now and then.
+Entries are ints, socket objects, asyncio TransportSocket wrappers (a Python-level fileno())
+and objects whose fileno() mutates the list itself. Every result is checked entry by entry:
+an fd this run owns, with the errno its kind must give. Prints one JSON line of figures.
+
+Usage: python stress_worker.py SECONDS CALLERS MUTATORS
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from asyncio.trsock import TransportSocket
+from typing import Any
+
+import ka
+
+
+class Interrupted(BaseException):
+    """What the timer's handler raises in whichever call it lands."""
+
+
+def main() -> None:
+    seconds, n_callers, n_mutators = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    policy = ka.KeepAlive(idle=41, interval=9, count=5)
+    tcp = [socket.socket() for _ in range(24)]
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    unix_a, unix_b = socket.socketpair(socket.AF_UNIX)
+    pipe_r, pipe_w = os.pipe()
+    for s in tcp[::3]:
+        s.setblocking(False)  # a mix of blocking and non-blocking: neither may change
+    # What each fd must report: 0 for TCP; the kernel's answer for the others (a TCP option on a
+    # UDP or Unix socket: ENOPROTOOPT setting, EOPNOTSUPP reading; ENOTSOCK for a pipe).
+    expected = {s.fileno(): {0} for s in tcp}
+    expected[udp.fileno()] = {errno.ENOPROTOOPT, errno.EOPNOTSUPP}
+    expected[unix_a.fileno()] = {errno.EOPNOTSUPP, errno.ENOPROTOOPT}
+    expected[pipe_r] = {errno.ENOTSOCK}
+    owned = sorted(expected)
+    flags_before = {fd: (fcntl.fcntl(fd, fcntl.F_GETFL), fcntl.fcntl(fd, fcntl.F_GETFD)) for fd in owned}
+
+    shared: list[Any] = []
+
+    class Mutating:
+        """An entry whose fileno() changes the very list being converted."""
+
+        def __init__(self, fd: int) -> None:
+            self.fd = fd
+
+        def fileno(self) -> int:
+            action = random.random()
+            if action < 0.05:
+                shared.clear()
+            elif action < 0.3:
+                shared[: len(shared) // 2] = []
+            else:
+                shared.extend(entries[:4])
+            return self.fd
+
+    entries: list[Any] = []
+    for s in tcp:
+        entries += [s, s.fileno(), TransportSocket(s)]
+    entries += [udp, udp.fileno(), unix_a, pipe_r, Mutating(tcp[0].fileno()), Mutating(pipe_r)]
+
+    def refill() -> None:
+        batch = random.sample(entries, random.randint(0, len(entries)))
+        shared[:] = batch
+
+    refill()
+    stop = threading.Event()
+    # One counter dict per caller, no lock: the timer's exception may land anywhere in the main
+    # thread, and a lock held when it lands would never be released.
+    stats = [
+        {"calls": 0, "results_checked": 0, "entries_checked": 0, "interrupted": 0} for _ in range(n_callers)
+    ]
+    problems: list[str] = []
+    applied: set[int] = set()
+
+    def check(result: Any, kind: str, mine: dict[str, int]) -> None:
+        n = len(result.fds)
+        assert len(result.errnos) == len(result.options) == n, kind
+        bad = 0
+        for i in range(n):
+            fd, err = result.fds[i], result.errnos[i]
+            if fd not in expected or err not in expected[fd]:
+                raise AssertionError(
+                    f"{kind}: entry {i} fd {fd} errno {err} is not one of this run's outcomes"
+                )
+            bad += err != 0
+            if kind == "apply" and err == 0:
+                applied.add(fd)
+        assert len(result.failed) == bad, (kind, len(result.failed), bad)
+        if kind == "read":
+            for i in range(n):
+                if result.errnos[i] == 0:
+                    assert result.idle[i] in (41, 7200) and result.count[i] in (5, 9), (kind, result[i])
+        mine["results_checked"] += 1
+        mine["entries_checked"] += n
+
+    def caller(k: int, deadline: float = float("inf")) -> None:
+        mine = stats[k]
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                mine["calls"] += 1
+                if k % 2 == 0:
+                    check(ka.apply_many(shared, policy, threads=1 + k % 3), "apply", mine)
+                else:
+                    check(ka.read_many(shared, threads=1 + k % 3), "read", mine)
+            except Interrupted:
+                mine["interrupted"] += 1
+            except AssertionError as exc:
+                problems.append(str(exc))
+                stop.set()
+
+    def mutator() -> None:
+        while not stop.is_set():
+            action = random.random()
+            try:
+                if action < 0.1:
+                    shared.clear()
+                elif action < 0.5:
+                    refill()
+                elif action < 0.7:
+                    random.shuffle(shared)
+                elif action < 0.85:
+                    del shared[: random.randint(0, 8)]
+                else:
+                    shared.extend(random.sample(entries, 6))
+            except (IndexError, ValueError, Interrupted):
+                pass  # another mutator got there first, or the timer landed here
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        if random.random() < 0.5:
+            raise Interrupted
+
+    # The main thread is caller 0: Python runs signal handlers there, so the timer's Interrupted
+    # lands inside its calls.
+    # Daemons: should the main thread die anyway, the process still ends (and the test fails).
+    threads = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(1, n_callers)]
+    threads += [threading.Thread(target=mutator, daemon=True) for _ in range(n_mutators)]
+    for t in threads:
+        t.start()
+    sys.setswitchinterval(1e-6)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.003, 0.003)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline and not stop.is_set():
+            try:
+                caller(0, deadline)
+            except Interrupted:
+                stats[0]["interrupted"] += 1  # landed between two calls
+    finally:
+        while True:  # the timer's exception may land in this clean-up too: repeat until done
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0, 0)
+                signal.signal(signal.SIGALRM, signal.SIG_IGN)
+                break
+            except Interrupted:
+                continue
+        stop.set()
+    for t in threads:
+        t.join()
+    sys.setswitchinterval(0.005)
+    assert not problems, problems[:3]
+
+    # Nothing of ours closed or changed, and the policy really landed on the TCP sockets.
+    for fd in owned:
+        os.fstat(fd)
+        assert (fcntl.fcntl(fd, fcntl.F_GETFL), fcntl.fcntl(fd, fcntl.F_GETFD)) == flags_before[fd], fd
+    assert applied and all(ka.read(fd).idle == 41 for fd in applied), applied
+    figures: dict[str, Any] = {key: sum(st[key] for st in stats) for key in stats[0]}
+    figures["threads"] = n_callers + n_mutators
+    figures["implementation"] = ka.IMPLEMENTATION
+    print(json.dumps(figures), flush=True)
+    for s in [*tcp, udp, unix_a, unix_b]:
+        s.close()
+    os.close(pipe_r)
+    os.close(pipe_w)
+
+
+if __name__ == "__main__":
+    main()
