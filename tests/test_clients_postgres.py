@@ -113,19 +113,20 @@ def test_server_ranges_are_postgresql_s(port: int) -> None:
         postgres_server_settings(ka.KeepAlive(enabled=False))
 
 
-def test_a_macos_client_gives_a_linux_server_a_user_timeout(port: int) -> None:
-    """On a macOS client KeepAlive(user_timeout=...) is refused; the server setting is not."""
+def test_a_freebsd_client_gives_a_linux_server_a_user_timeout(port: int) -> None:
+    """On a FreeBSD client (no user timeout) KeepAlive(user_timeout=...) is refused; the server
+    setting is not: it is checked against PostgreSQL's range, not the client's platform."""
     psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
     script = (
-        "import sys; sys.platform = 'darwin'\n"
+        "import sys; sys.platform = 'freebsd14'\n"
         "import ka, ka.integrations as kai\n"
-        "assert ka.capabilities().platform == 'darwin'\n"
+        "assert ka.capabilities().platform == 'freebsd'\n"
         "try:\n"
         "    ka.KeepAlive(60, user_timeout=30)\n"
         "except ValueError:\n"
         "    pass\n"
         "else:\n"
-        "    raise SystemExit('a simulated macOS client took a user timeout')\n"
+        "    raise SystemExit('a simulated FreeBSD client took a user timeout')\n"
         "print(kai.postgres_options(idle=60, interval=10, count=5, user_timeout=30))\n"
     )
     env = {**os.environ, "KA_NO_EXTENSIONS": "1"}

@@ -202,8 +202,9 @@ def postgres_server_settings(
     ``options=postgres_options(policy)``. Give a ``KeepAlive``, or the values as keywords: these
     are checked against PostgreSQL's ranges (1 to 2147483647 seconds or probes; ``user_timeout``
     0 to 2147483647 ms, rounded up to the millisecond, 0 for the system's behaviour), never against
-    this client's platform, so a macOS or Windows client can give a Linux server a
-    ``tcp_user_timeout`` (``KeepAlive(user_timeout=...)`` is refused on those clients). Whether the
+    this client's platform, so a client whose OS has no user timeout (FreeBSD, OpenBSD, where
+    ``KeepAlive(user_timeout=...)`` is refused) can give a Linux server a ``tcp_user_timeout``,
+    and any client values beyond its own ranges. Whether the
     server's OS takes a value is the server's business: PostgreSQL logs and ignores a setting its
     platform refuses. PostgreSQL turns SO_KEEPALIVE on for every TCP connection itself, so a
     disabled policy cannot be expressed (``ValueError``).
