@@ -7,7 +7,6 @@ The ``threads`` argument is accepted and ignored: the GIL would serialise the ca
 
 from __future__ import annotations
 
-import _socket
 import array
 import errno
 import socket
