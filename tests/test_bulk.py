@@ -103,10 +103,10 @@ def test_both_implementations_agree(mixed: tuple) -> None:  # type: ignore[type-
     py = importlib.import_module("ka._ka_py")
     if c is None:
         pytest.skip("KA_NO_EXTENSIONS is set: only the twin is under test")
-    spec = POLICY._spec
-    a = c.apply_many(targets, spec, 1)
-    b = py.apply_many(targets, spec, 1)
-    assert a == b
+    b = py.apply_many(targets, POLICY, 1, "syscalls")
+    backends = ["syscalls", "auto"] + ([] if c.uring_status()[0] else ["io_uring"])
+    for backend in backends:
+        assert c.apply_many(targets, POLICY, 1, backend) == b, backend
     ra = c.read_many(targets, 2)
     rb = py.read_many(targets, 1)
     assert ra == rb

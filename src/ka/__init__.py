@@ -18,7 +18,7 @@ from ._options import LIMITS, PLATFORM, Option
 from .errors import BulkError
 from .integrations import socket_options
 from .policy import KeepAlive, require_policy
-from .results import BulkResult, Failure, KeepAliveSettings, ReadResult, _settings
+from .results import BulkResult, Failure, KeepAliveSettings, ReadResult
 from .system import SystemDefaults, system_defaults
 
 __version__ = "0.1.0"
@@ -76,17 +76,27 @@ def _size_hint(targets: Any) -> int:
         return 0
 
 
-def apply(target: Any, policy: KeepAlive) -> None:
-    """Apply ``policy`` to one socket: a ``socket.socket``, an int fd, or anything with ``fileno()``.
+# ka.apply and ka.read are the core's own functions: no Python frame between a caller and the
+# compiled code (the tests' `impl` fixture swaps them together with `core`).
+apply = core.apply
+read = core.read
 
-    Raises ``OSError`` (the errno's own subclass) with ``errno``, ``fd`` and ``option`` (a
-    ``ka.Option``) when a call fails; the options before it stay applied (order: idle, interval,
-    count, user timeout, SO_KEEPALIVE).
-    """
-    core.apply(target, require_policy(policy)._spec)
+BACKENDS = ("auto", "io_uring", "syscalls")
 
 
-def apply_many(targets: Any, policy: KeepAlive, *, threads: int | None = None) -> BulkResult:
+def _backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {', '.join(map(repr, BACKENDS))}")
+    if backend == "io_uring":
+        err, why = core.uring_status()
+        if err:
+            raise OSError(err, f"backend='io_uring' cannot be used here: {why}")
+    return backend
+
+
+def apply_many(
+    targets: Any, policy: KeepAlive, *, threads: int | None = None, backend: str = "auto"
+) -> BulkResult:
     """Apply ``policy`` to every target; no failure stops the batch.
 
     ``targets``: a sequence or iterable of sockets, fds or objects with ``fileno()``, or an integer
@@ -95,30 +105,16 @@ def apply_many(targets: Any, policy: KeepAlive, *, threads: int | None = None) -
     The system calls run without the GIL, split over ``threads`` OS threads (``None``: one per
     256 sockets (two from 512 on), at most one per CPU). Returns a ``BulkResult``: each input applied or in
     ``result.failed`` with its errno and option; ``result.raise_for_failures()`` raises a BulkError.
+
+    ``backend``: ``"auto"`` (io_uring where ``capabilities().bulk_backend`` says so, else one
+    system call per option), ``"syscalls"`` to force the loop, or ``"io_uring"`` to require the
+    batched path (Linux 6.7+; an ``OSError`` naming why, before any setsockopt, where it cannot be
+    used). Results are the same either way.
     """
-    spec = require_policy(policy)._spec
+    require_policy(policy)
     nthreads = _threads_for(threads, _size_hint(targets))
-    fds, errnos, options, failed = core.apply_many(targets, spec, nthreads)
+    fds, errnos, options, failed = core.apply_many(targets, policy, nthreads, _backend(backend))
     return BulkResult(fds, errnos, options, failed)
-
-
-def read(target: Any) -> KeepAliveSettings:
-    """One socket's keepalive values as the kernel reports them (on Linux, the sysctl defaults
-    for any value never set). Raises ``OSError`` with ``fd`` and ``option`` on failure."""
-    values = core.read(target)
-    settings = _settings(values)
-    if PLATFORM != "linux" and settings.enabled and None in settings[1:4]:
-        settings = _fill_defaults(settings)
-    return settings
-
-
-def _fill_defaults(settings: KeepAliveSettings) -> KeepAliveSettings:
-    defaults = system_defaults()
-    return settings._replace(
-        idle=settings.idle if settings.idle is not None else defaults.idle,
-        interval=settings.interval if settings.interval is not None else defaults.interval,
-        count=settings.count if settings.count is not None else defaults.count,
-    )
 
 
 def read_many(targets: Any, *, threads: int | None = None) -> ReadResult:
@@ -145,6 +141,8 @@ class Capabilities(NamedTuple):
     max_user_timeout_ms: int
     listener_inherits: bool
     listener_safe: bool
+    bulk_backend: str
+    bulk_backend_note: str
 
 
 def capabilities() -> Capabilities:
@@ -153,8 +151,12 @@ def capabilities() -> Capabilities:
     ``listener_inherits``: accepted sockets get the listener's keepalive options (Linux, BSD).
     ``listener_safe``: keepalive may be set on a listening socket (not on macOS, where it can
     close the listener).
+    ``bulk_backend``: what ``apply_many(..., backend="auto")`` uses here, ``"io_uring"`` (Linux
+    6.7+: one batched submission for many sockets) or ``"syscalls"``; ``bulk_backend_note`` says
+    why (for example ``kernel.io_uring_disabled``, or a seccomp filter refusing io_uring_setup).
     """
     have = core.HAVE
+    uring_errno, uring_note = core.uring_status()
     return Capabilities(
         platform=PLATFORM,
         implementation=IMPLEMENTATION,
@@ -168,4 +170,6 @@ def capabilities() -> Capabilities:
         max_user_timeout_ms=LIMITS.max_user_timeout_ms,
         listener_inherits=PLATFORM in ("linux", "freebsd"),
         listener_safe=PLATFORM not in ("darwin",),
+        bulk_backend="syscalls" if uring_errno else "io_uring",
+        bulk_backend_note=uring_note,
     )

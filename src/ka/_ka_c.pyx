@@ -6,15 +6,21 @@ every behaviour against both. Bulk loops run without the GIL and touch no Python
 Module state is constants only (free-threading safe).
 """
 
+cimport cython
 from cpython.array cimport array, clone
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_STRIDES, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.float cimport PyFloat_FromDouble
 from cpython.long cimport PyLong_AsLongLong
 from libc.stdint cimport int8_t, int32_t, uint8_t
 from libc.string cimport memcpy
 
 import array as _array
+import socket as _socket
 
 from .errors import option_error
+from .policy import KeepAlive
+from .results import KeepAliveSettings, fill_defaults
 
 cdef extern from "_platform.h" nogil:
     ctypedef long long ka_fd_t
@@ -59,6 +65,7 @@ cdef array _FD_TEMPLATE = _array.array("q" if FD_WIDTH == 8 else "i")
 cdef array _I32 = _array.array("i")
 cdef array _U8 = _array.array("B")
 cdef array _I8 = _array.array("b")
+cdef object _socket_type = _socket.socket
 
 
 cdef str _where(Py_ssize_t index):
@@ -111,14 +118,65 @@ cdef long long _fileno(object target, Py_ssize_t index) except? -1:
     return fd
 
 
-cdef inline ka_policy _policy(tuple spec):
-    cdef ka_policy p
-    p.enable = spec[0]
-    p.idle = spec[1]
-    p.interval = spec[2]
-    p.count = spec[3]
-    p.user_timeout_ms = spec[4]
-    return p
+cdef extern from *:
+    """
+    /* tuple.__new__(type, values) without the attribute lookup and the call through Python. */
+    static PyObject *ka_tuple_subtype(PyObject *type, PyObject *values)
+    {
+        PyObject *out, *args = PyTuple_Pack(1, values);
+        if (args == NULL)
+            return NULL;
+        out = PyTuple_Type.tp_new((PyTypeObject *)type, args, NULL);
+        Py_DECREF(args);
+        return out;
+    }
+    """
+    object ka_tuple_subtype(object type, object values)
+
+
+cdef object _KeepAlive = KeepAlive
+cdef object _Settings = KeepAliveSettings
+cdef object _fill_defaults = fill_defaults
+
+
+cdef int _c_policy(object policy, ka_policy *p) except -1:
+    """A KeepAlive's C values, packed once when it was built (KeepAlive._c): one copy per call."""
+    cdef object packed
+    if type(policy) is not _KeepAlive and not isinstance(policy, _KeepAlive):
+        raise TypeError(f"policy must be a ka.KeepAlive, not {type(policy).__name__} {policy!r}")
+    packed = policy._c
+    if type(packed) is not bytes or PyBytes_GET_SIZE(packed) != sizeof(ka_policy):
+        raise TypeError(f"policy {policy!r} carries no C values (KeepAlive._c): build it with ka.KeepAlive()")
+    memcpy(p, PyBytes_AS_STRING(packed), sizeof(ka_policy))
+    return 0
+
+
+cdef inline object _seconds(int value):
+    return value if value > 0 else None
+
+
+cdef object _settings(const ka_values *v):
+    """KeepAliveSettings made here, without its Python-level __new__ (a NamedTuple's costs 300+ ns)."""
+    cdef tuple values = (
+        v.enabled == 1,
+        _seconds(v.idle),
+        _seconds(v.interval),
+        _seconds(v.count),
+        PyFloat_FromDouble(v.user_timeout_ms / 1000.0) if v.user_timeout_ms >= 0 else None,
+    )
+    settings = ka_tuple_subtype(_Settings, values)
+    if KA_PLATFORM != 1 and v.enabled == 1 and (v.idle <= 0 or v.interval <= 0 or v.count <= 0):
+        settings = _fill_defaults(settings)  # only Linux reports the default of a value never set
+    return settings
+
+
+cdef inline long long _single_fd(object target) except? -1:
+    """_fileno for one target, the common cases first."""
+    if type(target) is _socket_type:
+        value = target.fileno()
+        if type(value) is int:
+            return PyLong_AsLongLong(value)  # a socket's fd is a C int: no range check needed
+    return _fileno(target, -1)
 
 
 def fileno_of(target):
@@ -126,25 +184,43 @@ def fileno_of(target):
     return _fileno(target, -1)
 
 
-def apply(target, tuple spec):
-    """Apply a policy spec (enable, idle, interval, count, user_timeout_ms; -1 = leave) to one socket."""
-    cdef long long fd = _fileno(target, -1)
-    cdef ka_policy p = _policy(spec)
+@cython.binding(False)  # a plain builtin: the interpreter calls it on its fastest path
+def apply(target, policy):
+    """apply(target, policy)
+--
+
+Apply ``policy`` to one socket: a ``socket.socket``, an int fd, or anything with ``fileno()``.
+
+    Raises ``OSError`` (the errno's own subclass) with ``errno``, ``fd`` and ``option`` (a
+    ``ka.Option``) when a call fails; the options before it stay applied (order: idle, interval,
+    count, user timeout, SO_KEEPALIVE).
+    """
+    cdef ka_policy p
     cdef int option = 0
+    _c_policy(policy, &p)
+    cdef long long fd = _single_fd(target)
     cdef int err = ka_apply_one(<ka_fd_t>fd, &p, &option)
     if err:
         raise option_error(err, fd, option, "setting")
 
 
+@cython.binding(False)
 def read(target):
-    """(enabled, idle, interval, count, user_timeout_ms) of one socket; -1 where unknown."""
-    cdef long long fd = _fileno(target, -1)
+    """read(target)
+--
+
+One socket's keepalive values as the kernel reports them (on Linux, the sysctl defaults
+    for any value never set; elsewhere ``ka.system_defaults()`` fills what the OS cannot tell).
+
+    Raises ``OSError`` with ``fd`` and ``option`` on failure.
+    """
+    cdef long long fd = _single_fd(target)
     cdef ka_values v
     cdef int option = 0
     cdef int err = ka_read_one(<ka_fd_t>fd, &v, &option)
     if err:
         raise option_error(err, fd, option, "reading")
-    return (v.enabled, v.idle, v.interval, v.count, v.user_timeout_ms)
+    return _settings(&v)
 
 
 cdef array _from_buffer(object targets):
@@ -230,16 +306,22 @@ def collect_fds(targets):
     return out
 
 
-def apply_many(targets, tuple spec, int threads):
-    """Apply a spec to every target. Returns (fds, errnos, options, failed_count).
+def uring_status():
+    """(0, how) where bulk apply can use io_uring here, else (errno, why not)."""
+    return 38, "not built yet"
+
+
+def apply_many(targets, policy, int threads, str backend):
+    """Apply a policy to every target. Returns (fds, errnos, options, failed_count).
 
     errnos[i] is 0 where input i was applied; otherwise options[i] names the option that failed.
     """
+    cdef ka_policy p
+    _c_policy(policy, &p)
     cdef array fds = collect_fds(targets)
     cdef Py_ssize_t n = len(fds)
     cdef array errnos = clone(_I32, n, False)
     cdef array options = clone(_U8, n, False)
-    cdef ka_policy p = _policy(spec)
     cdef size_t failed
     cdef int nthreads = threads if threads > 0 else 1
     with nogil:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from ._options import Option, spec_steps
+from ._options import PLATFORM, Option, spec_steps
 from .errors import BulkError, option_error
 from .policy import KeepAlive, detection_time
 
@@ -155,6 +155,29 @@ def _settings(values: tuple[int, int, int, int, int]) -> KeepAliveSettings:
         count if count > 0 else None,
         ut / 1000 if ut >= 0 else None,
     )
+
+
+def fill_defaults(settings: KeepAliveSettings) -> KeepAliveSettings:
+    """``settings`` with the system's defaults where the platform could not tell (None).
+
+    Only needed off Linux: Linux reports the sysctl default for a value never set.
+    """
+    from .system import system_defaults  # system imports policy: import late, once needed
+
+    defaults = system_defaults()
+    return settings._replace(
+        idle=settings.idle if settings.idle is not None else defaults.idle,
+        interval=settings.interval if settings.interval is not None else defaults.interval,
+        count=settings.count if settings.count is not None else defaults.count,
+    )
+
+
+def settings_of(values: tuple[int, int, int, int, int]) -> KeepAliveSettings:
+    """What ``ka.read`` returns for the values one read gave (-1 where unknown)."""
+    settings = _settings(values)
+    if PLATFORM != "linux" and settings.enabled and None in settings[1:4]:
+        settings = fill_defaults(settings)
+    return settings
 
 
 class ReadResult(_Accounted):
