@@ -23,7 +23,12 @@ else:
             Extension(
                 "ka._ka_c",
                 ["src/ka/_ka_c.pyx"],
-                depends=["src/ka/_platform.h"],
+                depends=[
+                    "src/ka/_platform.h",
+                    "src/ka/_ka_posix.h",
+                    "src/ka/_ka_windows.h",
+                    "src/ka/_ka_bulk.h",
+                ],
                 include_dirs=["src/ka"],
                 libraries=libraries,
             )

@@ -1,6 +1,7 @@
 /*
- * Compile-only check of src/ka/_platform.h for a platform this machine cannot run: every function
- * of the header is called, so each platform branch is type-checked with warnings as errors.
+ * Compile-only check of src/ka/_platform.h (the dispatcher, its OS header and _ka_bulk.h) for a
+ * platform this machine cannot run: every function of the shim is called, so each OS header is
+ * type-checked with warnings as errors.
  * tools/check_dist.sh compiles it with x86_64-w64-mingw32-gcc (the Windows branch) and with gcc
  * (the Linux branch): cc -std=c99 -Wall -Wextra -Werror -I src/ka -c tools/win_compile_check.c
  */

@@ -1,0 +1,244 @@
+/*
+ * ka/_ka_posix.h: the POSIX family (Linux, macOS, FreeBSD/DragonFly/NetBSD/OpenBSD, other
+ * POSIX such as Cygwin): option names and limits per system, then whole functions that serve
+ * all of them. Included by _platform.h only.
+ */
+#ifndef KA_POSIX_H
+#define KA_POSIX_H
+
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+
+typedef int ka_fd_t;
+#define KA_FD_IS_INT 1
+#define KA_LAST_ERROR() errno
+#define KA_EINTR EINTR
+
+/* ---------------------------------------------------------------------------------------------
+ * Per-system option names and limits (seconds for idle/interval, probes for count,
+ * milliseconds for the user timeout). A limit of 0 means the knob does not exist there.
+ * ------------------------------------------------------------------------------------------- */
+#if defined(__APPLE__)
+#  define KA_PLATFORM KA_PLATFORM_DARWIN
+/* XNU netinet/tcp.h hides these when _POSIX_C_SOURCE is set without _DARWIN_C_SOURCE; the
+ * values are the kernel ABI (TCP_KEEPINTVL and TCP_KEEPCNT since OS X 10.8). */
+#  ifndef TCP_KEEPALIVE
+#    define TCP_KEEPALIVE 0x10
+#  endif
+#  ifndef TCP_KEEPINTVL
+#    define TCP_KEEPINTVL 0x101
+#  endif
+#  ifndef TCP_KEEPCNT
+#    define TCP_KEEPCNT 0x102
+#  endif
+/* xnu tcp_usrreq.c tcp_ctloutput: idle (TCP_KEEPALIVE) and interval are seconds in
+ * 0..UINT32_MAX / TCP_RETRANSHZ (1000), the count 0..INT32_MAX; else EINVAL. */
+#  define KA_IDLE_OPTNAME TCP_KEEPALIVE
+#  define KA_MAX_IDLE 4294967
+#  define KA_MAX_INTERVAL 4294967
+#  define KA_MAX_COUNT 2147483647
+#  define KA_MAX_USER_TIMEOUT_MS 0   /* TCP_RXT_CONNDROPTIME is not the same thing: unsupported */
+#elif defined(__linux__)
+#  define KA_PLATFORM KA_PLATFORM_LINUX
+#  ifndef TCP_USER_TIMEOUT
+#    define TCP_USER_TIMEOUT 18     /* since Linux 2.6.37; old libc headers lack it */
+#  endif
+#  define KA_IDLE_OPTNAME TCP_KEEPIDLE
+/* include/net/tcp.h: MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT */
+#  define KA_MAX_IDLE 32767
+#  define KA_MAX_INTERVAL 32767
+#  define KA_MAX_COUNT 127
+#  define KA_MAX_USER_TIMEOUT_MS 2147483647
+#elif defined(__FreeBSD__) || defined(__DragonFly__) || defined(__NetBSD__) || defined(__OpenBSD__)
+#  define KA_PLATFORM KA_PLATFORM_FREEBSD
+#  if defined(TCP_KEEPIDLE)
+#    define KA_IDLE_OPTNAME TCP_KEEPIDLE
+#  endif
+/* FreeBSD tcp_usrreq.c: idle and interval are u_int seconds, EINVAL above UINT_MAX / hz; the
+ * cap INT_MAX / 1000 (= UINT_MAX / 2000) holds for any kern.hz up to 2000. Count: any u_int. */
+#  define KA_MAX_IDLE 2147483
+#  define KA_MAX_INTERVAL 2147483
+#  define KA_MAX_COUNT 2147483647
+#  define KA_MAX_USER_TIMEOUT_MS 0
+#else
+#  define KA_PLATFORM KA_PLATFORM_OTHER
+#  if defined(TCP_KEEPIDLE)
+#    define KA_IDLE_OPTNAME TCP_KEEPIDLE
+#  endif
+#  define KA_MAX_IDLE 32767
+#  define KA_MAX_INTERVAL 32767
+#  define KA_MAX_COUNT 127
+#  define KA_MAX_USER_TIMEOUT_MS 0
+#endif
+
+/* Which knobs this build can set (1) or not (0). */
+#if defined(KA_IDLE_OPTNAME)
+#  define KA_HAVE_IDLE 1
+#else
+#  define KA_HAVE_IDLE 0
+#endif
+#if defined(TCP_KEEPINTVL)
+#  define KA_HAVE_INTERVAL 1
+#else
+#  define KA_HAVE_INTERVAL 0
+#endif
+#if defined(TCP_KEEPCNT)
+#  define KA_HAVE_COUNT 1
+#else
+#  define KA_HAVE_COUNT 0
+#endif
+#if defined(__linux__)
+#  define KA_HAVE_USER_TIMEOUT 1
+#else
+#  define KA_HAVE_USER_TIMEOUT 0
+#endif
+
+#ifndef ENOPROTOOPT
+#  define ENOPROTOOPT 92
+#endif
+#define KA_ENOPROTOOPT ENOPROTOOPT
+
+/* ---------------------------------------------------------------------------------------------
+ * One option
+ * ------------------------------------------------------------------------------------------- */
+static inline int ka_set_int(ka_fd_t fd, int level, int name, int value)
+{
+    int rc;
+    do {
+        rc = setsockopt(fd, level, name, &value, (socklen_t)sizeof(value));
+    } while (rc != 0 && errno == KA_EINTR);
+    return rc == 0 ? 0 : errno;
+}
+
+static inline int ka_get_int(ka_fd_t fd, int level, int name, int *value)
+{
+    int rc;
+    int v = 0;
+    socklen_t len = (socklen_t)sizeof(v);
+    do {
+        rc = getsockopt(fd, level, name, &v, &len);
+    } while (rc != 0 && errno == KA_EINTR);
+    if (rc != 0)
+        return errno;
+    *value = v;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * One descriptor. Order: idle, interval, count, user timeout, then SO_KEEPALIVE, so that the
+ * keepalive timer starts with the new values (and a socket is never left enabled on defaults
+ * when a timing option fails).
+ * Returns 0, or the errno of the first failing call with *option naming it.
+ * ------------------------------------------------------------------------------------------- */
+static int ka_apply_one(ka_fd_t fd, const ka_policy *p, int *option)
+{
+    int err;
+    *option = KA_OPT_NONE;
+    if (p->enable) {
+        if (p->idle >= 0) {
+#if KA_HAVE_IDLE
+            err = ka_set_int(fd, IPPROTO_TCP, KA_IDLE_OPTNAME, p->idle);
+#else
+            err = KA_ENOPROTOOPT;
+#endif
+            if (err) {
+                *option = KA_OPT_IDLE;
+                return err;
+            }
+        }
+        if (p->interval >= 0) {
+#if KA_HAVE_INTERVAL
+            err = ka_set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, p->interval);
+#else
+            err = KA_ENOPROTOOPT;
+#endif
+            if (err) {
+                *option = KA_OPT_INTERVAL;
+                return err;
+            }
+        }
+        if (p->count >= 0) {
+#if KA_HAVE_COUNT
+            err = ka_set_int(fd, IPPROTO_TCP, TCP_KEEPCNT, p->count);
+#else
+            err = KA_ENOPROTOOPT;
+#endif
+            if (err) {
+                *option = KA_OPT_COUNT;
+                return err;
+            }
+        }
+    }
+    if (p->user_timeout_ms >= 0) {
+#if KA_HAVE_USER_TIMEOUT
+        err = ka_set_int(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, p->user_timeout_ms);
+#else
+        err = KA_ENOPROTOOPT;
+#endif
+        if (err) {
+            *option = KA_OPT_USER_TIMEOUT;
+            return err;
+        }
+    }
+    err = ka_set_int(fd, SOL_SOCKET, SO_KEEPALIVE, p->enable ? 1 : 0);
+    if (err) {
+        *option = KA_OPT_KEEPALIVE;
+        return err;
+    }
+    return 0;
+}
+
+/* Read one descriptor's values. A knob the platform lacks reads as -1 and is not an error. */
+static int ka_read_one(ka_fd_t fd, ka_values *v, int *option)
+{
+    int err;
+    v->enabled = v->idle = v->interval = v->count = v->user_timeout_ms = -1;
+    *option = KA_OPT_KEEPALIVE;
+    err = ka_get_int(fd, SOL_SOCKET, SO_KEEPALIVE, &v->enabled);
+    if (err)
+        return err;
+    if (v->enabled)
+        v->enabled = 1; /* some systems return the flag bit, not 1 */
+#if KA_HAVE_IDLE
+    *option = KA_OPT_IDLE;
+    if ((err = ka_get_int(fd, IPPROTO_TCP, KA_IDLE_OPTNAME, &v->idle)) != 0)
+        return err;
+#endif
+#if KA_HAVE_INTERVAL
+    *option = KA_OPT_INTERVAL;
+    if ((err = ka_get_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v->interval)) != 0)
+        return err;
+#endif
+#if KA_HAVE_COUNT
+    *option = KA_OPT_COUNT;
+    if ((err = ka_get_int(fd, IPPROTO_TCP, TCP_KEEPCNT, &v->count)) != 0)
+        return err;
+#endif
+#if KA_HAVE_USER_TIMEOUT
+    *option = KA_OPT_USER_TIMEOUT;
+    if ((err = ka_get_int(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &v->user_timeout_ms)) != 0)
+        return err;
+#endif
+    *option = KA_OPT_NONE;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Threads, for _ka_bulk.h
+ * ------------------------------------------------------------------------------------------- */
+typedef pthread_t ka_thread_t;
+typedef void *ka_thread_ret;
+#define KA_THREAD_CALL
+#define KA_THREAD_DONE NULL
+typedef ka_thread_ret (KA_THREAD_CALL *ka_thread_proc)(void *);
+
+static int ka_thread_start(ka_thread_t *t, ka_thread_proc proc, void *arg)
+{
+    return pthread_create(t, NULL, proc, arg) == 0 ? 0 : -1;
+}
+static void ka_thread_join(ka_thread_t t) { pthread_join(t, NULL); }
+
+#endif /* KA_POSIX_H */

@@ -1,0 +1,212 @@
+/*
+ * ka/_ka_windows.h: Windows (Winsock). Option names, limits and whole functions, including the
+ * SIO_KEEPALIVE_VALS fallback for Windows before 10 1709. Included by _platform.h only.
+ */
+#ifndef KA_WINDOWS_H
+#define KA_WINDOWS_H
+
+#ifndef WIN32_LEAN_AND_MEAN
+#  define WIN32_LEAN_AND_MEAN
+#endif
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <mstcpip.h>
+#include <windows.h>
+#include <process.h>
+
+typedef SOCKET ka_fd_t;
+#define KA_FD_IS_INT 0   /* a SOCKET is pointer-sized */
+#define KA_PLATFORM KA_PLATFORM_WINDOWS
+/* ws2ipdef.h values (Go's internal/syscall/windows uses the same); mingw-w64 12 lacks all four. */
+#ifndef TCP_KEEPALIVE
+#  define TCP_KEEPALIVE 3
+#endif
+#ifndef TCP_KEEPIDLE
+#  define TCP_KEEPIDLE TCP_KEEPALIVE
+#endif
+#ifndef TCP_KEEPCNT
+#  define TCP_KEEPCNT 16
+#endif
+#ifndef TCP_KEEPINTVL
+#  define TCP_KEEPINTVL 17
+#endif
+#ifndef SIO_KEEPALIVE_VALS
+#  define SIO_KEEPALIVE_VALS _WSAIOW(IOC_VENDOR, 4)
+#endif
+#define KA_IDLE_OPTNAME TCP_KEEPIDLE
+#define KA_MAX_IDLE 4294967       /* seconds whose milliseconds fit SIO_KEEPALIVE_VALS' u_long */
+#define KA_MAX_INTERVAL 4294967
+#define KA_MAX_COUNT 255           /* "illegal to set TCP_KEEPCNT to a value greater than 255" */
+#define KA_MAX_USER_TIMEOUT_MS 0   /* no TCP_USER_TIMEOUT on Windows */
+#define KA_LAST_ERROR() ((int)WSAGetLastError())
+#define KA_EINTR WSAEINTR
+
+#define KA_HAVE_IDLE 1
+#define KA_HAVE_INTERVAL 1
+#define KA_HAVE_COUNT 1
+#define KA_HAVE_USER_TIMEOUT 0
+
+#ifndef ENOPROTOOPT
+#  define ENOPROTOOPT 92
+#endif
+#define KA_ENOPROTOOPT WSAENOPROTOOPT
+
+/* ---------------------------------------------------------------------------------------------
+ * One option
+ * ------------------------------------------------------------------------------------------- */
+static inline int ka_set_int(ka_fd_t fd, int level, int name, int value)
+{
+    DWORD v = (DWORD)value;
+    if (setsockopt(fd, level, name, (const char *)&v, (int)sizeof(v)) == SOCKET_ERROR)
+        return KA_LAST_ERROR();
+    return 0;
+}
+
+static inline int ka_get_int(ka_fd_t fd, int level, int name, int *value)
+{
+    DWORD v = 0;
+    int len = (int)sizeof(v);
+    if (getsockopt(fd, level, name, (char *)&v, &len) == SOCKET_ERROR)
+        return KA_LAST_ERROR();
+    *value = (int)v;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * One descriptor. Order: idle, interval, count, user timeout, then SO_KEEPALIVE.
+ * Returns 0, or the errno of the first failing call with *option naming it.
+ * ------------------------------------------------------------------------------------------- */
+/* Windows before 10 1709 has no TCP_KEEPIDLE/TCP_KEEPINTVL: fall back to SIO_KEEPALIVE_VALS,
+ * which sets on/off, idle and interval at once in milliseconds (libuv and Go do the same). */
+static int ka_win_keepalive_vals(ka_fd_t fd, const ka_policy *p)
+{
+    struct tcp_keepalive vals;
+    DWORD returned = 0;
+    vals.onoff = (u_long)(p->enable ? 1 : 0);
+    /* Fields cannot be left unchanged here; use the documented system defaults (2 h, 1 s). */
+    vals.keepalivetime = (u_long)(p->idle >= 0 ? (DWORD)p->idle * 1000u : 7200000u);
+    vals.keepaliveinterval = (u_long)(p->interval >= 0 ? (DWORD)p->interval * 1000u : 1000u);
+    if (WSAIoctl(fd, SIO_KEEPALIVE_VALS, &vals, sizeof(vals), NULL, 0, &returned, NULL, NULL) ==
+        SOCKET_ERROR)
+        return KA_LAST_ERROR();
+    return 0;
+}
+
+static int ka_is_missing_option(int err) { return err == WSAENOPROTOOPT || err == WSAEINVAL; }
+
+static int ka_apply_one(ka_fd_t fd, const ka_policy *p, int *option)
+{
+    int err;
+    int use_ioctl = 0;
+    *option = KA_OPT_NONE;
+    if (p->enable) {
+        if (p->idle >= 0) {
+            err = ka_set_int(fd, IPPROTO_TCP, KA_IDLE_OPTNAME, p->idle);
+            if (err && ka_is_missing_option(err)) {
+                use_ioctl = 1;
+                err = 0;
+            }
+            if (err) {
+                *option = KA_OPT_IDLE;
+                return err;
+            }
+        }
+        if (p->interval >= 0) {
+            err = use_ioctl ? 0 : ka_set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, p->interval);
+            if (err && ka_is_missing_option(err)) {
+                use_ioctl = 1;
+                err = 0;
+            }
+            if (err) {
+                *option = KA_OPT_INTERVAL;
+                return err;
+            }
+        }
+        if (p->count >= 0) {
+            err = ka_set_int(fd, IPPROTO_TCP, TCP_KEEPCNT, p->count);
+            if (err) {
+                *option = KA_OPT_COUNT;
+                return err;
+            }
+        }
+    }
+    if (p->user_timeout_ms >= 0) {
+        err = KA_ENOPROTOOPT;
+        *option = KA_OPT_USER_TIMEOUT;
+        return err;
+    }
+    if (use_ioctl) {
+        err = ka_win_keepalive_vals(fd, p);
+        if (err) {
+            *option = KA_OPT_IDLE;
+            return err;
+        }
+    }
+    err = ka_set_int(fd, SOL_SOCKET, SO_KEEPALIVE, p->enable ? 1 : 0);
+    if (err) {
+        *option = KA_OPT_KEEPALIVE;
+        return err;
+    }
+    return 0;
+}
+
+/* One IPPROTO_TCP knob. On Windows before 10 1709 the option is missing (the values went in by
+ * ioctl and cannot be read back): it reads as -1, not as an error. */
+static int ka_read_knob(ka_fd_t fd, int name, int *value)
+{
+    int err = ka_get_int(fd, IPPROTO_TCP, name, value);
+    if (err && ka_is_missing_option(err)) {
+        *value = -1;
+        err = 0;
+    }
+    return err;
+}
+
+/* Read one descriptor's values. A knob the platform lacks reads as -1 and is not an error. */
+static int ka_read_one(ka_fd_t fd, ka_values *v, int *option)
+{
+    int err;
+    v->enabled = v->idle = v->interval = v->count = v->user_timeout_ms = -1;
+    *option = KA_OPT_KEEPALIVE;
+    err = ka_get_int(fd, SOL_SOCKET, SO_KEEPALIVE, &v->enabled);
+    if (err)
+        return err;
+    if (v->enabled)
+        v->enabled = 1; /* some systems return the flag bit, not 1 */
+    *option = KA_OPT_IDLE;
+    if ((err = ka_read_knob(fd, KA_IDLE_OPTNAME, &v->idle)) != 0)
+        return err;
+    *option = KA_OPT_INTERVAL;
+    if ((err = ka_read_knob(fd, TCP_KEEPINTVL, &v->interval)) != 0)
+        return err;
+    *option = KA_OPT_COUNT;
+    if ((err = ka_read_knob(fd, TCP_KEEPCNT, &v->count)) != 0)
+        return err;
+    *option = KA_OPT_NONE;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Threads, for _ka_bulk.h
+ * ------------------------------------------------------------------------------------------- */
+typedef HANDLE ka_thread_t;
+typedef unsigned ka_thread_ret;
+#define KA_THREAD_CALL __stdcall
+#define KA_THREAD_DONE 0u
+typedef ka_thread_ret (KA_THREAD_CALL *ka_thread_proc)(void *);
+
+static int ka_thread_start(ka_thread_t *t, ka_thread_proc proc, void *arg)
+{
+    uintptr_t h = _beginthreadex(NULL, 0, proc, arg, 0, NULL);
+    if (h == 0)
+        return -1;
+    *t = (HANDLE)h;
+    return 0;
+}
+static void ka_thread_join(ka_thread_t t)
+{
+    WaitForSingleObject(t, INFINITE);
+    CloseHandle(t);
+}
+
+#endif /* KA_WINDOWS_H */
