@@ -79,6 +79,15 @@ cdef inline int _check_fd(long long fd, Py_ssize_t index, bint via_fileno=False)
     return 0
 
 
+cdef object _fileno_failed(Py_ssize_t index, object target, str what, BaseException exc):
+    """The error for an entry whose fileno raised: TypeError for a TypeError, else ValueError."""
+    kind = TypeError if isinstance(exc, TypeError) else ValueError
+    return kind(
+        f"{_where(index)}.{what} raised {type(exc).__name__}: {exc} ({type(target).__name__}): "
+        "expected a socket, an int fd or an object with fileno()"
+    )
+
+
 cdef long long _fileno(object target, Py_ssize_t index) except? -1:
     """The descriptor number of a socket, fd or object with fileno(); -1 for a closed socket.
 
@@ -99,13 +108,24 @@ cdef long long _fileno(object target, Py_ssize_t index) except? -1:
         )
     if isinstance(target, int):
         return _fileno(int(target), index)
-    method = getattr(target, "fileno", None)
+    try:
+        method = getattr(target, "fileno", None)
+    except Exception as exc:
+        raise _fileno_failed(index, target, "fileno", exc) from exc
     if method is None:
         raise TypeError(
             f"{_where(index)} is {type(target).__name__} {target!r}: expected a socket, an int fd "
             "or an object with fileno()"
         )
-    value = method()
+    if not callable(method):
+        raise TypeError(
+            f"{_where(index)}.fileno is {type(method).__name__} {method!r}, not a method "
+            f"({type(target).__name__}): expected a socket, an int fd or an object with fileno()"
+        )
+    try:
+        value = method()
+    except Exception as exc:
+        raise _fileno_failed(index, target, "fileno()", exc) from exc
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(
             f"{_where(index)}.fileno() returned {type(value).__name__} {value!r}, expected an int"
@@ -294,7 +314,8 @@ def collect_fds(targets):
             f"targets must be a sequence or iterable of sockets or fds, or an integer array, "
             f"not {type(targets).__name__}"
         )
-    seq = targets if isinstance(targets, (list, tuple)) else list(targets)
+    # A snapshot the caller cannot shrink: a fileno() or another thread may mutate the list.
+    cdef tuple seq = targets if type(targets) is tuple else tuple(targets)
     n = len(seq)
     out = clone(_FD_TEMPLATE, n, False)
     for i in range(n):

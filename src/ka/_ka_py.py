@@ -7,12 +7,14 @@ The ``threads`` argument is accepted and ignored: the GIL would serialise the ca
 
 from __future__ import annotations
 
+import _socket
 import array
 import errno
 import socket
 from collections.abc import Iterable
 from typing import Any
 
+from ._borrow import borrowed_call
 from ._options import LIMITS as _LIMITS
 from ._options import PLATFORM, PLATFORM_CODES, SOCKET_NUMBERS, Option, spec_steps
 from .errors import option_error
@@ -44,6 +46,15 @@ def _check_fd(fd: int, where: str, via_fileno: bool = False) -> int:
     return fd
 
 
+def _fileno_failed(where: str, target: Any, what: str, exc: Exception) -> Exception:
+    """The error for an entry whose fileno raised: TypeError for a TypeError, else ValueError."""
+    kind = TypeError if isinstance(exc, TypeError) else ValueError
+    return kind(
+        f"{where}.{what} raised {type(exc).__name__}: {exc} ({type(target).__name__}): "
+        "expected a socket, an int fd or an object with fileno()"
+    )
+
+
 def _fileno(target: Any, where: str) -> int:
     if isinstance(target, bool):
         raise TypeError(
@@ -53,13 +64,24 @@ def _fileno(target: Any, where: str) -> int:
         if not -(2**63) <= target < 2**63:
             raise ValueError(f"{where} is {target}: not a descriptor number")
         return _check_fd(int(target), where)
-    method = getattr(target, "fileno", None)
+    try:
+        method = getattr(target, "fileno", None)
+    except Exception as exc:
+        raise _fileno_failed(where, target, "fileno", exc) from exc
     if method is None:
         raise TypeError(
             f"{where} is {type(target).__name__} {target!r}: expected a socket, an int fd or an "
             "object with fileno()"
         )
-    value = method()
+    if not callable(method):
+        raise TypeError(
+            f"{where}.fileno is {type(method).__name__} {method!r}, not a method "
+            f"({type(target).__name__}): expected a socket, an int fd or an object with fileno()"
+        )
+    try:
+        value = method()
+    except Exception as exc:
+        raise _fileno_failed(where, target, "fileno()", exc) from exc
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{where}.fileno() returned {type(value).__name__} {value!r}, expected an int")
     if not -(2**63) <= value < 2**63:
@@ -72,29 +94,14 @@ def fileno_of(target: Any) -> int:
     return _fileno(target, "target")
 
 
-class _Borrowed:
-    """A socket object over a descriptor we do not own: detached, never closed, on exit."""
-
-    __slots__ = ("sock",)
-
-    def __init__(self, fd: int) -> None:
-        self.sock = socket.socket(fileno=fd)
-
-    def __enter__(self) -> socket.socket:
-        return self.sock
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.detach()
-
-
-def _windows_keepalive_vals(sock: socket.socket, spec: tuple[int, int, int, int, int]) -> None:
+def _windows_keepalive_vals(sock: _socket.socket, spec: tuple[int, int, int, int, int]) -> None:
     enable, idle, interval = spec[0], spec[1], spec[2]
     idle_ms = idle * 1000 if idle >= 0 else 7_200_000
     interval_ms = interval * 1000 if interval >= 0 else 1000
     sock.ioctl(socket.SIO_KEEPALIVE_VALS, (enable, idle_ms, interval_ms))  # type: ignore[attr-defined]
 
 
-def _apply_sock(sock: socket.socket, spec: tuple[int, int, int, int, int]) -> tuple[int, int]:
+def _apply_sock(sock: _socket.socket, spec: tuple[int, int, int, int, int]) -> tuple[int, int]:
     """(errno, option) of the first failing call, or (0, 0)."""
     use_ioctl = False
     for option, value in spec_steps(spec):
@@ -133,11 +140,9 @@ def _apply_fd(fd: int, target: Any, spec: tuple[int, int, int, int, int]) -> tup
     if fd < 0:  # what the kernel answers for a negative descriptor
         return _BAD_FD, _first_option(spec)
     try:
-        borrowed = _Borrowed(fd)
+        return borrowed_call(fd, lambda sock: _apply_sock(sock, spec))
     except OSError as exc:  # not a socket, or not open: the first call would have failed so
         return _errno_of(exc), _first_option(spec)
-    with borrowed as sock:
-        return _apply_sock(sock, spec)
 
 
 def apply(target: Any, policy: KeepAlive) -> None:
@@ -157,7 +162,7 @@ def apply(target: Any, policy: KeepAlive) -> None:
 _READ_ORDER = (Option.KEEPALIVE, Option.IDLE, Option.INTERVAL, Option.COUNT, Option.USER_TIMEOUT)
 
 
-def _read_sock(sock: socket.socket) -> tuple[int, int, tuple[int, int, int, int, int]]:
+def _read_sock(sock: _socket.socket) -> tuple[int, int, tuple[int, int, int, int, int]]:
     values = [-1, -1, -1, -1, -1]
     for k, option in enumerate(_READ_ORDER):
         numbers = SOCKET_NUMBERS[option]
@@ -183,11 +188,9 @@ def _read_fd(fd: int, target: Any) -> tuple[int, int, tuple[int, int, int, int, 
     if fd < 0:
         return _BAD_FD, Option.KEEPALIVE, _UNREAD
     try:
-        borrowed = _Borrowed(fd)
-    except OSError as exc:
+        return borrowed_call(fd, _read_sock)
+    except OSError as exc:  # not a socket, or not open: the first call would have failed so
         return _errno_of(exc), Option.KEEPALIVE, _UNREAD
-    with borrowed as sock:
-        return _read_sock(sock)
 
 
 def read(target: Any) -> KeepAliveSettings:
@@ -217,7 +220,10 @@ def _buffer_fds(targets: Any) -> array.array[int] | None:
                 "(array('i'), array('q'), numpy int32/int64), not format "
                 f"{fmt!r} with itemsize {view.itemsize} and {view.ndim} dimensions"
             )
-        values = view.tolist()
+        # tobytes copies any stride; memoryview.tolist() refuses "=i" (numpy structured fields)
+        signed = fmt not in ("I", "L", "Q", "N")
+        code = ("i" if signed else "I") if view.itemsize == 4 else ("q" if signed else "Q")
+        values = array.array(code, view.tobytes())
     for i, value in enumerate(values):
         if value >= 2**63:
             raise ValueError(f"targets[{i}] is {value}: not a descriptor number")
@@ -226,16 +232,17 @@ def _buffer_fds(targets: Any) -> array.array[int] | None:
 
 
 def _materialize(targets: Any) -> Any:
-    """A list, tuple or buffer as it is; any other iterable as a list; anything else an error."""
+    """A buffer as it is; a tuple as it is; any other iterable as a tuple (a snapshot the caller
+    cannot change during the call, as the compiled core takes); anything else an error."""
     text = isinstance(targets, (str, bytes, bytearray))
     if text or not (isinstance(targets, Iterable) or _is_buffer(targets)):
         raise TypeError(
             "targets must be a sequence or iterable of sockets or fds, or an integer array, "
             f"not {type(targets).__name__}"
         )
-    if isinstance(targets, (list, tuple)) or _is_buffer(targets):
+    if type(targets) is tuple or _is_buffer(targets):
         return targets
-    return list(targets)
+    return tuple(targets)
 
 
 def collect_fds(targets: Any) -> array.array[int]:
@@ -249,13 +256,13 @@ def collect_fds(targets: Any) -> array.array[int]:
 
 def _prepare(
     targets: Any,
-) -> tuple[array.array[int], list[Any], array.array[int], array.array[int]]:
+) -> tuple[array.array[int], tuple[Any, ...], array.array[int], array.array[int]]:
     """The fds of a batch, its objects by index (so sockets are used without a dup), and zeroed
     errno and option columns."""
     targets = _materialize(targets)
     fds = collect_fds(targets)
     n = len(fds)
-    objects = list(targets) if isinstance(targets, (list, tuple)) and len(targets) == n else [None] * n
+    objects = targets if isinstance(targets, tuple) else (None,) * n
     return fds, objects, array.array("i", bytes(4 * n)), array.array("B", bytes(n))
 
 
