@@ -34,13 +34,14 @@ def impl(core: ModuleType, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     ka.apply and ka.read are the active core's own functions, bound by name in modules that
     imported them (ka.server, ka.aio, ...): each such binding is swapped too.
     """
-    active = ka.core
+    active = {attr: getattr(ka.core, attr) for attr in ("apply", "read")}
     monkeypatch.setattr(ka, "core", core)
     for name, module in list(sys.modules.items()):
-        if module is not None and (name == "ka" or name.startswith("ka.")):
-            for attr in ("apply", "read"):
-                if getattr(module, attr, None) is getattr(active, attr):
-                    monkeypatch.setattr(module, attr, getattr(core, attr))
+        if module is None or name in ("ka._ka_c", "ka._ka_py") or not (name == "ka" or name.startswith("ka.")):
+            continue
+        for attr, function in active.items():
+            if getattr(module, attr, None) is function:
+                monkeypatch.setattr(module, attr, getattr(core, attr))
     return core
 
 

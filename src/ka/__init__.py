@@ -82,6 +82,15 @@ apply = core.apply
 read = core.read
 
 BACKENDS = ("auto", "io_uring", "syscalls")
+# What backend="auto" uses. io_uring's socket commands measured 0.56-0.75x the speed of the
+# system-call loop on Linux 6.18 (docs/performance/internals.md), so the loop stays the default.
+AUTO_BACKEND = "syscalls"
+
+
+def _backend_note(uring_errno: int, uring_note: str) -> str:
+    if uring_errno:
+        return f"io_uring cannot be used: {uring_note}"
+    return f"{uring_note}; backend='io_uring' uses it, 'auto' keeps the faster system-call loop"
 
 
 def _backend(backend: str) -> str:
@@ -106,10 +115,10 @@ def apply_many(
     256 sockets (two from 512 on), at most one per CPU). Returns a ``BulkResult``: each input applied or in
     ``result.failed`` with its errno and option; ``result.raise_for_failures()`` raises a BulkError.
 
-    ``backend``: ``"auto"`` (io_uring where ``capabilities().bulk_backend`` says so, else one
-    system call per option), ``"syscalls"`` to force the loop, or ``"io_uring"`` to require the
-    batched path (Linux 6.7+; an ``OSError`` naming why, before any setsockopt, where it cannot be
-    used). Results are the same either way.
+    ``backend``: ``"auto"`` (what ``capabilities().bulk_backend`` names: the system-call loop,
+    measured faster), ``"syscalls"``, or ``"io_uring"`` to send every socket's options in batched
+    io_uring submissions (Linux 6.7+; an ``OSError`` naming why, raised before any setsockopt,
+    where it cannot be used). Results are the same either way, errno and option included.
     """
     require_policy(policy)
     nthreads = _threads_for(threads, _size_hint(targets))
@@ -151,9 +160,10 @@ def capabilities() -> Capabilities:
     ``listener_inherits``: accepted sockets get the listener's keepalive options (Linux, BSD).
     ``listener_safe``: keepalive may be set on a listening socket (not on macOS, where it can
     close the listener).
-    ``bulk_backend``: what ``apply_many(..., backend="auto")`` uses here, ``"io_uring"`` (Linux
-    6.7+: one batched submission for many sockets) or ``"syscalls"``; ``bulk_backend_note`` says
-    why (for example ``kernel.io_uring_disabled``, or a seccomp filter refusing io_uring_setup).
+    ``bulk_backend``: what ``apply_many(..., backend="auto")`` uses here (``"syscalls"``: one
+    system call per option); ``bulk_backend_note`` says whether ``backend="io_uring"`` (Linux
+    6.7+ socket commands, one submission for many sockets) can be used, and if not why (for
+    example ``kernel.io_uring_disabled``, or a seccomp filter refusing io_uring_setup).
     """
     have = core.HAVE
     uring_errno, uring_note = core.uring_status()
@@ -170,6 +180,6 @@ def capabilities() -> Capabilities:
         max_user_timeout_ms=LIMITS.max_user_timeout_ms,
         listener_inherits=PLATFORM in ("linux", "freebsd"),
         listener_safe=PLATFORM not in ("darwin",),
-        bulk_backend="syscalls" if uring_errno else "io_uring",
-        bulk_backend_note=uring_note,
+        bulk_backend=AUTO_BACKEND,
+        bulk_backend_note=_backend_note(uring_errno, uring_note),
     )

@@ -16,6 +16,8 @@ from libc.stdint cimport int8_t, int32_t, uint8_t
 from libc.string cimport memcpy
 
 import array as _array
+import errno
+import os
 import socket as _socket
 
 from .errors import option_error
@@ -48,8 +50,15 @@ cdef extern from "_platform.h" nogil:
     int ka_apply_one(ka_fd_t fd, const ka_policy *p, int *option)
     int ka_read_one(ka_fd_t fd, ka_values *v, int *option)
     long long ka_first_bad_fd(const void *fds, int width, int is_unsigned, size_t n)
+    int KA_HAVE_URING
+    int KA_BACKEND_SYSCALLS
+    int KA_BACKEND_URING
+    int KA_WORKER_IDLE_MS
+    int ka_uring_status()
+    int ka_uring_getsockopt_tcp_status()
+    int ka_worker_count()
     size_t ka_apply_bulk(const void *fds, int width, size_t n, const ka_policy *p,
-                         int32_t *errnos, uint8_t *options, int nthreads)
+                         int32_t *errnos, uint8_t *options, int nthreads, int backend)
     size_t ka_read_bulk(const void *fds, int width, size_t n, int32_t *errnos, uint8_t *options,
                         int8_t *enabled, int32_t *idle, int32_t *interval, int32_t *count,
                         int32_t *user_timeout_ms, int nthreads)
@@ -329,7 +338,51 @@ def collect_fds(targets):
 
 def uring_status():
     """(0, how) where bulk apply can use io_uring here, else (errno, why not)."""
-    return 38, "not built yet"
+    cdef int err
+    if not KA_HAVE_URING:
+        return errno.ENOSYS, "io_uring is Linux-only: one system call per option"
+    with nogil:
+        err = ka_uring_status()
+    if err == 0:
+        tcp = ka_uring_getsockopt_tcp_status()
+        reads = "read_many keeps getsockopt: " + (
+            "SOCKET_URING_OP_GETSOCKOPT reads TCP options here"
+            if tcp == 1
+            else f"SOCKET_URING_OP_GETSOCKOPT refuses TCP-level options ({_errno_name(tcp)})"
+        )
+        return 0, f"io_uring socket commands usable (IORING_OP_URING_CMD, Linux 6.7+); {reads}"
+    return err, _uring_refusal(err)
+
+
+def _errno_name(int err):
+    return "EOPNOTSUPP" if err == errno.EOPNOTSUPP else errno.errorcode.get(err, str(err))
+
+
+def _uring_refusal(int err):
+    name = _errno_name(err)
+    if err == errno.EPERM:
+        try:
+            with open("/proc/sys/kernel/io_uring_disabled") as f:
+                disabled = f.read().strip()
+        except OSError:
+            disabled = "?"
+        if disabled == "2":
+            why = "kernel.io_uring_disabled=2 (io_uring off for everyone)"
+        elif disabled == "1":
+            why = "kernel.io_uring_disabled=1 and this process is not in kernel.io_uring_group"
+        else:
+            why = "a seccomp filter (such as a container runtime's default profile) refuses io_uring_setup"
+        return f"io_uring_setup failed with EPERM: {why}"
+    if err == errno.ENOSYS:
+        return "io_uring_setup failed with ENOSYS: no io_uring in this kernel, or a seccomp filter hides it"
+    if err in (errno.EOPNOTSUPP, errno.EINVAL):
+        return f"this kernel's io_uring has no socket setsockopt command ({name}; it needs Linux 6.7+)"
+    return f"io_uring could not be set up: {name} ({os.strerror(err)})"
+
+
+def worker_count():
+    """Bulk worker threads alive now (they exit after a while without work)."""
+    return ka_worker_count()
 
 
 def apply_many(targets, policy, int threads, str backend):
@@ -345,10 +398,12 @@ def apply_many(targets, policy, int threads, str backend):
     cdef array options = clone(_U8, n, False)
     cdef size_t failed
     cdef int nthreads = threads if threads > 0 else 1
+    # "auto" is the syscall loop: io_uring's socket commands measured slower (internals.md).
+    cdef int code = KA_BACKEND_URING if backend == "io_uring" else KA_BACKEND_SYSCALLS
     with nogil:
         failed = ka_apply_bulk(fds.data.as_voidptr, FD_WIDTH, <size_t>n, &p,
                                <int32_t *>errnos.data.as_voidptr, <uint8_t *>options.data.as_voidptr,
-                               nthreads)
+                               nthreads, code)
     return fds, errnos, options, failed
 
 

@@ -271,6 +271,11 @@ def uring_status() -> tuple[int, str]:
     return errno.ENOSYS, "the pure-Python twin makes one system call per option"
 
 
+def worker_count() -> int:
+    """Bulk worker threads alive now: the twin has none."""
+    return 0
+
+
 def apply_many(
     targets: Any, policy: KeepAlive, threads: int, backend: str
 ) -> tuple[array.array[int], array.array[int], array.array[int], int]:

@@ -21,11 +21,17 @@
 #if defined(__linux__)
 #  define KA_HAVE_URING 1
 
+#  include <stdlib.h>
 #  include <sys/mman.h>
 #  include <sys/syscall.h>
 #  include <unistd.h>
-#  include <fcntl.h>
 #  include <pthread.h>
+
+/* unistd.h declares syscall() only with _DEFAULT_SOURCE, which -std=c99 turns off. */
+long syscall(long number, ...);
+#  ifndef MAP_POPULATE
+#    define MAP_POPULATE 0 /* only a hint: fault the rings in now rather than on first use */
+#  endif
 
 #  ifndef __NR_io_uring_setup
 #    define __NR_io_uring_setup 425 /* the same number on every architecture (since Linux 5.1) */
