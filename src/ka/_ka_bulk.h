@@ -116,6 +116,7 @@ static ka_cond_t ka_pool_done = KA_COND_INIT;  /* a worker left a job */
 static ka_job *ka_pool_jobs = NULL;
 static int ka_pool_workers = 0;                /* threads alive */
 static int ka_pool_idle = 0;                   /* of which waiting for a job */
+static int ka_pool_starting = 0;               /* of which started but not yet looking for one */
 static int ka_pool_fork_hook = 0;
 
 static void ka_pool_after_fork_child(void)
@@ -126,6 +127,7 @@ static void ka_pool_after_fork_child(void)
     ka_pool_jobs = NULL;
     ka_pool_workers = 0;
     ka_pool_idle = 0;
+    ka_pool_starting = 0;
 }
 
 /* Claim the next chunk of a job (pool lock held); 0 when none is left. */
@@ -192,6 +194,7 @@ static ka_thread_ret KA_THREAD_CALL ka_worker_main(void *arg)
     size_t failed;
     (void)arg;
     ka_mutex_lock(&ka_pool_lock);
+    ka_pool_starting--;
     for (;;) {
         job = ka_pool_find_job();
         if (job != NULL) {
@@ -233,7 +236,8 @@ static size_t ka_run_job(ka_job *job)
         }
         job->queue_next = ka_pool_jobs;
         ka_pool_jobs = job;
-        missing = job->helpers_wanted - ka_pool_idle;
+        /* A worker still starting will look for jobs before it waits: count it as available. */
+        missing = job->helpers_wanted - ka_pool_idle - ka_pool_starting;
         if (missing > KA_MAX_THREADS - 1 - ka_pool_workers)
             missing = KA_MAX_THREADS - 1 - ka_pool_workers;
         for (k = 0; k < missing; k++) {
@@ -241,6 +245,7 @@ static size_t ka_run_job(ka_job *job)
                 break;
             ka_thread_detach(t);
             ka_pool_workers++;
+            ka_pool_starting++;
         }
         if (ka_pool_idle > 0)
             ka_cond_broadcast(&ka_pool_wake);
