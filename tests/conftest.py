@@ -37,7 +37,11 @@ def impl(core: ModuleType, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     active = {attr: getattr(ka.core, attr) for attr in ("apply", "read")}
     monkeypatch.setattr(ka, "core", core)
     for name, module in list(sys.modules.items()):
-        if module is None or name in ("ka._ka_c", "ka._ka_py") or not (name == "ka" or name.startswith("ka.")):
+        if (
+            module is None
+            or name in ("ka._ka_c", "ka._ka_py")
+            or not (name == "ka" or name.startswith("ka."))
+        ):
             continue
         for attr, function in active.items():
             if getattr(module, attr, None) is function:

@@ -64,7 +64,9 @@ def _wait_for_workers(c: ModuleType, count: int, timeout: float) -> int:
 
 
 # -- workers ------------------------------------------------------------------------------------
-def test_workers_start_on_need_persist_between_calls_and_exit_when_idle(c: ModuleType, pool: LoopbackPool) -> None:
+def test_workers_start_on_need_persist_between_calls_and_exit_when_idle(
+    c: ModuleType, pool: LoopbackPool
+) -> None:
     fds = pool.fds()
     assert _wait_for_workers(c, 0, 5) == 0  # whatever an earlier test left has gone
     ka.apply_many(fds, POLICY, threads=1)
@@ -207,7 +209,9 @@ def test_a_bad_backend_is_refused_before_any_system_call(impl: ModuleType, pool:
         ka.apply_many(fds, POLICY, backend="uring")
 
 
-def test_the_twin_says_why_it_cannot_use_io_uring(pool: LoopbackPool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_twin_says_why_it_cannot_use_io_uring(
+    pool: LoopbackPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from ka import _ka_py
 
     monkeypatch.setattr(ka, "core", _ka_py)

@@ -581,10 +581,26 @@ def targets(results: dict[str, Any]) -> list[Target]:
         one = "ka.apply" if kind == "apply" else "ka.read"
         for n in sizes:
             row(f"{one} in a loop / C floor, pool {n}", ratio(kind, n, loop, n, FLOOR), *at_most(loop_goal))
-            row(f"{one} in a loop speed-up over stdlib, pool {n}", ratio(kind, n, stdlib, n, loop), *at_least(1.30))
-            row(f"{fn}(int array) / C floor, 1 thread, pool {n}", ratio(kind, n, array_name, n, FLOOR), *at_most(1.05))
-            row(f"{fn}(int array) speed-up over stdlib, pool {n}", ratio(kind, n, stdlib, n, array_name), *at_least(1.35))
-            row(f"{fn}(list) speed-up over stdlib, pool {n}", ratio(kind, n, stdlib, n, list_name), *at_least(1.30))
+            row(
+                f"{one} in a loop speed-up over stdlib, pool {n}",
+                ratio(kind, n, stdlib, n, loop),
+                *at_least(1.30),
+            )
+            row(
+                f"{fn}(int array) / C floor, 1 thread, pool {n}",
+                ratio(kind, n, array_name, n, FLOOR),
+                *at_most(1.05),
+            )
+            row(
+                f"{fn}(int array) speed-up over stdlib, pool {n}",
+                ratio(kind, n, stdlib, n, array_name),
+                *at_least(1.35),
+            )
+            row(
+                f"{fn}(list) speed-up over stdlib, pool {n}",
+                ratio(kind, n, stdlib, n, list_name),
+                *at_least(1.30),
+            )
             row(
                 f"{fn} threads=2 speed-up over 1 thread, pool {n}",
                 ratio(kind, n, array_name, n, thr.format(2)),
