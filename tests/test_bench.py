@@ -130,7 +130,8 @@ def test_quick_run_reports_everything(tmp_path: Path, capsys: pytest.CaptureFixt
         "bulk call bytes per socket (int array)",
     ):
         assert needle in text
-    assert "where 2 threads start to pay" in text
+    if ka.IMPLEMENTATION == "c":  # the twin has no threads to place
+        assert "where 2 threads start to pay" in text
     assert "bulk backend (capabilities): syscalls" in text
 
 

@@ -159,11 +159,23 @@ cdef extern from *:
         Py_DECREF(args);
         return out;
     }
+
+    /* A data descriptor's value on obj (type(descr).__get__(descr, obj)) without the attribute
+     * lookup by name: the descriptor was looked up once, at import. */
+    static PyObject *ka_descriptor_get(PyObject *descr, PyObject *obj)
+    {
+        return Py_TYPE(descr)->tp_descr_get(descr, obj, (PyObject *)Py_TYPE(obj));
+    }
     """
     object ka_tuple_subtype(object type, object values)
+    object ka_descriptor_get(object descr, object obj)
 
 
 cdef object _KeepAlive = KeepAlive
+# The slot holding a KeepAlive's packed C values, and socket.socket's own fileno method: looked up
+# once here, so a call on an exact KeepAlive / socket.socket skips the lookup by name.
+cdef object _C_SLOT = KeepAlive.__dict__["_c"]
+cdef object _SOCKET_FILENO = _socket.socket.fileno if type(_socket.socket.fileno).__name__ == "method_descriptor" else None
 cdef object _Settings = KeepAliveSettings
 cdef object _fill_defaults = fill_defaults
 
@@ -173,7 +185,7 @@ cdef int _c_policy(object policy, ka_policy *p) except -1:
     cdef object packed
     if type(policy) is not _KeepAlive and not isinstance(policy, _KeepAlive):
         raise TypeError(f"policy must be a ka.KeepAlive, not {type(policy).__name__} {policy!r}")
-    packed = policy._c
+    packed = ka_descriptor_get(_C_SLOT, policy) if type(policy) is _KeepAlive else policy._c
     if type(packed) is not bytes or PyBytes_GET_SIZE(packed) != sizeof(ka_policy):
         raise TypeError(f"policy {policy!r} carries no C values (KeepAlive._c): build it with ka.KeepAlive()")
     memcpy(p, PyBytes_AS_STRING(packed), sizeof(ka_policy))
@@ -201,8 +213,8 @@ cdef object _settings(const ka_values *v):
 
 cdef inline long long _single_fd(object target) except? -1:
     """_fileno for one target, the common cases first."""
-    if type(target) is _socket_type:
-        value = target.fileno()
+    if type(target) is _socket_type and _SOCKET_FILENO is not None:
+        value = _SOCKET_FILENO(target)
         if type(value) is int:
             return PyLong_AsLongLong(value)  # a socket's fd is a C int: no range check needed
     return _fileno(target, -1)
