@@ -228,39 +228,43 @@ static size_t ka_run_job(ka_job *job)
     int missing, k;
     ka_thread_t t;
     size_t failed;
+    if (job->helpers_wanted == 0) {
+        /* One thread: the whole range in one claim, without touching the pool. */
+        job->chunk = job->n;
+        ka_mutex_lock(&ka_pool_lock);
+        failed = ka_job_work(job);
+        ka_mutex_unlock(&ka_pool_lock);
+        return failed;
+    }
     ka_mutex_lock(&ka_pool_lock);
-    if (job->helpers_wanted > 0) {
-        if (!ka_pool_fork_hook) {
-            ka_at_fork_child(ka_pool_after_fork_child);
-            ka_pool_fork_hook = 1;
-        }
-        job->queue_next = ka_pool_jobs;
-        ka_pool_jobs = job;
-        /* A worker still starting will look for jobs before it waits: count it as available. */
-        missing = job->helpers_wanted - ka_pool_idle - ka_pool_starting;
-        if (missing > KA_MAX_THREADS - 1 - ka_pool_workers)
-            missing = KA_MAX_THREADS - 1 - ka_pool_workers;
-        for (k = 0; k < missing; k++) {
-            if (ka_thread_start(&t, ka_worker_main, NULL) != 0)
-                break;
-            ka_thread_detach(t);
-            ka_pool_workers++;
-            ka_pool_starting++;
-        }
-        if (ka_pool_idle > 0)
-            ka_cond_broadcast(&ka_pool_wake);
+    if (!ka_pool_fork_hook) {
+        ka_at_fork_child(ka_pool_after_fork_child);
+        ka_pool_fork_hook = 1;
     }
+    job->queue_next = ka_pool_jobs;
+    ka_pool_jobs = job;
+    /* A worker still starting will look for jobs before it waits: count it as available. */
+    missing = job->helpers_wanted - ka_pool_idle - ka_pool_starting;
+    if (missing > KA_MAX_THREADS - 1 - ka_pool_workers)
+        missing = KA_MAX_THREADS - 1 - ka_pool_workers;
+    for (k = 0; k < missing; k++) {
+        if (ka_thread_start(&t, ka_worker_main, NULL) != 0)
+            break;
+        ka_thread_detach(t);
+        ka_pool_workers++;
+        ka_pool_starting++;
+    }
+    if (ka_pool_idle > 0)
+        ka_cond_broadcast(&ka_pool_wake);
     failed = ka_job_work(job);
-    if (job->helpers_wanted > 0) {
-        for (link = &ka_pool_jobs; *link != NULL; link = &(*link)->queue_next) {
-            if (*link == job) {
-                *link = job->queue_next;
-                break;
-            }
+    for (link = &ka_pool_jobs; *link != NULL; link = &(*link)->queue_next) {
+        if (*link == job) {
+            *link = job->queue_next;
+            break;
         }
-        while (job->helpers_active > 0)
-            ka_cond_wait(&ka_pool_done, &ka_pool_lock);
     }
+    while (job->helpers_active > 0)
+        ka_cond_wait(&ka_pool_done, &ka_pool_lock);
     failed += job->failed;
     ka_mutex_unlock(&ka_pool_lock);
     return failed;
