@@ -278,3 +278,21 @@ def test_a_keepalive_carries_its_c_values_packed_once() -> None:
     assert struct.unpack("=5i", policy._c) == policy._spec == (1, 12, 3, 4, 500)
     assert struct.unpack("=5i", ka.KeepAlive.disabled()._c) == (0, -1, -1, -1, -1)
     assert ctypes.sizeof(ctypes.c_int) * 5 == len(policy._c)
+
+
+def test_read_built_in_c_is_a_true_keepalivesettings(pool: LoopbackPool) -> None:
+    """The C-built result equals, hashes and behaves like one made in Python, and a remembered
+    result is never stale: a read after a change gives the new values."""
+    sock = pool.sockets[0]
+    ka.apply(sock, ka.KeepAlive(idle=21, interval=4, count=3, user_timeout=2.5))
+    first = ka.read(sock)
+    made = ka.KeepAliveSettings(True, 21, 4, 3, 2.5)
+    assert type(first) is ka.KeepAliveSettings
+    assert first == made and hash(first) == hash(made) and {first: 1}[made] == 1
+    assert first._replace(idle=22) == (True, 22, 4, 3, 2.5)
+    assert first.detection_time == made.detection_time
+    assert ka.read(sock) == first
+    ka.apply(sock, ka.KeepAlive(idle=23, interval=5, count=2))
+    assert ka.read(sock) == (True, 23, 5, 2, 2.5)
+    ka.apply(sock, ka.KeepAlive.disabled())
+    assert ka.read(sock).enabled is False

@@ -12,6 +12,7 @@ from cpython.buffer cimport PyBUF_FORMAT, PyBUF_STRIDES, PyBuffer_Release, PyObj
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.float cimport PyFloat_FromDouble
 from cpython.long cimport PyLong_AsLongLong
+from cpython.ref cimport Py_DECREF, PyObject
 from libc.stdint cimport int8_t, int32_t, uint8_t
 from libc.string cimport memcpy
 
@@ -166,9 +167,44 @@ cdef extern from *:
     {
         return Py_TYPE(descr)->tp_descr_get(descr, obj, (PyObject *)Py_TYPE(obj));
     }
+
+    /* The last KeepAliveSettings read, by its C values: a pool read socket by socket mostly has
+     * one set of values, and the result is immutable, so an equal read returns the same object
+     * (as CPython shares small ints). Under the GIL only: a free-threaded build always builds. */
+    #ifndef Py_GIL_DISABLED
+    static ka_values ka_last_values;
+    static PyObject *ka_last_settings = NULL;
+    #endif
+    static PyObject *ka_settings_seen(const ka_values *v)
+    {
+    #ifndef Py_GIL_DISABLED
+        if (ka_last_settings != NULL && memcmp(v, &ka_last_values, sizeof(*v)) == 0) {
+            Py_INCREF(ka_last_settings);
+            return ka_last_settings;
+        }
+    #else
+        (void)v;
+    #endif
+        return NULL;
+    }
+    static void ka_settings_remember(const ka_values *v, PyObject *settings)
+    {
+    #ifndef Py_GIL_DISABLED
+        PyObject *old = ka_last_settings;
+        Py_INCREF(settings);
+        ka_last_values = *v;
+        ka_last_settings = settings;
+        Py_XDECREF(old);
+    #else
+        (void)v;
+        (void)settings;
+    #endif
+    }
     """
     object ka_tuple_subtype(object type, object values)
     object ka_descriptor_get(object descr, object obj)
+    PyObject *ka_settings_seen(const ka_values *v)
+    void ka_settings_remember(const ka_values *v, object settings)
 
 
 cdef object _KeepAlive = KeepAlive
@@ -198,6 +234,11 @@ cdef inline object _seconds(int value):
 
 cdef object _settings(const ka_values *v):
     """KeepAliveSettings made here, without its Python-level __new__ (a NamedTuple's costs 300+ ns)."""
+    cdef PyObject *seen = ka_settings_seen(v)
+    if seen != NULL:
+        cached = <object>seen
+        Py_DECREF(cached)  # ka_settings_seen gave a new reference, and <object> took one more
+        return cached
     cdef tuple values = (
         v.enabled == 1,
         _seconds(v.idle),
@@ -207,7 +248,8 @@ cdef object _settings(const ka_values *v):
     )
     settings = ka_tuple_subtype(_Settings, values)
     if KA_PLATFORM != 1 and v.enabled == 1 and (v.idle <= 0 or v.interval <= 0 or v.count <= 0):
-        settings = _fill_defaults(settings)  # only Linux reports the default of a value never set
+        return _fill_defaults(settings)  # only Linux reports a default never set; not remembered
+    ka_settings_remember(v, settings)
     return settings
 
 
