@@ -726,6 +726,7 @@ def _ratio_plot(plt: Any, results: dict[str, Any], kind: str, directory: str) ->
         ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
         ax.set_xscale("log")
         ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()
         ax.set_xlabel("pool size (live loopback connections)")
         ax.grid(True, alpha=0.3)
         if base == FLOOR:
@@ -742,6 +743,7 @@ def _ratio_plot(plt: Any, results: dict[str, Any], kind: str, directory: str) ->
             ax.plot(sizes, ys, marker="s", label=f"twin {label}")
         ax.set_xscale("log")
         ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=7)
     ax.set_title("pure-Python twin (own scale)")
