@@ -166,12 +166,12 @@ def test_io_uring_gives_what_the_syscall_loop_gives_for_every_kind_of_descriptor
     ua, ub = socket.socketpair()
     listener = socket.create_server(("127.0.0.1", 0))
     r, w = os.pipe()
-    with tempfile.TemporaryFile() as f, udp, ua, ub, listener:
+    with tempfile.TemporaryFile() as f, open(os.devnull, "rb") as null, udp, ua, ub, listener:
         closed = socket.socket()  # made last, so no descriptor opened here reuses its number
         closed_fd = closed.fileno()
         closed.close()
         try:
-            odd = [closed_fd, f.fileno(), udp.fileno(), ua.fileno(), listener.fileno(), r, -1, 1 << 30]
+            odd = [closed_fd, f.fileno(), null.fileno(), udp.fileno(), ua.fileno(), listener.fileno(), r, -1]
             fds = [s.fileno() for s in pool.sockets[:150]]
             for k, fd in enumerate(odd):
                 fds.insert(17 * k + 3, fd)
@@ -185,6 +185,8 @@ def test_io_uring_gives_what_the_syscall_loop_gives_for_every_kind_of_descriptor
             assert results["io_uring"] == results["syscalls"]
             errnos = dict(zip(fds, results["io_uring"][0]))
             assert errnos[f.fileno()] == errno.ENOTSOCK  # io_uring itself says EOPNOTSUPP here
+            # /dev/null takes any io_uring command and answers 0: no command may reach it
+            assert errnos[null.fileno()] == errno.ENOTSOCK
             assert errnos[udp.fileno()] == errno.ENOPROTOOPT
             assert errnos[closed_fd] == errno.EBADF and errnos[-1] == errno.EBADF
             assert errnos[listener.fileno()] == 0  # a listener takes the options

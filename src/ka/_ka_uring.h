@@ -9,10 +9,11 @@
  *   ka_uring_release()  give the ring back
  *
  * No liburing: the ABI is three system calls and a few structures, defined here under our own
- * names (the manylinux images' kernel headers predate io_uring). Each socket's options go as one
- * linked chain in ka_apply_one's order, so a failing option stops the rest of that socket's chain
- * as the syscall loop would; every socket whose chain failed is then redone by ka_apply_one, whose
- * errno and option are the result (io_uring answers EOPNOTSUPP where setsockopt says ENOTSOCK).
+ * names (the manylinux images' kernel headers predate io_uring). The first option of every socket
+ * goes by a system call, which proves the descriptor is a socket before any command is sent to
+ * it; the others go one phase per option in ka_apply_one's order, a socket whose option failed
+ * getting none of the later ones, as with the syscall loop; every socket that failed through the
+ * ring is redone by ka_apply_one, whose errno and option are the result.
  * Included after _platform.h's single-descriptor functions; everything is static.
  */
 #ifndef KA_URING_H
@@ -90,12 +91,11 @@ typedef char ka_uring_params_is_120_bytes[sizeof(struct ka_uring_params) == 120 
 #  define KA_IORING_SETUP_COOP_TASKRUN (1U << 8)
 #  define KA_IORING_SETUP_NO_SQARRAY (1U << 16)
 #  define KA_IORING_ENTER_GETEVENTS (1U << 0)
-#  define KA_IOSQE_IO_LINK (1U << 2)
 #  define KA_IORING_OP_URING_CMD 46
 #  define KA_SOCKET_URING_OP_GETSOCKOPT 2
 #  define KA_SOCKET_URING_OP_SETSOCKOPT 3
 
-#  define KA_URING_ENTRIES 1024u /* SQEs per ring: 204 sockets of 5 options per submission */
+#  define KA_URING_ENTRIES 1024u /* SQEs per ring: one option of 1024 sockets per submission */
 #  define KA_URING_POOL 8        /* idle rings kept for later calls (one per concurrent caller) */
 #  define KA_URING_STEPS 5       /* options per socket at most: idle, interval, count, UTO, on/off */
 
@@ -400,34 +400,38 @@ static void ka_uring_release(ka_uring *r, int broken)
 typedef struct {
     int32_t *errnos;
     uint8_t *options;
-    const uint8_t *step_option; /* step -> KA_OPT_* */
-    size_t base;                /* user_data holds (index - base) * 8 + step */
+    uint8_t option;  /* the option of the phase being run */
+    size_t base;     /* user_data holds index - base */
 } ka_uring_apply_ctx;
 
 static void ka_uring_apply_cqe(void *ctx, uint64_t user_data, int32_t res)
 {
     ka_uring_apply_ctx *c = (ka_uring_apply_ctx *)ctx;
-    size_t i = c->base + (size_t)(user_data >> 3);
-    /* The first failure of a chain is its own errno; the links after it come back ECANCELED. */
-    if (res < 0 && res != -ECANCELED && c->errnos[i] == 0) {
+    size_t i = c->base + (size_t)user_data;
+    if (res < 0) {
         c->errnos[i] = -res;
-        c->options[i] = c->step_option[user_data & 7];
+        c->options[i] = c->option;
     }
 }
 
 /* Apply p to fds[start, end) through the ring: errnos/options as ka_apply_one would give them.
- * *broken is set when the ring failed (it must then not be reused); whatever it did not finish
- * was done by the syscalls. Returns how many entries failed. */
+ * The options go in phases, one per option in ka_apply_one's order: every socket's first option
+ * by a system call, then the next option of those that took it in one submission, and so on, so
+ * a socket whose option failed gets none of the later ones (never keepalive on with default
+ * timers), as with the loop. A socket that failed through the ring is redone by ka_apply_one,
+ * whose errno and option are the result.
+ * *broken is set when the ring failed (it must not be reused); what it did not finish was done by
+ * the system calls. Returns how many entries failed. */
 static size_t ka_uring_apply(ka_uring *r, const void *fds, int width, size_t start, size_t end,
                              const ka_policy *p, int32_t *errnos, uint8_t *options, int *broken)
 {
     struct step { int level, name; } steps[KA_URING_STEPS];
     uint8_t step_option[KA_URING_STEPS];
-    unsigned nsteps = 0, k, per_batch, queued, completed;
-    size_t i, batch_end, failed = 0;
+    unsigned nsteps = 0, k, queued, completed;
+    size_t i, j, batch_end, failed = 0;
     uint32_t tail;
     ka_uring_apply_ctx ctx;
-    int err, option;
+    int err = 0, option;
     /* The calls ka_apply_one makes, in its order; -1 fields are left alone. */
     if (p->enable) {
         if (p->idle >= 0) {
@@ -452,44 +456,53 @@ static size_t ka_uring_apply(ka_uring *r, const void *fds, int width, size_t sta
 
     ctx.errnos = errnos;
     ctx.options = options;
-    ctx.step_option = step_option;
-    per_batch = r->entries / nsteps;
     *broken = 0;
     for (i = start; i < end; i = batch_end) {
-        batch_end = end - i > per_batch ? i + per_batch : end;
+        batch_end = end - i > r->entries ? i + r->entries : end;
         ctx.base = i;
-        tail = *r->sq_tail;
-        queued = 0;
-        for (size_t j = i; j < batch_end; j++) {
-            ka_fd_t fd = ka_fd_at(fds, width, j);
-            errnos[j] = 0;
-            options[j] = KA_OPT_NONE;
-            for (k = 0; k < nsteps; k++) {
-                ka_uring_put(r, tail++, KA_SOCKET_URING_OP_SETSOCKOPT, fd, steps[k].level, steps[k].name,
-                             &r->values[k], k + 1 < nsteps ? KA_IOSQE_IO_LINK : 0,
-                             ((uint64_t)(j - i) << 3) | k);
+        /* The first option by a system call, which also proves the descriptor is a socket:
+         * io_uring would hand a command to any file with a uring_cmd handler (/dev/null takes
+         * every command and answers 0; NVMe and ublk devices have commands of their own). */
+        for (j = i; j < batch_end; j++) {
+            errnos[j] = ka_set_int(ka_fd_at(fds, width, j), steps[0].level, steps[0].name, r->values[0]);
+            options[j] = errnos[j] ? step_option[0] : KA_OPT_NONE;
+        }
+        for (k = 1; k < nsteps && err == 0; k++) {
+            ctx.option = step_option[k];
+            tail = *r->sq_tail;
+            queued = 0;
+            for (j = i; j < batch_end; j++) {
+                if (errnos[j] != 0)
+                    continue; /* an earlier option failed: the loop would have stopped there */
+                ka_uring_put(r, tail++, KA_SOCKET_URING_OP_SETSOCKOPT, ka_fd_at(fds, width, j),
+                             steps[k].level, steps[k].name, &r->values[k], 0, (uint64_t)(j - i));
                 queued++;
             }
+            if (queued == 0)
+                break;
+            err = ka_uring_run(r, tail, queued, ka_uring_apply_cqe, &ctx, &completed);
+            if (err == 0 && completed != queued)
+                err = EIO;
         }
-        err = ka_uring_run(r, tail, queued, ka_uring_apply_cqe, &ctx, &completed);
-        if (err != 0 || completed != queued) {
-            /* The ring gave up part-way: this batch and the rest go through the syscalls,
+        if (err != 0) {
+            /* The ring gave up part-way: this batch and the rest go through the system calls,
              * which set the same values again where the ring already had. */
             *broken = 1;
-            for (size_t j = i; j < end; j++) {
+            for (j = i; j < end; j++) {
                 errnos[j] = ka_apply_one(ka_fd_at(fds, width, j), p, &option);
                 options[j] = (uint8_t)option;
                 failed += errnos[j] != 0;
             }
             return failed;
         }
-        for (size_t j = i; j < batch_end; j++) {
-            if (errnos[j] != 0) {
-                /* Redone by the syscalls: their errno and option are the result. */
+        for (j = i; j < batch_end; j++) {
+            if (errnos[j] != 0 && options[j] != step_option[0]) {
+                /* Failed through the ring: redone by the system calls, whose errno and option
+                 * are the result. A first option's failure already is a system call's. */
                 errnos[j] = ka_apply_one(ka_fd_at(fds, width, j), p, &option);
                 options[j] = (uint8_t)option;
-                failed += errnos[j] != 0;
             }
+            failed += errnos[j] != 0;
         }
     }
     return failed;
