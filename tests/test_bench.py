@@ -120,8 +120,9 @@ def test_quick_run_reports_everything(tmp_path: Path, capsys: pytest.CaptureFixt
     if ka.IMPLEMENTATION == "c":
         assert results["memory"]["int array: Python objects kept per socket"] < 1
     assert "targets (measured in this run" in text
-    # per size: 6 per kind and 2 io_uring rows for apply; 2 flatness rows per kind; 3 memory rows
-    assert text.count("goal") == len(harness.targets(results)) == 2 * (6 * 2 + 2) + 2 * 2 + 3
+    # per size: 7 per kind (1 a reference) and 2 io_uring rows for apply; 2 flatness rows per
+    # kind; 3 memory rows
+    assert text.count("goal") == len(harness.targets(results)) == 2 * (7 * 2 + 2) + 2 * 2 + 3
     for needle in (
         "ka.apply in a loop / C floor, pool 30",
         "ka.read in a loop speed-up over stdlib, pool 60",
