@@ -721,13 +721,14 @@ def _ratio_plot(plt: Any, results: dict[str, Any], kind: str, directory: str) ->
     twin = TWIN_APPLY if kind == "apply" else TWIN_READ
     names = [name for name in results[kind][str(sizes[0])] if name not in (FLOOR, twin)]
     has_floor = _median(results, kind, sizes[0], FLOOR) is not None
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.5), gridspec_kw={"width_ratios": [3, 3, 1.4]})
+    fig, axes = plt.subplots(1, 3, figsize=(17, 6.5), gridspec_kw={"width_ratios": [3, 3, 1.4]})
     panels = [(axes[0], FLOOR, "cost / C floor (lower is better; 1 = the floor)"), (axes[1], stdlib, "")]
     for ax, base, ylabel in panels:
         if base == FLOOR and not has_floor:
             ax.set_title("no C floor in this run (no compiler)")
             continue
-        for name in names:
+        shown = names + [FLOOR] if base == stdlib and has_floor else names
+        for name in shown:
             ys = [_ratio_of(results, kind, n, name, base) for n in sizes]
             if base == stdlib:
                 ys = [None if y is None else 1 / y for y in ys]
@@ -744,7 +745,8 @@ def _ratio_plot(plt: Any, results: dict[str, Any], kind: str, directory: str) ->
         else:
             ax.set_ylabel("speed-up over the stdlib loop (higher is better)")
             ax.set_title(f"{kind}: speed-up over the stdlib loop")
-    axes[0].legend(fontsize=7, loc="upper left")
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     ax = axes[2]
     if _median(results, kind, sizes[0], twin) is not None:
         for base, label in ((FLOOR, "/ C floor"), (stdlib, "/ stdlib loop")):
@@ -761,7 +763,7 @@ def _ratio_plot(plt: Any, results: dict[str, Any], kind: str, directory: str) ->
     ax.grid(True, alpha=0.3)
     fig.suptitle(f"ka bench ({kind}): ratios of medians, {results['rounds']} interleaved rounds, one run")
     path = os.path.join(directory, f"{kind}_ratios.png")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
