@@ -727,7 +727,7 @@ def _ratio_plot(plt: Any, results: dict[str, Any], kind: str, directory: str) ->
         if base == FLOOR and not has_floor:
             ax.set_title("no C floor in this run (no compiler)")
             continue
-        shown = names + [FLOOR] if base == stdlib and has_floor else names
+        shown = [*names, FLOOR] if base == stdlib and has_floor else names
         for name in shown:
             ys = [_ratio_of(results, kind, n, name, base) for n in sizes]
             if base == stdlib:
