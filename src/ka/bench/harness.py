@@ -409,12 +409,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class Progress:
-    """One line per phase. On a terminal it is redrawn in place with the round count; on a pipe or
-    a file (CI logs, ``| tee``) each phase is printed once and rounds are not reported."""
+    """One line per phase, on stderr. On a terminal it is redrawn in place with the round count;
+    when stdout or stderr is a pipe or a file (CI logs, ``| tee``) each phase is printed once and
+    rounds are not reported."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.live = not quiet and sys.stderr.isatty()
+        self.live = not quiet and sys.stderr.isatty() and sys.stdout.isatty()
         self.started = time.monotonic()
 
     def _line(self, text: str) -> str:
