@@ -95,6 +95,14 @@ def _keepalive_socket() -> Any:
     return keepalive if hasattr(keepalive, "set") else None
 
 
+def _load_average() -> float | None:
+    """The 1-minute load average: other work on the machine takes cores from the threaded rows."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def _cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -449,6 +457,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "implementation": ka.IMPLEMENTATION,
             "platform": platform.platform(),
             "cpus": _cpus(),
+            "load_average_at_start": _load_average(),
             "bulk_backend": ka.capabilities().bulk_backend,
             "bulk_backend_note": ka.capabilities().bulk_backend_note,
         },
@@ -493,6 +502,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             progress.phase("server path: counting system calls with strace")
             results["server"]["syscalls"] = server_syscalls(min(n, 1000))
     progress.done()
+    results["machine"]["load_average_at_end"] = _load_average()
     results["notes"] = list(dict.fromkeys(notes))
     return results
 
@@ -681,6 +691,8 @@ def report(results: dict[str, Any]) -> str:
     parts = [
         f"ka bench: Python {m['python']}, ka core: {m['implementation']}, {m['cpus']} CPUs, {m['platform']}",
         f"bulk backend (capabilities): {m.get('bulk_backend', '?')}: {m.get('bulk_backend_note', '')}",
+        f"load average (1 min) at start {m.get('load_average_at_start')}, at end "
+        f"{m.get('load_average_at_end')}: other work takes cores from the threaded rows",
     ]
     parts.append(table(results, "apply"))
     parts.append(table(results, "read"))
