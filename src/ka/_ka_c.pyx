@@ -253,13 +253,13 @@ cdef object _settings(const ka_values *v):
     return settings
 
 
-cdef inline long long _single_fd(object target) except? -1:
-    """_fileno for one target, the common cases first."""
+cdef inline long long _fast_fd(object target, Py_ssize_t index) except? -1:
+    """_fileno, with an exact socket.socket asked through its own fileno method, looked up once."""
     if type(target) is _socket_type and _SOCKET_FILENO is not None:
         value = _SOCKET_FILENO(target)
         if type(value) is int:
             return PyLong_AsLongLong(value)  # a socket's fd is a C int: no range check needed
-    return _fileno(target, -1)
+    return _fileno(target, index)
 
 
 def fileno_of(target):
@@ -281,7 +281,7 @@ Apply ``policy`` to one socket: a ``socket.socket``, an int fd, or anything with
     cdef ka_policy p
     cdef int option = 0
     _c_policy(policy, &p)
-    cdef long long fd = _single_fd(target)
+    cdef long long fd = _fast_fd(target, -1)
     cdef int err = ka_apply_one(<ka_fd_t>fd, &p, &option)
     if err:
         raise option_error(err, fd, option, "setting")
@@ -297,7 +297,7 @@ One socket's keepalive values as the kernel reports them (on Linux, the sysctl d
 
     Raises ``OSError`` with ``fd`` and ``option`` on failure.
     """
-    cdef long long fd = _single_fd(target)
+    cdef long long fd = _fast_fd(target, -1)
     cdef ka_values v
     cdef int option = 0
     cdef int err = ka_read_one(<ka_fd_t>fd, &v, &option)
@@ -382,7 +382,7 @@ def collect_fds(targets):
     n = len(seq)
     out = clone(_FD_TEMPLATE, n, False)
     for i in range(n):
-        fd = _fileno(seq[i], i)
+        fd = _fast_fd(seq[i], i)
         if FD_WIDTH == 8:
             out.data.as_longlongs[i] = fd
         else:
