@@ -44,8 +44,9 @@ __all__ = [
 ]
 
 MAX_THREADS = 64
-# Each thread gets at least this many sockets, so 2 threads start at 512 (measured on 2 cores:
-# 2 threads were 0.85x of 1 thread at 256 sockets, 1.45x faster at 512, 1.7x from 1024 on).
+# Each thread gets at least this many sockets, so 2 threads start at 512. Re-measured with the
+# persistent workers (`ka bench`, 2 cores, idle): 2 threads 0.94-0.99x of 1 thread at 64-256
+# sockets (an idle core takes ~0.2 ms to wake in this VM), 1.71x at 512, 1.90x at 1024.
 SOCKETS_PER_THREAD = 256
 
 
