@@ -46,7 +46,8 @@ __all__ = [
 MAX_THREADS = 64
 # Each thread gets at least this many sockets, so 2 threads start at 512. Re-measured with the
 # persistent workers (`ka bench`, 2 cores, idle): 2 threads 0.94-0.99x of 1 thread at 64-256
-# sockets (an idle core takes ~0.2 ms to wake in this VM), 1.71x at 512, 1.90x at 1024.
+# sockets (a woken worker joins 25-45 us in, but 1 wake in 10 of a long-idle core takes ~3 ms in
+# this VM), 1.71x at 512, 1.90x at 1024.
 SOCKETS_PER_THREAD = 256
 
 
