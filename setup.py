@@ -28,6 +28,7 @@ else:
                     "src/ka/_ka_posix.h",
                     "src/ka/_ka_windows.h",
                     "src/ka/_ka_bulk.h",
+                    "src/ka/_ka_uring.h",
                 ],
                 include_dirs=["src/ka"],
                 libraries=libraries,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -28,8 +29,23 @@ def core(request: pytest.FixtureRequest) -> ModuleType:
 
 @pytest.fixture
 def impl(core: ModuleType, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """Makes the public face (ka.apply, ka.apply_many, ...) use one implementation."""
+    """Makes the public face (ka.apply, ka.apply_many, ...) use one implementation.
+
+    ka.apply and ka.read are the active core's own functions, bound by name in modules that
+    imported them (ka.server, ka.aio, ...): each such binding is swapped too.
+    """
+    active = {attr: getattr(ka.core, attr) for attr in ("apply", "read")}
     monkeypatch.setattr(ka, "core", core)
+    for name, module in list(sys.modules.items()):
+        if (
+            module is None
+            or name in ("ka._ka_c", "ka._ka_py")
+            or not (name == "ka" or name.startswith("ka."))
+        ):
+            continue
+        for attr, function in active.items():
+            if getattr(module, attr, None) is function:
+                monkeypatch.setattr(module, attr, getattr(core, attr))
     return core
 
 

@@ -119,6 +119,50 @@ def test_quick_run_reports_everything(tmp_path: Path, capsys: pytest.CaptureFixt
         assert calls["accept only (no keepalive)"]["accept4"] == pytest.approx(1.0)
     if ka.IMPLEMENTATION == "c":
         assert results["memory"]["int array: Python objects kept per socket"] < 1
-    assert "targets (measured in this run)" in text
-    # 4 targets per size and kind, and 2 flatness rows per kind
-    assert text.count("goal") == len(harness.targets(results)) == 2 * (4 * 2 + 2)
+    assert "targets (measured in this run" in text
+    # per size: 7 per kind (1 a reference) and 2 io_uring rows for apply; 2 flatness rows per
+    # kind; 3 memory rows
+    assert text.count("goal") == len(harness.targets(results)) == 2 * (7 * 2 + 2) + 2 * 2 + 3
+    for needle in (
+        "ka.apply in a loop / C floor, pool 30",
+        "ka.read in a loop speed-up over stdlib, pool 60",
+        "apply_many threads=2 speed-up over 1 thread, pool 60",
+        "apply_many io_uring speed-up over C floor, pool 30",
+        "bulk call bytes per socket (int array)",
+    ):
+        assert needle in text
+    if ka.IMPLEMENTATION == "c":  # the twin has no threads to place
+        assert "where 2 threads start to pay" in text
+    assert "bulk backend (capabilities): syscalls" in text
+
+
+def test_progress_off_a_terminal_is_one_line_per_phase(capfd: pytest.CaptureFixture[str]) -> None:
+    """Issue 12: on a pipe the progress used to print every round (126 lines before the table)."""
+    progress = harness.Progress(quiet=False)
+    assert not progress.live  # pytest's captured stderr is no terminal
+    progress.phase("apply: pool of 10")
+    for r in range(1, 22):
+        progress.tick(f"apply: pool of 10: round {r}")
+    progress.done()
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "apply: pool of 10" in err and "round" not in err
+
+
+def test_plots_are_ratios_with_the_twin_on_its_own_panel(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    results = {
+        "rounds": 3,
+        "apply": {
+            str(n): {
+                harness.STDLIB_APPLY: [1400.0 * f],
+                harness.FLOOR: [1000.0 * f],
+                harness.BULK_ARRAY: [1010.0 * f],
+                harness.TWIN_APPLY: [12000.0 * f],
+            }
+            for n, f in ((1000, 1.0), (4000, 1.1))
+        },
+        "read": {str(n): {harness.STDLIB_READ: [1700.0], harness.FLOOR: [1200.0]} for n in (1000, 4000)},
+    }
+    written = harness.plots(results, str(tmp_path))
+    assert sorted(Path(p).name for p in written) == ["apply_ratios.png", "read_ratios.png"]
+    assert harness._ratio_of(results, "apply", 4000, harness.BULK_ARRAY, harness.FLOOR) == pytest.approx(1.01)

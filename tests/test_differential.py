@@ -247,7 +247,7 @@ def test_apply_many_core_and_twin_agree(
     pool: Pool, spec: list[tuple[str, int, str]], container: str, policy: ka.KeepAlive, threads: int
 ) -> None:
     def run(core: ModuleType) -> Any:
-        return core.apply_many(build(pool, spec, container), policy._spec, threads)
+        return core.apply_many(build(pool, spec, container), policy, threads, "auto")
 
     results = [outcome(pool, core, run) for core in (_ka_c, _ka_py)]
     event(f"{container}: {results[0][0]} {results[0][1] if results[0][0] == 'raised' else ''}")
@@ -277,7 +277,7 @@ def test_single_apply_and_read_agree(pool: Pool, entry: tuple[str, int, str], po
         target = build(pool, [entry], "list")
         target = target[0] if target else None
         try:
-            return ["ok", core.apply(target, policy._spec) if op == "apply" else core.read(target)]
+            return ["ok", core.apply(target, policy) if op == "apply" else core.read(target)]
         except OSError as exc:
             return ["oserror", exc.errno, str(exc), getattr(exc, "option", None)]
 

@@ -26,6 +26,7 @@ import ka
 from ka import _ka_py, _options
 from ka._options import OS_CALLS, SIO_KEEPALIVE_VALS, WSAEINVAL, WSAENOPROTOOPT, Option
 from ka.errors import option_error
+from ka.results import settings_of
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "standin"
@@ -64,7 +65,7 @@ def _build(os_name: str, out: Path) -> subprocess.Popen[bytes]:
     assert CC is not None
     return subprocess.Popen(
         [CC, "-std=c99", "-Wall", "-Wextra", "-Wno-unused-function", "-shared", "-fPIC",
-         f"-DKA_STANDIN_{os_name.upper()}", *flags, "-I", str(STANDIN / family), "-I", str(SHIM),
+         f"-DKA_STANDIN_{os_name.upper()}", "-DKA_NO_URING", *flags, "-I", str(STANDIN / family), "-I", str(SHIM),
          str(STANDIN / "recorder.c"), "-o", str(out), "-lpthread"],
         stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -335,10 +336,8 @@ def test_old_windows_read_reports_unknown(standins: dict[str, ctypes.CDLL]) -> N
 
 def test_read_never_presents_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     """Defect 3: ka.read used to fill unreadable values with the registry defaults (7200/1)."""
-    fake = SimpleNamespace(read=lambda target: (1, -1, -1, -1, -1))
-    monkeypatch.setattr(ka, "core", fake)
     monkeypatch.setattr(ka, "PLATFORM", "windows")
-    settings = ka.read(object())
+    settings = settings_of((1, -1, -1, -1, -1))  # what both cores build from an old-Windows read
     assert settings.enabled is True
     assert (settings.idle, settings.interval, settings.count) == (None, None, None)
 
@@ -347,11 +346,12 @@ def test_windows_capabilities_detected_at_run_time(monkeypatch: pytest.MonkeyPat
     """Defect 4: count was True from a compile-time flag; it is what this machine answers."""
     reads: list[object] = []
 
-    def read(target: object) -> tuple[int, ...]:
+    def read(target: object) -> ka.KeepAliveSettings:
         reads.append(target)
-        return (0, 7200, 1, -1, 120000)  # a build with TCP_KEEPIDLE but no TCP_KEEPCNT
+        return settings_of((0, 7200, 1, -1, 120000))  # a build with TCP_KEEPIDLE but no TCP_KEEPCNT
 
-    monkeypatch.setattr(ka, "core", SimpleNamespace(HAVE=(True, True, True, True), read=read))
+    fake = SimpleNamespace(HAVE=(True, True, True, True), read=read, uring_status=lambda: (38, "Linux-only"))
+    monkeypatch.setattr(ka, "core", fake)
     monkeypatch.setattr(ka, "PLATFORM", "windows")
     monkeypatch.setattr(ka, "LIMITS", _options.LIMITS_BY_PLATFORM["windows"])
     ka._windows_knobs.cache_clear()

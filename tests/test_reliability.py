@@ -151,7 +151,9 @@ def test_an_interrupt_at_any_point_never_closes_or_changes_a_borrowed_fd(
     }
     with default_timeout(None):
         tried = _inject_everywhere(calls[entry], fds)
-    assert tried > 10  # the injection reached ka's code
+    # the injection reached ka's code; the compiled ka.apply/ka.read have no Python code at all
+    single_compiled = impl.IMPLEMENTATION == "c" and entry in ("apply", "read")
+    assert tried == 1 if single_compiled else tried > 10, tried
     assert ka.read(fds[0]).enabled in (True, False)
 
 

@@ -20,7 +20,7 @@ from ._options import LIMITS, PLATFORM, USER_TIMEOUT_SEMANTICS, Option
 from .errors import BulkError
 from .integrations import socket_options
 from .policy import KeepAlive, require_policy, resolve_policy
-from .results import BulkResult, Failure, KeepAliveSettings, ReadResult, _settings
+from .results import BulkResult, Failure, KeepAliveSettings, ReadResult
 from .system import SystemDefaults, system_defaults
 
 __version__ = "0.1.0"
@@ -47,8 +47,10 @@ __all__ = [
 ]
 
 MAX_THREADS = 64
-# Each thread gets at least this many sockets, so 2 threads start at 512 (measured on 2 cores:
-# 2 threads were 0.85x of 1 thread at 256 sockets, 1.45x faster at 512, 1.7x from 1024 on).
+# Each thread gets at least this many sockets, so 2 threads start at 512. Re-measured with the
+# persistent workers (`ka bench`, 2 cores, idle): 2 threads 0.94-0.99x of 1 thread at 64-256
+# sockets (a woken worker joins 25-45 us in, but 1 wake in 10 of a long-idle core takes ~3 ms in
+# this VM), 1.71x at 512, 1.90x at 1024.
 SOCKETS_PER_THREAD = 256
 
 
@@ -79,18 +81,36 @@ def _size_hint(targets: Any) -> int:
         return 0
 
 
-def apply(target: Any, policy: KeepAlive) -> None:
-    """Apply ``policy`` to one socket: a ``socket.socket``, an int fd, or anything with ``fileno()``.
+# ka.apply and ka.read are the core's own functions: no Python frame between a caller and the
+# compiled code (the tests' `impl` fixture swaps them together with `core`).
+apply = core.apply
+read = core.read
 
-    Raises ``OSError`` (the errno's own subclass) with ``errno``, ``fd`` and ``option`` (a
-    ``ka.Option``) when a call fails; the options before it stay applied (order: SO_KEEPALIVE,
-    idle, interval, count, user timeout), so a socket whose later option failed has keepalive on
-    with the values set so far and the OS's for the rest.
-    """
-    core.apply(target, require_policy(policy)._spec)
+BACKENDS = ("auto", "io_uring", "syscalls")
+# What backend="auto" uses. io_uring's socket commands measured 0.56-0.75x the speed of the
+# system-call loop on Linux 6.18 (docs/performance/internals.md), so the loop stays the default.
+AUTO_BACKEND = "syscalls"
 
 
-def apply_many(targets: Any, policy: KeepAlive, *, threads: int | None = None) -> BulkResult:
+def _backend_note(uring_errno: int, uring_note: str) -> str:
+    if uring_errno:
+        return f"io_uring cannot be used: {uring_note}"
+    return f"{uring_note}; backend='io_uring' uses it, 'auto' keeps the faster system-call loop"
+
+
+def _backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {', '.join(map(repr, BACKENDS))}")
+    if backend == "io_uring":
+        err, why = core.uring_status()
+        if err:
+            raise OSError(err, f"backend='io_uring' cannot be used here: {why}")
+    return backend
+
+
+def apply_many(
+    targets: Any, policy: KeepAlive, *, threads: int | None = None, backend: str = "auto"
+) -> BulkResult:
     """Apply ``policy`` to every target; no failure stops the batch.
 
     ``targets``: a sequence or iterable of sockets, fds or objects with ``fileno()``, or an integer
@@ -99,19 +119,16 @@ def apply_many(targets: Any, policy: KeepAlive, *, threads: int | None = None) -
     The system calls run without the GIL, split over ``threads`` OS threads (``None``: one per
     256 sockets (two from 512 on), at most one per CPU). Returns a ``BulkResult``: each input applied or in
     ``result.failed`` with its errno and option; ``result.raise_for_failures()`` raises a BulkError.
+
+    ``backend``: ``"auto"`` (what ``capabilities().bulk_backend`` names: the system-call loop,
+    measured faster), ``"syscalls"``, or ``"io_uring"`` to send every socket's options in batched
+    io_uring submissions (Linux 6.7+; an ``OSError`` naming why, raised before any setsockopt,
+    where it cannot be used). Results are the same either way, errno and option included.
     """
-    spec = require_policy(policy)._spec
+    require_policy(policy)
     nthreads = _threads_for(threads, _size_hint(targets))
-    fds, errnos, options, failed = core.apply_many(targets, spec, nthreads)
+    fds, errnos, options, failed = core.apply_many(targets, policy, nthreads, _backend(backend))
     return BulkResult(fds, errnos, options, failed)
-
-
-def read(target: Any) -> KeepAliveSettings:
-    """One socket's keepalive values as the kernel reports them (on Linux, the sysctl defaults
-    for any value never set). A value the OS cannot report is None, never a default presented
-    as the socket's: on Windows before 10 1709, idle and interval set through
-    SIO_KEEPALIVE_VALS cannot be read back. Raises ``OSError`` with ``fd`` and ``option``."""
-    return _settings(core.read(target))
 
 
 def read_many(targets: Any, *, threads: int | None = None) -> ReadResult:
@@ -138,17 +155,19 @@ class Capabilities(NamedTuple):
     max_user_timeout_ms: int
     listener_inherits: bool
     listener_safe: bool
-    user_timeout_semantics: str = ""
+    user_timeout_semantics: str
+    bulk_backend: str
+    bulk_backend_note: str
 
 
 @functools.lru_cache(maxsize=1)
 def _windows_knobs() -> tuple[bool, bool, bool, bool]:
     """Which of TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_MAXRTMS/TCP_MAXRT this Windows
     build has (10 1709, 1709, 1703; Wine has none): read back from a fresh socket, where a
-    missing option reads as -1."""
+    missing option reads as None."""
     with socket.socket() as probe:
-        values = core.read(probe)
-    return values[1] >= 0, values[2] >= 0, values[3] >= 0, values[4] >= 0
+        settings = core.read(probe)
+    return tuple(value is not None for value in settings[1:5])  # type: ignore[return-value]
 
 
 def capabilities() -> Capabilities:
@@ -163,12 +182,17 @@ def capabilities() -> Capabilities:
     TCP_MAXRTMS/TCP_MAXRT bound retransmission of unacknowledged data only.
     On Windows ``count`` is what this machine does (TCP_KEEPCNT since 10 1703); idle and interval
     are always settable (through SIO_KEEPALIVE_VALS before 10 1709, idle required there).
+    ``bulk_backend``: what ``apply_many(..., backend="auto")`` uses here (``"syscalls"``: one
+    system call per option); ``bulk_backend_note`` says whether ``backend="io_uring"`` (Linux
+    6.7+ socket commands, one submission for many sockets) can be used, and if not why (for
+    example ``kernel.io_uring_disabled``, or a seccomp filter refusing io_uring_setup).
     """
     have = core.HAVE
     if PLATFORM == "windows":
         knobs = _windows_knobs()
         have = (have[0], have[1], have[2] and knobs[2], have[3] and knobs[3])
     user_timeout = have[3] and LIMITS.max_user_timeout_ms > 0
+    uring_errno, uring_note = core.uring_status()
     return Capabilities(
         platform=PLATFORM,
         implementation=IMPLEMENTATION,
@@ -183,4 +207,6 @@ def capabilities() -> Capabilities:
         listener_inherits=PLATFORM in ("linux", "freebsd"),
         listener_safe=PLATFORM not in ("darwin",),
         user_timeout_semantics=USER_TIMEOUT_SEMANTICS.get(PLATFORM, "") if user_timeout else "",
+        bulk_backend=AUTO_BACKEND,
+        bulk_backend_note=_backend_note(uring_errno, uring_note),
     )

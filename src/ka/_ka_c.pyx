@@ -6,15 +6,24 @@ every behaviour against both. Bulk loops run without the GIL and touch no Python
 Module state is constants only (free-threading safe).
 """
 
+cimport cython
 from cpython.array cimport array, clone
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_STRIDES, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.float cimport PyFloat_FromDouble
 from cpython.long cimport PyLong_AsLongLong
+from cpython.ref cimport Py_DECREF, PyObject
 from libc.stdint cimport int8_t, int32_t, uint8_t
 from libc.string cimport memcpy
 
 import array as _array
+import errno
+import os
+import socket as _socket
 
 from .errors import fileno_failed, fileno_not_callable, option_error
+from .policy import KeepAlive
+from .results import KeepAliveSettings
 
 cdef extern from "_platform.h" nogil:
     ctypedef long long ka_fd_t
@@ -42,8 +51,15 @@ cdef extern from "_platform.h" nogil:
     int ka_apply_one(ka_fd_t fd, const ka_policy *p, int *option)
     int ka_read_one(ka_fd_t fd, ka_values *v, int *option)
     long long ka_first_bad_fd(const void *fds, int width, int is_unsigned, size_t n)
+    int KA_HAVE_URING
+    int KA_BACKEND_SYSCALLS
+    int KA_BACKEND_URING
+    int KA_WORKER_IDLE_MS
+    int ka_uring_status()
+    int ka_uring_getsockopt_tcp_status()
+    int ka_worker_count()
     size_t ka_apply_bulk(const void *fds, int width, size_t n, const ka_policy *p,
-                         int32_t *errnos, uint8_t *options, int nthreads)
+                         int32_t *errnos, uint8_t *options, int nthreads, int backend)
     size_t ka_read_bulk(const void *fds, int width, size_t n, int32_t *errnos, uint8_t *options,
                         int8_t *enabled, int32_t *idle, int32_t *interval, int32_t *count,
                         int32_t *user_timeout_ms, int nthreads)
@@ -59,6 +75,7 @@ cdef array _FD_TEMPLATE = _array.array("q" if FD_WIDTH == 8 else "i")
 cdef array _I32 = _array.array("i")
 cdef array _U8 = _array.array("B")
 cdef array _I8 = _array.array("b")
+cdef object _socket_type = _socket.socket
 
 
 cdef str _where(Py_ssize_t index):
@@ -119,14 +136,115 @@ cdef long long _fileno(object target, Py_ssize_t index) except? -1:
     return fd
 
 
-cdef inline ka_policy _policy(tuple spec):
-    cdef ka_policy p
-    p.enable = spec[0]
-    p.idle = spec[1]
-    p.interval = spec[2]
-    p.count = spec[3]
-    p.user_timeout_ms = spec[4]
-    return p
+cdef extern from *:
+    """
+    /* tuple.__new__(type, values) without the attribute lookup and the call through Python. */
+    static PyObject *ka_tuple_subtype(PyObject *type, PyObject *values)
+    {
+        PyObject *out, *args = PyTuple_Pack(1, values);
+        if (args == NULL)
+            return NULL;
+        out = PyTuple_Type.tp_new((PyTypeObject *)type, args, NULL);
+        Py_DECREF(args);
+        return out;
+    }
+
+    /* A data descriptor's value on obj (type(descr).__get__(descr, obj)) without the attribute
+     * lookup by name: the descriptor was looked up once, at import. */
+    static PyObject *ka_descriptor_get(PyObject *descr, PyObject *obj)
+    {
+        return Py_TYPE(descr)->tp_descr_get(descr, obj, (PyObject *)Py_TYPE(obj));
+    }
+
+    /* The last KeepAliveSettings read, by its C values: a pool read socket by socket mostly has
+     * one set of values, and the result is immutable, so an equal read returns the same object
+     * (as CPython shares small ints). Under the GIL only: a free-threaded build always builds. */
+    #ifndef Py_GIL_DISABLED
+    static ka_values ka_last_values;
+    static PyObject *ka_last_settings = NULL;
+    #endif
+    static PyObject *ka_settings_seen(const ka_values *v)
+    {
+    #ifndef Py_GIL_DISABLED
+        if (ka_last_settings != NULL && memcmp(v, &ka_last_values, sizeof(*v)) == 0) {
+            Py_INCREF(ka_last_settings);
+            return ka_last_settings;
+        }
+    #else
+        (void)v;
+    #endif
+        return NULL;
+    }
+    static void ka_settings_remember(const ka_values *v, PyObject *settings)
+    {
+    #ifndef Py_GIL_DISABLED
+        PyObject *old = ka_last_settings;
+        Py_INCREF(settings);
+        ka_last_values = *v;
+        ka_last_settings = settings;
+        Py_XDECREF(old);
+    #else
+        (void)v;
+        (void)settings;
+    #endif
+    }
+    """
+    object ka_tuple_subtype(object type, object values)
+    object ka_descriptor_get(object descr, object obj)
+    PyObject *ka_settings_seen(const ka_values *v)
+    void ka_settings_remember(const ka_values *v, object settings)
+
+
+cdef object _KeepAlive = KeepAlive
+# The slot holding a KeepAlive's packed C values, and socket.socket's own fileno method: looked up
+# once here, so a call on an exact KeepAlive / socket.socket skips the lookup by name.
+cdef object _C_SLOT = KeepAlive.__dict__["_c"]
+cdef object _SOCKET_FILENO = _socket.socket.fileno if type(_socket.socket.fileno).__name__ == "method_descriptor" else None
+cdef object _Settings = KeepAliveSettings
+
+
+cdef int _c_policy(object policy, ka_policy *p) except -1:
+    """A KeepAlive's C values, packed once when it was built (KeepAlive._c): one copy per call."""
+    cdef object packed
+    if type(policy) is not _KeepAlive and not isinstance(policy, _KeepAlive):
+        raise TypeError(f"policy must be a ka.KeepAlive, not {type(policy).__name__} {policy!r}")
+    packed = ka_descriptor_get(_C_SLOT, policy) if type(policy) is _KeepAlive else policy._c
+    if type(packed) is not bytes or PyBytes_GET_SIZE(packed) != sizeof(ka_policy):
+        raise TypeError(f"policy {policy!r} carries no C values (KeepAlive._c): build it with ka.KeepAlive()")
+    memcpy(p, PyBytes_AS_STRING(packed), sizeof(ka_policy))
+    return 0
+
+
+cdef inline object _seconds(int value):
+    return value if value > 0 else None
+
+
+cdef object _settings(const ka_values *v):
+    """KeepAliveSettings made here, without its Python-level __new__ (a NamedTuple's costs 300+ ns)."""
+    cdef PyObject *seen = ka_settings_seen(v)
+    if seen != NULL:
+        cached = <object>seen
+        Py_DECREF(cached)  # ka_settings_seen gave a new reference, and <object> took one more
+        return cached
+    cdef tuple values = (
+        v.enabled == 1,
+        _seconds(v.idle),
+        _seconds(v.interval),
+        _seconds(v.count),
+        PyFloat_FromDouble(v.user_timeout_ms / 1000.0) if v.user_timeout_ms >= 0 else None,
+    )
+    settings = ka_tuple_subtype(_Settings, values)
+    ka_settings_remember(v, settings)
+    return settings
+
+
+cdef inline long long _fast_fd(object target, Py_ssize_t index) except? -1:
+    """_fileno, with an exact socket.socket asked through its own fileno method, looked up once."""
+    if type(target) is _socket_type and _SOCKET_FILENO is not None:
+        value = _SOCKET_FILENO(target)
+        if type(value) is int:
+            return PyLong_AsLongLong(value)  # a socket's fd is a C int: no range check needed
+    return _fileno(target, index)
 
 
 def fileno_of(target):
@@ -134,25 +252,46 @@ def fileno_of(target):
     return _fileno(target, -1)
 
 
-def apply(target, tuple spec):
-    """Apply a policy spec (enable, idle, interval, count, user_timeout_ms; -1 = leave) to one socket."""
-    cdef long long fd = _fileno(target, -1)
-    cdef ka_policy p = _policy(spec)
+@cython.binding(False)  # a plain builtin: the interpreter calls it on its fastest path
+def apply(target, policy):
+    """apply(target, policy)
+--
+
+Apply ``policy`` to one socket: a ``socket.socket``, an int fd, or anything with ``fileno()``.
+
+    Raises ``OSError`` (the errno's own subclass) with ``errno``, ``fd`` and ``option`` (a
+    ``ka.Option``) when a call fails; the options before it stay applied (order: SO_KEEPALIVE,
+    idle, interval, count, user timeout), so a socket whose later option failed has keepalive on
+    with the values set so far and the OS's for the rest.
+    """
+    cdef ka_policy p
     cdef int option = 0
+    _c_policy(policy, &p)
+    cdef long long fd = _fast_fd(target, -1)
     cdef int err = ka_apply_one(<ka_fd_t>fd, &p, &option)
     if err:
         raise option_error(err, fd, option, "setting")
 
 
+@cython.binding(False)
 def read(target):
-    """(enabled, idle, interval, count, user_timeout_ms) of one socket; -1 where unknown."""
-    cdef long long fd = _fileno(target, -1)
+    """read(target)
+--
+
+One socket's keepalive values as the kernel reports them (on Linux, the sysctl defaults
+    for any value never set). A value the OS cannot report is None, never a default presented
+    as the socket's: on Windows before 10 1709, idle and interval set through SIO_KEEPALIVE_VALS
+    cannot be read back.
+
+    Raises ``OSError`` with ``fd`` and ``option`` on failure.
+    """
+    cdef long long fd = _fast_fd(target, -1)
     cdef ka_values v
     cdef int option = 0
     cdef int err = ka_read_one(<ka_fd_t>fd, &v, &option)
     if err:
         raise option_error(err, fd, option, "reading")
-    return (v.enabled, v.idle, v.interval, v.count, v.user_timeout_ms)
+    return _settings(&v)
 
 
 cdef array _from_buffer(object targets):
@@ -231,7 +370,7 @@ def collect_fds(targets):
     n = len(seq)
     out = clone(_FD_TEMPLATE, n, False)
     for i in range(n):
-        fd = _fileno(seq[i], i)
+        fd = _fast_fd(seq[i], i)
         if FD_WIDTH == 8:
             out.data.as_longlongs[i] = fd
         else:
@@ -239,22 +378,74 @@ def collect_fds(targets):
     return out
 
 
-def apply_many(targets, tuple spec, int threads):
-    """Apply a spec to every target. Returns (fds, errnos, options, failed_count).
+def uring_status():
+    """(0, how) where bulk apply can use io_uring here, else (errno, why not)."""
+    cdef int err
+    if not KA_HAVE_URING:
+        return errno.ENOSYS, "io_uring is Linux-only: one system call per option"
+    with nogil:
+        err = ka_uring_status()
+    if err == 0:
+        tcp = ka_uring_getsockopt_tcp_status()
+        reads = "read_many keeps getsockopt: " + (
+            "SOCKET_URING_OP_GETSOCKOPT reads TCP options here"
+            if tcp == 1
+            else f"SOCKET_URING_OP_GETSOCKOPT refuses TCP-level options ({_errno_name(tcp)})"
+        )
+        return 0, f"io_uring socket commands usable (IORING_OP_URING_CMD, Linux 6.7+); {reads}"
+    return err, _uring_refusal(err)
+
+
+def _errno_name(int err):
+    return "EOPNOTSUPP" if err == errno.EOPNOTSUPP else errno.errorcode.get(err, str(err))
+
+
+def _uring_refusal(int err):
+    name = _errno_name(err)
+    if err == errno.EPERM:
+        try:
+            with open("/proc/sys/kernel/io_uring_disabled") as f:
+                disabled = f.read().strip()
+        except OSError:
+            disabled = "?"
+        if disabled == "2":
+            why = "kernel.io_uring_disabled=2 (io_uring off for everyone)"
+        elif disabled == "1":
+            why = "kernel.io_uring_disabled=1 and this process is not in kernel.io_uring_group"
+        else:
+            why = "a seccomp filter (such as a container runtime's default profile) refuses io_uring_setup"
+        return f"io_uring_setup failed with EPERM: {why}"
+    if err == errno.ENOSYS:
+        return "io_uring_setup failed with ENOSYS: no io_uring in this kernel, or a seccomp filter hides it"
+    if err in (errno.EOPNOTSUPP, errno.EINVAL):
+        return f"this kernel's io_uring has no socket setsockopt command ({name}; it needs Linux 6.7+)"
+    return f"io_uring could not be set up: {name} ({os.strerror(err)})"
+
+
+def worker_count():
+    """Bulk worker threads alive now (they exit after a while without work)."""
+    return ka_worker_count()
+
+
+def apply_many(targets, policy, int threads, str backend):
+    """Apply a policy to every target. Returns (fds, errnos, options, failed_count).
 
     errnos[i] is 0 where input i was applied; otherwise options[i] names the option that failed.
     """
+    cdef ka_policy p
+    _c_policy(policy, &p)
     cdef array fds = collect_fds(targets)
     cdef Py_ssize_t n = len(fds)
     cdef array errnos = clone(_I32, n, False)
     cdef array options = clone(_U8, n, False)
-    cdef ka_policy p = _policy(spec)
     cdef size_t failed
     cdef int nthreads = threads if threads > 0 else 1
+    # "auto" is the syscall loop: io_uring's socket commands measured slower (internals.md).
+    cdef int code = KA_BACKEND_URING if backend == "io_uring" else KA_BACKEND_SYSCALLS
     with nogil:
         failed = ka_apply_bulk(fds.data.as_voidptr, FD_WIDTH, <size_t>n, &p,
                                <int32_t *>errnos.data.as_voidptr, <uint8_t *>options.data.as_voidptr,
-                               nthreads)
+                               nthreads, code)
     return fds, errnos, options, failed
 
 

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <time.h>
 
 typedef int ka_fd_t;
 #define KA_FD_IS_INT 1
@@ -260,6 +261,28 @@ static int ka_thread_start(ka_thread_t *t, ka_thread_proc proc, void *arg)
 {
     return pthread_create(t, NULL, proc, arg) == 0 ? 0 : -1;
 }
-static void ka_thread_join(ka_thread_t t) { pthread_join(t, NULL); }
+static void ka_thread_detach(ka_thread_t t) { pthread_detach(t); }
+
+/* The worker pool's lock and wake-ups (_ka_bulk.h), and a hook for the child after fork(). */
+typedef pthread_mutex_t ka_mutex_t;
+typedef pthread_cond_t ka_cond_t;
+#define KA_MUTEX_INIT PTHREAD_MUTEX_INITIALIZER
+#define KA_COND_INIT PTHREAD_COND_INITIALIZER
+static void ka_mutex_lock(ka_mutex_t *m) { pthread_mutex_lock(m); }
+static void ka_mutex_unlock(ka_mutex_t *m) { pthread_mutex_unlock(m); }
+static void ka_mutex_reset(ka_mutex_t *m) { pthread_mutex_init(m, NULL); }
+static void ka_cond_reset(ka_cond_t *c) { pthread_cond_init(c, NULL); }
+static void ka_cond_broadcast(ka_cond_t *c) { pthread_cond_broadcast(c); }
+static void ka_cond_wait(ka_cond_t *c, ka_mutex_t *m) { pthread_cond_wait(c, m); }
+/* 1 when about `ms` milliseconds (to the second) passed without a wake-up, else 0. time() keeps
+ * this free of the POSIX clock feature macros that -std=c99 hides. */
+static int ka_cond_wait_ms(ka_cond_t *c, ka_mutex_t *m, unsigned ms)
+{
+    struct timespec deadline;
+    deadline.tv_sec = time(NULL) + (time_t)((ms + 999u) / 1000u);
+    deadline.tv_nsec = 0;
+    return pthread_cond_timedwait(c, m, &deadline) == ETIMEDOUT;
+}
+static void ka_at_fork_child(void (*reset)(void)) { pthread_atfork(NULL, NULL, reset); }
 
 #endif /* KA_POSIX_H */

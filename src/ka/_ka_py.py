@@ -29,6 +29,8 @@ from ._options import (
 )
 from ._options import LIMITS as _LIMITS
 from .errors import fileno_failed, fileno_not_callable, option_error
+from .policy import KeepAlive, require_policy
+from .results import KeepAliveSettings, settings_of
 
 IMPLEMENTATION = "python"
 PLATFORM_CODE = PLATFORM_CODES[PLATFORM]
@@ -172,8 +174,15 @@ def _apply_fd(fd: int, target: Any, spec: tuple[int, int, int, int, int]) -> tup
         return _errno_of(exc), _first_option(spec)
 
 
-def apply(target: Any, spec: tuple[int, int, int, int, int]) -> None:
-    """Apply a policy spec to one socket; raises OSError naming the option that failed."""
+def apply(target: Any, policy: KeepAlive) -> None:
+    """Apply ``policy`` to one socket: a ``socket.socket``, an int fd, or anything with ``fileno()``.
+
+    Raises ``OSError`` (the errno's own subclass) with ``errno``, ``fd`` and ``option`` (a
+    ``ka.Option``) when a call fails; the options before it stay applied (order: SO_KEEPALIVE,
+    idle, interval, count, user timeout), so a socket whose later option failed has keepalive on
+    with the values set so far and the OS's for the rest.
+    """
+    spec = require_policy(policy)._spec
     fd = _fileno(target, "target")
     err, option = _apply_fd(fd, target, spec)
     if err:
@@ -229,13 +238,19 @@ def _read_fd(fd: int, target: Any) -> tuple[int, int, tuple[int, int, int, int, 
         return _errno_of(exc), Option.KEEPALIVE, _UNREAD
 
 
-def read(target: Any) -> tuple[int, int, int, int, int]:
-    """(enabled, idle, interval, count, user_timeout_ms) of one socket; -1 where unknown."""
+def read(target: Any) -> KeepAliveSettings:
+    """One socket's keepalive values as the kernel reports them (on Linux, the sysctl defaults
+    for any value never set). A value the OS cannot report is None, never a default presented
+    as the socket's: on Windows before 10 1709, idle and interval set through SIO_KEEPALIVE_VALS
+    cannot be read back.
+
+    Raises ``OSError`` with ``fd`` and ``option`` on failure.
+    """
     fd = _fileno(target, "target")
     err, option, values = _read_fd(fd, target)
     if err:
         raise option_error(err, fd, option, "reading")
-    return values
+    return settings_of(values)
 
 
 def _buffer_fds(targets: Any) -> array.array[int] | None:
@@ -298,10 +313,24 @@ def _prepare(
     return fds, objects, array.array("i", bytes(4 * n)), array.array("B", bytes(n))
 
 
+def uring_status() -> tuple[int, str]:
+    """(0, how) where bulk apply can use io_uring here, else (errno, why not)."""
+    return errno.ENOSYS, "the pure-Python twin makes one system call per option"
+
+
+def worker_count() -> int:
+    """Bulk worker threads alive now: the twin has none."""
+    return 0
+
+
 def apply_many(
-    targets: Any, spec: tuple[int, int, int, int, int], threads: int
+    targets: Any, policy: KeepAlive, threads: int, backend: str
 ) -> tuple[array.array[int], array.array[int], array.array[int], int]:
-    """Apply a spec to every target: (fds, errnos, options, failed_count)."""
+    """Apply a policy to every target: (fds, errnos, options, failed_count).
+
+    ``threads`` and ``backend`` are accepted and ignored: the GIL would serialise the calls anyway.
+    """
+    spec = require_policy(policy)._spec
     fds, objects, errnos, options = _prepare(targets)
     failed = 0
     for i in range(len(fds)):

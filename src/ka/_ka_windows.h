@@ -221,10 +221,24 @@ static int ka_thread_start(ka_thread_t *t, ka_thread_proc proc, void *arg)
     *t = (HANDLE)h;
     return 0;
 }
-static void ka_thread_join(ka_thread_t t)
+static void ka_thread_detach(ka_thread_t t) { CloseHandle(t); }
+
+/* The worker pool's lock and wake-ups (_ka_bulk.h); Windows has no fork(). */
+typedef SRWLOCK ka_mutex_t;
+typedef CONDITION_VARIABLE ka_cond_t;
+#define KA_MUTEX_INIT SRWLOCK_INIT
+#define KA_COND_INIT CONDITION_VARIABLE_INIT
+static void ka_mutex_lock(ka_mutex_t *m) { AcquireSRWLockExclusive(m); }
+static void ka_mutex_unlock(ka_mutex_t *m) { ReleaseSRWLockExclusive(m); }
+static void ka_mutex_reset(ka_mutex_t *m) { InitializeSRWLock(m); }
+static void ka_cond_reset(ka_cond_t *c) { InitializeConditionVariable(c); }
+static void ka_cond_broadcast(ka_cond_t *c) { WakeAllConditionVariable(c); }
+static void ka_cond_wait(ka_cond_t *c, ka_mutex_t *m) { SleepConditionVariableSRW(c, m, INFINITE, 0); }
+/* 1 when `ms` milliseconds passed without a wake-up, else 0. */
+static int ka_cond_wait_ms(ka_cond_t *c, ka_mutex_t *m, unsigned ms)
 {
-    WaitForSingleObject(t, INFINITE);
-    CloseHandle(t);
+    return !SleepConditionVariableSRW(c, m, (DWORD)ms, 0) && GetLastError() == ERROR_TIMEOUT;
 }
+static void ka_at_fork_child(void (*reset)(void)) { (void)reset; }
 
 #endif /* KA_WINDOWS_H */

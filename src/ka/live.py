@@ -39,7 +39,7 @@ from . import apply_many, read_many
 from ._options import PLATFORM, Option, spec_steps
 from ._signals import signals_deferred
 from .policy import KeepAlive, require_policy
-from .results import VALUE_INDEX, KeepAliveSettings, _settings
+from .results import VALUE_INDEX, KeepAliveSettings, settings_of
 
 PROC = Path("/proc")
 
@@ -745,7 +745,7 @@ def predicted(before: KeepAliveSettings, policy: KeepAlive) -> KeepAliveSettings
     values = [-1 if v is None else v for v in raw]
     for option, value in spec_steps(policy._spec):
         values[VALUE_INDEX[option]] = value
-    return _settings((values[0], values[1], values[2], values[3], values[4]))
+    return settings_of((values[0], values[1], values[2], values[3], values[4]))
 
 
 def apply(pid: int, conns: Sequence[Connection], policy: KeepAlive, *, dry_run: bool = False) -> ApplyReport:

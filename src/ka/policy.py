@@ -12,6 +12,7 @@ import numbers
 import operator
 import os
 import re
+import struct
 from typing import Any, Literal, Union
 
 from ._durations import format_seconds, parse_duration
@@ -23,6 +24,8 @@ UserTimeout = Union[Duration, Literal["auto"], None]
 _US_PER_S = 1_000_000
 _US_PER_MS = 1_000
 _LEAVE = -1
+# The compiled core's ka_policy struct: five C ints (enable, idle, interval, count, user timeout ms).
+C_POLICY = struct.Struct("=5i")
 
 _PLATFORM_NAMES = {
     "linux": "Linux",
@@ -173,7 +176,7 @@ class KeepAlive:
     ``enabled=False`` makes a policy that turns ``SO_KEEPALIVE`` off; it takes no timing values.
     """
 
-    __slots__ = ("_count", "_enabled", "_idle", "_interval", "_spec", "_user_timeout_ms")
+    __slots__ = ("_c", "_count", "_enabled", "_idle", "_interval", "_spec", "_user_timeout_ms")
 
     _idle: int | None
     _interval: int | None
@@ -181,6 +184,7 @@ class KeepAlive:
     _user_timeout_ms: int | None
     _enabled: bool
     _spec: tuple[int, int, int, int, int]
+    _c: bytes  # _spec packed as the compiled core's ka_policy, once, so no call converts it
 
     def __init__(
         self,
@@ -227,17 +231,15 @@ class KeepAlive:
         set_(self, "_count", count_n)
         set_(self, "_user_timeout_ms", ut_ms)
         set_(self, "_enabled", enabled)
-        set_(
-            self,
-            "_spec",
-            (
-                1 if enabled else 0,
-                _LEAVE if idle_s is None else idle_s,
-                _LEAVE if interval_s is None else interval_s,
-                _LEAVE if count_n is None else count_n,
-                _LEAVE if ut_ms is None else ut_ms,
-            ),
+        spec = (
+            1 if enabled else 0,
+            _LEAVE if idle_s is None else idle_s,
+            _LEAVE if interval_s is None else interval_s,
+            _LEAVE if count_n is None else count_n,
+            _LEAVE if ut_ms is None else ut_ms,
         )
+        set_(self, "_spec", spec)
+        set_(self, "_c", C_POLICY.pack(*spec))
 
     # -- construction helpers ----------------------------------------------------------------
     @classmethod

@@ -147,7 +147,8 @@ class KeepAliveSettings(NamedTuple):
         return all(have[VALUE_INDEX[option]] == want for option, want in spec_steps(policy._spec))
 
 
-def _settings(values: tuple[int, int, int, int, int]) -> KeepAliveSettings:
+def settings_of(values: tuple[int, int, int, int, int]) -> KeepAliveSettings:
+    """What ``ka.read`` returns for the values one read gave: None where the OS cannot tell (-1)."""
     enabled, idle, interval, count, ut = values
     return KeepAliveSettings(
         bool(enabled),
@@ -190,7 +191,7 @@ class ReadResult(_Accounted):
     def __getitem__(self, index: int) -> KeepAliveSettings:
         if self.errnos[index]:
             raise option_error(self.errnos[index], self.fds[index], self.options[index], "reading")
-        return _settings(
+        return settings_of(
             (
                 self.enabled[index],
                 self.idle[index],

@@ -166,6 +166,17 @@ int WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD in_len, LPVOID out, DWORD ou
 }
 DWORD WaitForSingleObject(HANDLE h, DWORD ms) { (void)h; (void)ms; return 0; }
 int CloseHandle(HANDLE h) { (void)h; return 1; }
+void AcquireSRWLockExclusive(SRWLOCK *lock) { (void)lock; }
+void ReleaseSRWLockExclusive(SRWLOCK *lock) { (void)lock; }
+void InitializeSRWLock(SRWLOCK *lock) { (void)lock; }
+void InitializeConditionVariable(CONDITION_VARIABLE *cond) { (void)cond; }
+void WakeAllConditionVariable(CONDITION_VARIABLE *cond) { (void)cond; }
+int SleepConditionVariableSRW(CONDITION_VARIABLE *cond, SRWLOCK *lock, DWORD ms, unsigned long flags)
+{
+    (void)cond; (void)lock; (void)ms; (void)flags;
+    return 0; /* never reached: no worker thread starts here */
+}
+DWORD GetLastError(void) { return (DWORD)ERROR_TIMEOUT; }
 uintptr_t _beginthreadex(void *security, unsigned stack, unsigned (*proc)(void *), void *arg,
                          unsigned flags, unsigned *id)
 {
@@ -236,5 +247,5 @@ size_t rec_apply_bulk(size_t n, int enable, int idle, int interval, int count, i
     p.user_timeout_ms = user_timeout_ms;
     if (ka_first_bad_fd(fds, 8, 0, n > 8 ? 8 : n) >= 0)
         return (size_t)-1;
-    return ka_apply_bulk(fds, 8, n > 8 ? 8 : n, &p, errnos, options, 1);
+    return ka_apply_bulk(fds, 8, n > 8 ? 8 : n, &p, errnos, options, 1, KA_BACKEND_SYSCALLS);
 }
