@@ -65,7 +65,8 @@ def _build(os_name: str, out: Path) -> subprocess.Popen[bytes]:
     assert CC is not None
     return subprocess.Popen(
         [CC, "-std=c99", "-Wall", "-Wextra", "-Wno-unused-function", "-shared", "-fPIC",
-         f"-DKA_STANDIN_{os_name.upper()}", "-DKA_NO_URING", *flags, "-I", str(STANDIN / family), "-I", str(SHIM),
+         f"-DKA_STANDIN_{os_name.upper()}", "-DKA_NO_URING", *flags,
+         "-I", str(STANDIN / family), "-I", str(SHIM),
          str(STANDIN / "recorder.c"), "-o", str(out), "-lpthread"],
         stderr=subprocess.PIPE,
     )  # fmt: skip
