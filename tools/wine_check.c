@@ -58,7 +58,7 @@ int main(void)
         size_t failed;
         fds[0] = (int64_t)client;
         fds[1] = (int64_t)listener;
-        failed = ka_apply_bulk(fds, 8, 2, &no_count, errnos, options, 2);
+        failed = ka_apply_bulk(fds, 8, 2, &no_count, errnos, options, 2, KA_BACKEND_SYSCALLS);
         printf("bulk_failed=%d errnos=%d,%d first_bad=%lld platform=%d\n", (int)failed, errnos[0],
                errnos[1], ka_first_bad_fd(fds, 8, 0, 2), ka_platform_code());
     }

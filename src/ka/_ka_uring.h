@@ -349,7 +349,7 @@ static int ka_uring_status(void)
 
 /* 1 where SOCKET_URING_OP_GETSOCKOPT reads IPPROTO_TCP options, else the errno it gave (or -1:
  * not probed because io_uring is unusable). */
-static int ka_uring_getsockopt_tcp_status(void)
+static inline int ka_uring_getsockopt_tcp_status(void)
 {
     pthread_once(&ka_uring_once, ka_uring_detect);
     return ka_uring_getsockopt_tcp;
@@ -507,8 +507,8 @@ static size_t ka_uring_apply(ka_uring *r, const void *fds, int width, size_t sta
 
 #else /* not Linux, or KA_NO_URING (the recording stand-in) */
 #  define KA_HAVE_URING 0
-static int ka_uring_status(void) { return ENOSYS; }
-static int ka_uring_getsockopt_tcp_status(void) { return -1; }
+static inline int ka_uring_status(void) { return ENOSYS; }
+static inline int ka_uring_getsockopt_tcp_status(void) { return -1; }
 #endif
 
 #endif /* KA_URING_H */
