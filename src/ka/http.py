@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, Union
 
 from ._options import LIMITS
-from .policy import Duration, KeepAlive, UserTimeout, _microseconds
+from .policy import Duration, KeepAlive, UserTimeout, microseconds
 
 __all__ = [
     "DELTA_SECONDS_MAX",
@@ -500,7 +500,7 @@ def decide_connection(
 
 
 def _whole_seconds(name: str, value: object, *, up: bool) -> int:
-    us = _microseconds(name, value)
+    us = microseconds(name, value)
     return -(-us // 1_000_000) if up else us // 1_000_000
 
 

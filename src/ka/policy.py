@@ -36,10 +36,12 @@ _PLATFORM_NAMES = {
 }
 
 
-def _microseconds(field: str, value: object) -> int:
-    """A duration in seconds (int, float, timedelta) as whole microseconds, checked for sign.
+def microseconds(field: str, value: object, *, check_sign: bool = True) -> int:
+    """A duration in seconds (int, float, timedelta) as whole microseconds, checked for sign
+    (``check_sign=False``: any sign, for callers that check a range of their own).
 
     Floats are first rounded to the microsecond, so 0.1 * 3 counts as 0.3 s, not a hair more.
+    ``field`` names the value in the TypeError/ValueError raised for a non-duration.
     """
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, datetime.timedelta)):
         raise TypeError(
@@ -65,7 +67,7 @@ def _microseconds(field: str, value: object) -> int:
             us = int(f) * _US_PER_S if math.isinf(scaled) else round(scaled)
             if us == 0 and f > 0:
                 us = 1  # never let rounding turn a positive value into 0
-    if us <= 0:
+    if check_sign and us <= 0:
         raise ValueError(f"{field} must be positive, not {value!r}")
     return us
 
@@ -96,7 +98,7 @@ def _ceil_div(a: int, b: int) -> int:
 
 def _whole_seconds(field: str, value: object, maximum: int) -> int:
     """Seconds rounded up (never to 0), checked against [1, maximum]."""
-    seconds = _ceil_div(_microseconds(field, value), _US_PER_S)
+    seconds = _ceil_div(microseconds(field, value), _US_PER_S)
     if seconds > maximum:
         raise ValueError(
             f"{field}={value!r} is out of range: {field} takes 1 to {maximum} seconds "
@@ -137,7 +139,7 @@ def _user_timeout_ms(value: object, maximum: int) -> int:
                 "TCP_MAXRTMS take 0 as a zero timeout (use None to leave it untouched)"
             )
         return 0  # 0 restores the system's behaviour (no user timeout)
-    ms = _ceil_div(_microseconds("user_timeout", value), _US_PER_MS)
+    ms = _ceil_div(microseconds("user_timeout", value), _US_PER_MS)
     if PLATFORM == "darwin":  # TCP_RXT_CONNDROPTIME takes whole seconds: round up, as the shim does
         ms = _ceil_div(ms, 1000) * 1000
     if ms > maximum:
@@ -257,7 +259,7 @@ class KeepAlive:
         deadline is too short for ``count`` probes, fewer are used. ``user_timeout="auto"`` (the
         default) makes the promise hold while data is in flight too, where the platform allows.
         """
-        total = _microseconds("deadline", deadline) // _US_PER_S
+        total = microseconds("deadline", deadline) // _US_PER_S
         if total < 2:
             raise ValueError(
                 f"deadline={deadline!r} is too short: a dead peer takes at least 2 seconds to find "

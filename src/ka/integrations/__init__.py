@@ -22,14 +22,12 @@ The documentation has a page per library, and one for libraries with no hook.
 from __future__ import annotations
 
 import datetime
-import fractions
-import math
 import numbers
 import socket
 from typing import Any
 
 from .._options import SOCKET_NUMBERS, Option, spec_steps, user_timeout_value
-from ..policy import KeepAlive, require_policy
+from ..policy import KeepAlive, microseconds, require_policy
 
 __all__ = [
     "SocketOption",
@@ -40,6 +38,7 @@ __all__ = [
     "postgres_server_settings",
     "redis_options",
     "socket_options",
+    "with_policy",
 ]
 
 SocketOption = tuple[int, int, int]
@@ -153,21 +152,8 @@ POSTGRES_SETTING_MAX = 2147483647
 def _server_value(field: str, value: object, unit_us: int) -> int:
     """A duration in seconds as a whole number of ``unit_us`` microseconds, rounded up, checked
     against PostgreSQL's range (not this client's platform)."""
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, datetime.timedelta)):
-        raise TypeError(
-            f"{field} must be a number of seconds (int, float) or a datetime.timedelta, "
-            f"not {type(value).__name__} {value!r}"
-        )
     # Rounded to the microsecond first, as KeepAlive does, so 0.1 * 3 s counts as 300 ms, not 301.
-    if isinstance(value, datetime.timedelta):
-        us = value // datetime.timedelta(microseconds=1)
-    elif isinstance(value, numbers.Integral):
-        us = int(value) * 1_000_000
-    elif math.isfinite(float(value)):
-        us = round(fractions.Fraction(float(value)) * 1_000_000)
-        us = 1 if us == 0 and float(value) > 0 else us
-    else:
-        raise ValueError(f"{field} must be a finite number of seconds, not {value!r}")
+    us = microseconds(field, value, check_sign=False)
     zero_allowed = field == "user_timeout"
     units = -(-us // unit_us)
     if units < 0 or (units == 0 and not zero_allowed) or units > POSTGRES_SETTING_MAX:
@@ -266,10 +252,15 @@ def create_connection(
     ``timeout`` is in seconds and stays set on the socket, as with the stdlib. If the policy
     cannot be applied, the socket is closed and the ``OSError`` (with ``fd`` and ``option``) raised.
     """
+    policy = require_policy(policy)
+    return with_policy(socket.create_connection(address, timeout, source_address), policy)
+
+
+def with_policy(sock: socket.socket, policy: KeepAlive) -> socket.socket:
+    """``sock``, a socket the caller just made and owns, with ``policy`` applied; if it cannot be
+    applied (or anything is raised meanwhile), the socket is closed and the error raised."""
     from .. import apply  # ka's face imports this module: the import waits until first use
 
-    policy = require_policy(policy)
-    sock = socket.create_connection(address, timeout, source_address)
     try:
         apply(sock, policy)
     except BaseException:

@@ -28,9 +28,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from .. import apply
 from ..policy import KeepAlive, require_policy, resolve_policy
 from ..server import Listener, ListenerPlan, Platform, create_server
+from . import with_policy
 from .serving import AcceptHook, listen_address, open_listener, prepare_listeners
 
 __all__ = ["KeepAliveSite", "connector", "listener", "socket_factory"]
@@ -49,13 +49,7 @@ def socket_factory(policy: KeepAlive) -> Callable[[AddrInfo], socket.socket]:
 
     def factory(addr_info: AddrInfo) -> socket.socket:
         family, type_, proto = addr_info[0], addr_info[1], addr_info[2]
-        sock = socket.socket(family, type_, proto)
-        try:
-            apply(sock, policy)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return with_policy(socket.socket(family, type_, proto), policy)
 
     return factory
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import asyncssh
 
-from .. import apply
 from ..policy import KeepAlive, require_policy
+from . import with_policy
 
 __all__ = ["connect", "open_socket"]
 
@@ -34,10 +34,10 @@ async def open_socket(host: str, port: int, policy: KeepAlive) -> socket.socket:
         sock = socket.socket(family, type_, proto)
         try:
             sock.setblocking(False)
-            apply(sock, policy)
         except BaseException:
             sock.close()
             raise
+        with_policy(sock, policy)
         try:
             await loop.sock_connect(sock, address)
         except OSError as exc:
