@@ -26,7 +26,7 @@ def silent_port() -> Iterator[int]:
         while not stop.is_set():
             try:
                 accepted.append(listener.accept()[0])
-            except TimeoutError:
+            except socket.timeout:  # TimeoutError only from 3.10 on
                 continue
 
     thread = threading.Thread(target=accept)

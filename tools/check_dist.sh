@@ -99,6 +99,7 @@ for version in $PYTHONS; do
     run="$WORK/run-$tag"
     mkdir -p "$run"
     cp -r tests "$run/tests"
+    cp -r docs "$run/docs"  # the example programs some tests run
     cp pyproject.toml "$run/"
     (
         cd "$run"
