@@ -100,6 +100,7 @@ for version in $PYTHONS; do
     mkdir -p "$run"
     cp -r tests "$run/tests"
     cp -r docs "$run/docs"  # the example programs some tests run
+    cp README.md "$run/"    # the docs tests check its links
     cp pyproject.toml "$run/"
     (
         cd "$run"
