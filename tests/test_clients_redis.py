@@ -58,8 +58,7 @@ def redis_7(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "pip",
             "install",
             "-q",
-            "--no-deps",
-            "--target",
+            "--target",  # with its dependencies: async-timeout below Python 3.11.3
             str(target),
             f"redis=={REDIS_7}",
         ],

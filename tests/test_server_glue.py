@@ -96,9 +96,13 @@ def check_listener(sock: Any, mode: str) -> None:
         assert values[0] == 0, f"per-accept mode set keepalive on the listener: {values}"
 
 
-def check_accepted(port: int, count: int = CONNECTIONS) -> None:
+def check_accepted(port: int, count: int = CONNECTIONS, *, reconnects: bool = False) -> None:
+    """Exactly ``count`` accepted connections, each carrying the policy. ``reconnects``: at least
+    ``count`` (wrk opens a new connection for one the server closed; under load a closing one can
+    still be held), each still carrying the policy."""
     values = accepted_values(port)
-    assert len(values) == count, f"expected {count} accepted connections on port {port}, found {len(values)}"
+    found = f"expected {count} accepted connections on port {port}, found {len(values)}"
+    assert len(values) >= count if reconnects else len(values) == count, found
     assert set(values) == {EXPECTED}, values
 
 
@@ -251,7 +255,7 @@ def test_aiohttp_site_wrk(platform: ka.server.Platform | None, mode: str, run: C
             listener = site.plan.listener
             check_listener(listener, mode)
             port = listener.getsockname()[1]
-            await wrk_while(port, lambda: check_accepted(port))
+            await wrk_while(port, lambda: check_accepted(port, reconnects=True))
 
     run(main())
 
@@ -272,7 +276,7 @@ def test_aiohttp_run_app_listener(platform: ka.server.Platform | None, mode: str
             check_listener(sock, mode)
             await web.SockSite(runner, sock).start()
             port = sock.getsockname()[1]
-            await wrk_while(port, lambda: check_accepted(port))
+            await wrk_while(port, lambda: check_accepted(port, reconnects=True))
 
     asyncio.run(main())
 
@@ -355,7 +359,7 @@ def test_tornado_bind_sockets_add_sockets(platform: ka.server.Platform | None, m
             assert [plan.mode for plan in server.keepalive_plans] == [mode]
             check_listener(sockets[0], mode)
             port = sockets[0].getsockname()[1]
-            await wrk_while(port, lambda: check_accepted(port))
+            await wrk_while(port, lambda: check_accepted(port, reconnects=True))
         finally:
             server.stop()
 
