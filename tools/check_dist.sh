@@ -7,9 +7,8 @@
 #      outside the source tree (it takes about 5 s per Python, so every version runs all of it);
 #   4. cibuildwheel's build identifiers for Linux, macOS and Windows are exactly the ones wanted;
 #   5. the GitHub workflows validate against the workflow JSON schema (vendored, offline).
-# CPython 3.14: not in pyenv here. A debootstrap sid chroot (python3.14, python3.14-dev) would
-# build and test the wheel on it, but bootstrapping one takes longer than CI's budget allows, so it
-# is not run; cibuildwheel builds and tests cp314 and cp314t on the wheel runners.
+# CPython 3.14 is not in pyenv here: tools/check_py314.sh builds and tests the wheel on it in a
+# debootstrap sid chroot (CI: .ci/checks/py314.sh); cp314t only runs on the wheel runners.
 # Tools go into their own venv (KA_DIST_TOOLS). KA_DIST_PYTHONS: pyenv versions to test, or
 # "system" for python3 on PATH (CI runners). Needs gcc and x86_64-w64-mingw32-gcc.
 set -euo pipefail
