@@ -3,12 +3,14 @@ the client's own socket found among this process's descriptors (Linux ``/proc/se
 
 from __future__ import annotations
 
+import http.server
 import os
 import selectors
 import shutil
 import signal
 import socket
 import socketserver
+import ssl
 import struct
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -181,8 +184,11 @@ class _SOCKS5Handler(socketserver.BaseRequestHandler):
             _pipe(self.request, upstream)
 
 
+_Server = TypeVar("_Server", bound=socketserver.BaseServer)
+
+
 @contextmanager
-def _serving(server: _Proxy) -> Iterator[_Proxy]:
+def _serving(server: _Server) -> Iterator[_Server]:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -191,6 +197,36 @@ def _serving(server: _Proxy) -> Iterator[_Proxy]:
         server.shutdown()
         thread.join()
         server.server_close()
+
+
+class OkHandler(http.server.BaseHTTPRequestHandler):
+    """An HTTP/1.1 origin answering every GET with ``ok``; ``/slow`` holds the body back 0.1 s, so
+    a client keeps its connection open meanwhile."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        if self.path == "/slow":
+            self.wfile.flush()
+            time.sleep(0.1)
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def http_origin(context: ssl.SSLContext | None = None) -> Iterator[int]:
+    """An ``OkHandler`` server on a free loopback port (HTTPS with ``context``); yields the port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OkHandler)
+    server.daemon_threads = True
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    with _serving(server):
+        yield int(server.server_address[1])
 
 
 @contextmanager

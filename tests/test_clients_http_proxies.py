@@ -3,41 +3,19 @@ the policy, whether the proxy comes from ``proxies=``, the environment or a ``Pr
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
 
 import pytest
 
-from client_peers import EXPECTED, POLICY, linux_only, own_sockets, running_http_proxy
+from client_peers import EXPECTED, POLICY, http_origin, linux_only, own_sockets, running_http_proxy
 
 pytestmark = linux_only
 
 
-class _Hello(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def origin() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
+    with http_origin() as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 def _through_proxy(port: int, clients: list[int]) -> None:

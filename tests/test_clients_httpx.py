@@ -7,9 +7,7 @@ process's own descriptors (the one connected to the proxy, or to the origin when
 from __future__ import annotations
 
 import asyncio
-import http.server
 import ssl
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 from client_peers import (
     EXPECTED,
     POLICY,
+    http_origin,
     linux_only,
     own_sockets,
     running_http_proxy,
@@ -31,49 +30,24 @@ import ka.integrations.httpx as kahttpx  # noqa: E402
 pytestmark = linux_only
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def tls() -> Any:
     trustme = pytest.importorskip("trustme", reason="trustme is not installed (test extra)")
     return trustme.CA()
 
 
-def _serve(server: http.server.ThreadingHTTPServer) -> Iterator[int]:
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
-
-
 @pytest.fixture(scope="module")
 def origin() -> Iterator[int]:
-    yield from _serve(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler))
+    with http_origin() as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
 def tls_origin(tls: Any) -> Iterator[int]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.issue_cert("127.0.0.1").configure_cert(context)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    yield from _serve(server)
+    with http_origin(context) as port:
+        yield port
 
 
 @pytest.fixture

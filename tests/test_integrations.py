@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import http.server
 import os
 import pickle
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +15,7 @@ import pytest
 
 import ka
 import ka.integrations
-from client_peers import postgres_server, redis_server
+from client_peers import http_origin, postgres_server, redis_server
 from helpers import (
     TCP_KEEPCNT,
     TCP_KEEPIDLE,
@@ -122,34 +120,10 @@ def test_redis_and_libpq_mappings() -> None:
 # -- HTTP clients against a local HTTP/1.1 server -----------------------------------------------
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        if self.path == "/slow":  # the client holds its connection until the body arrives
-            self.wfile.flush()
-            time.sleep(0.1)
-        self.wfile.write(b"ok")
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def http_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
+    with http_origin() as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 def test_urllib3(http_url: str) -> None:
