@@ -6,6 +6,7 @@ import array
 from typing import Any
 
 from .policy import KeepAlive
+from .protocol import AppliedColumns, ReadColumns
 from .results import KeepAliveSettings
 
 IMPLEMENTATION: str
@@ -19,19 +20,5 @@ def read(target: Any) -> KeepAliveSettings: ...
 def uring_status() -> tuple[int, str]: ...
 def worker_count() -> int: ...
 def collect_fds(targets: Any) -> array.array[int]: ...
-def apply_many(
-    targets: Any, policy: KeepAlive, threads: int, backend: str
-) -> tuple[array.array[int], array.array[int], array.array[int], int]: ...
-def read_many(
-    targets: Any, threads: int
-) -> tuple[
-    array.array[int],
-    array.array[int],
-    array.array[int],
-    array.array[int],
-    array.array[int],
-    array.array[int],
-    array.array[int],
-    array.array[int],
-    int,
-]: ...
+def apply_many(targets: Any, policy: KeepAlive, threads: int, backend: str) -> AppliedColumns: ...
+def read_many(targets: Any, threads: int) -> ReadColumns: ...

@@ -21,8 +21,9 @@ import errno
 import os
 import socket as _socket
 
-from .errors import fileno_failed, fileno_not_callable, option_error
+from .errors import buffer_error, option_error, policy_error, target_error, targets_error
 from .policy import KeepAlive
+from .protocol import AppliedColumns, ReadColumns
 from .results import KeepAliveSettings
 
 cdef extern from "_platform.h" nogil:
@@ -84,8 +85,7 @@ cdef str _where(Py_ssize_t index):
 
 cdef inline int _check_fd(long long fd, Py_ssize_t index, bint via_fileno=False) except -1:
     if FD_WIDTH == 4 and not (-2147483648 <= fd <= 2147483647):
-        what = f"{_where(index)}.fileno() returned" if via_fileno else f"{_where(index)} is"
-        raise ValueError(f"{what} {fd}: not a descriptor number (expected a C int)")
+        raise target_error(_where(index), fd, "returned-c-int" if via_fileno else "c-int", fd)
     return 0
 
 
@@ -93,45 +93,39 @@ cdef long long _fileno(object target, Py_ssize_t index) except? -1:
     """The descriptor number of a socket, fd or object with fileno(); -1 for a closed socket.
 
     ``index`` names the entry in error messages (-1: a single target); messages are only built
-    on error, so the bulk conversion costs no string per entry.
+    on error (``ka.errors.target_error``, shared with the twin), so the bulk conversion costs no
+    string per entry.
     """
     cdef long long fd
     if type(target) is int:
         try:
             fd = PyLong_AsLongLong(target)
         except OverflowError:
-            raise ValueError(f"{_where(index)} is {target}: not a descriptor number") from None
+            raise target_error(_where(index), target, "range") from None
         _check_fd(fd, index)
         return fd
     if isinstance(target, bool):
-        raise TypeError(
-            f"{_where(index)} is a bool ({target!r}): expected a socket, an int fd or an object with fileno()"
-        )
+        raise target_error(_where(index), target, "bool")
     if isinstance(target, int):
         return _fileno(int(target), index)
     try:
         method = getattr(target, "fileno", None)
     except Exception as exc:
-        raise fileno_failed(_where(index), target, "fileno", exc) from exc
+        raise target_error(_where(index), target, "lookup", exc) from exc
     if method is None:
-        raise TypeError(
-            f"{_where(index)} is {type(target).__name__} {target!r}: expected a socket, an int fd "
-            "or an object with fileno()"
-        )
+        raise target_error(_where(index), target, "no-fileno")
     if not callable(method):
-        raise fileno_not_callable(_where(index), target, method)
+        raise target_error(_where(index), target, "not-callable", method)
     try:
         value = method()
     except Exception as exc:
-        raise fileno_failed(_where(index), target, "fileno()", exc) from exc
+        raise target_error(_where(index), target, "call", exc) from exc
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(
-            f"{_where(index)}.fileno() returned {type(value).__name__} {value!r}, expected an int"
-        )
+        raise target_error(_where(index), target, "returned-type", value)
     try:
         fd = PyLong_AsLongLong(value)
     except OverflowError:
-        raise ValueError(f"{_where(index)}.fileno() returned {value}: not a descriptor number") from None
+        raise target_error(_where(index), target, "returned-range", value) from None
     _check_fd(fd, index, True)
     return fd
 
@@ -198,19 +192,19 @@ cdef extern from *:
 cdef object _KeepAlive = KeepAlive
 # The slot holding a KeepAlive's packed C values, and socket.socket's own fileno method: looked up
 # once here, so a call on an exact KeepAlive / socket.socket skips the lookup by name.
-cdef object _C_SLOT = KeepAlive.__dict__["_c"]
+cdef object _C_SLOT = KeepAlive.__dict__["packed"]
 cdef object _SOCKET_FILENO = _socket.socket.fileno if type(_socket.socket.fileno).__name__ == "method_descriptor" else None
 cdef object _Settings = KeepAliveSettings
 
 
 cdef int _c_policy(object policy, ka_policy *p) except -1:
-    """A KeepAlive's C values, packed once when it was built (KeepAlive._c): one copy per call."""
+    """A KeepAlive's C values, packed once when it was built (KeepAlive.packed): one copy per call."""
     cdef object packed
     if type(policy) is not _KeepAlive and not isinstance(policy, _KeepAlive):
-        raise TypeError(f"policy must be a ka.KeepAlive, not {type(policy).__name__} {policy!r}")
-    packed = ka_descriptor_get(_C_SLOT, policy) if type(policy) is _KeepAlive else policy._c
+        raise policy_error(policy)
+    packed = ka_descriptor_get(_C_SLOT, policy) if type(policy) is _KeepAlive else policy.packed
     if type(packed) is not bytes or PyBytes_GET_SIZE(packed) != sizeof(ka_policy):
-        raise TypeError(f"policy {policy!r} carries no C values (KeepAlive._c): build it with ka.KeepAlive()")
+        raise TypeError(f"policy {policy!r} carries no C values (KeepAlive.packed): build it with ka.KeepAlive()")
     memcpy(p, PyBytes_AS_STRING(packed), sizeof(ka_policy))
     return 0
 
@@ -311,11 +305,7 @@ cdef array _from_buffer(object targets):
             fmt = fmt[1:]
         width = view.itemsize
         if view.ndim != 1 or fmt not in (b"i", b"l", b"q", b"n", b"I", b"L", b"Q", b"N") or width not in (4, 8):
-            raise TypeError(
-                f"a buffer of descriptors must be one-dimensional 4- or 8-byte integers "
-                f"(array('i'), array('q'), numpy int32/int64), not format {fmt.decode()!r} with "
-                f"itemsize {width} and {view.ndim} dimensions"
-            )
+            raise buffer_error(fmt.decode(), width, view.ndim)
         is_unsigned = fmt in (b"I", b"L", b"Q", b"N")
         n = view.shape[0]
         stride = view.strides[0]
@@ -335,7 +325,7 @@ cdef array _from_buffer(object targets):
                 value = (<long long *>item)[0]
                 uvalue = <unsigned long long>value
                 if is_unsigned and uvalue > 9223372036854775807ULL:
-                    raise ValueError(f"targets[{i}] is {uvalue}: not a descriptor number")
+                    raise target_error(_where(i), uvalue, "range")
             elif is_unsigned:
                 value = (<unsigned int *>item)[0]
             else:
@@ -361,10 +351,7 @@ def collect_fds(targets):
     if PyObject_CheckBuffer(targets) and not isinstance(targets, (bytes, bytearray, str)):
         return _from_buffer(targets)
     if isinstance(targets, (str, bytes, bytearray)) or not hasattr(targets, "__iter__"):
-        raise TypeError(
-            f"targets must be a sequence or iterable of sockets or fds, or an integer array, "
-            f"not {type(targets).__name__}"
-        )
+        raise targets_error(targets)
     # A snapshot the caller cannot shrink: a fileno() or another thread may mutate the list.
     cdef tuple seq = targets if type(targets) is tuple else tuple(targets)
     n = len(seq)
@@ -428,10 +415,7 @@ def worker_count():
 
 
 def apply_many(targets, policy, int threads, str backend):
-    """Apply a policy to every target. Returns (fds, errnos, options, failed_count).
-
-    errnos[i] is 0 where input i was applied; otherwise options[i] names the option that failed.
-    """
+    """Apply a policy to every target: a ``ka.protocol.AppliedColumns``."""
     cdef ka_policy p
     _c_policy(policy, &p)
     cdef array fds = collect_fds(targets)
@@ -446,11 +430,11 @@ def apply_many(targets, policy, int threads, str backend):
         failed = ka_apply_bulk(fds.data.as_voidptr, FD_WIDTH, <size_t>n, &p,
                                <int32_t *>errnos.data.as_voidptr, <uint8_t *>options.data.as_voidptr,
                                nthreads, code)
-    return fds, errnos, options, failed
+    return AppliedColumns(fds, errnos, options, failed)
 
 
 def read_many(targets, int threads):
-    """Read every target. Returns (fds, errnos, options, enabled, idle, interval, count, user_timeout_ms, failed)."""
+    """Read every target, one column per value: a ``ka.protocol.ReadColumns``."""
     cdef array fds = collect_fds(targets)
     cdef Py_ssize_t n = len(fds)
     cdef array errnos = clone(_I32, n, False)
@@ -468,4 +452,4 @@ def read_many(targets, int threads):
                               <int8_t *>enabled.data.as_voidptr, <int32_t *>idle.data.as_voidptr,
                               <int32_t *>interval.data.as_voidptr, <int32_t *>count.data.as_voidptr,
                               <int32_t *>user_timeout.data.as_voidptr, nthreads)
-    return fds, errnos, options, enabled, idle, interval, count, user_timeout, failed
+    return ReadColumns(fds, errnos, options, enabled, idle, interval, count, user_timeout, failed)

@@ -28,8 +28,9 @@ from ._options import (
     user_timeout_value,
 )
 from ._options import LIMITS as _LIMITS
-from .errors import fileno_failed, fileno_not_callable, option_error
+from .errors import buffer_error, option_error, target_error, targets_error
 from .policy import KeepAlive, require_policy
+from .protocol import UNREAD, AppliedColumns, ReadColumns, Spec
 from .results import KeepAliveSettings, settings_of
 
 IMPLEMENTATION = "python"
@@ -47,42 +48,38 @@ _BAD_FD = getattr(errno, "WSAENOTSOCK", 10038) if _WINDOWS else errno.EBADF
 _BUFFER_FORMATS = {"i", "l", "q", "n", "I", "L", "Q", "N"}
 
 
-def _check_fd(fd: int, where: str, via_fileno: bool = False) -> int:
-    if not _WINDOWS and not _INT_MIN <= fd <= _INT_MAX:
-        what = f"{where}.fileno() returned" if via_fileno else f"{where} is"
-        raise ValueError(f"{what} {fd}: not a descriptor number (expected a C int)")
-    return fd
+def _is_c_int(fd: int) -> bool:
+    return _WINDOWS or _INT_MIN <= fd <= _INT_MAX
 
 
 def _fileno(target: Any, where: str) -> int:
     if isinstance(target, bool):
-        raise TypeError(
-            f"{where} is a bool ({target!r}): expected a socket, an int fd or an object with fileno()"
-        )
+        raise target_error(where, target, "bool")
     if isinstance(target, int):
         if not -(2**63) <= target < 2**63:
-            raise ValueError(f"{where} is {target}: not a descriptor number")
-        return _check_fd(int(target), where)
+            raise target_error(where, target, "range")
+        if not _is_c_int(target):
+            raise target_error(where, target, "c-int")
+        return int(target)
     try:
         method = getattr(target, "fileno", None)
     except Exception as exc:
-        raise fileno_failed(where, target, "fileno", exc) from exc
+        raise target_error(where, target, "lookup", exc) from exc
     if method is None:
-        raise TypeError(
-            f"{where} is {type(target).__name__} {target!r}: expected a socket, an int fd or an "
-            "object with fileno()"
-        )
+        raise target_error(where, target, "no-fileno")
     if not callable(method):
-        raise fileno_not_callable(where, target, method)
+        raise target_error(where, target, "not-callable", method)
     try:
         value = method()
     except Exception as exc:
-        raise fileno_failed(where, target, "fileno()", exc) from exc
+        raise target_error(where, target, "call", exc) from exc
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{where}.fileno() returned {type(value).__name__} {value!r}, expected an int")
+        raise target_error(where, target, "returned-type", value)
     if not -(2**63) <= value < 2**63:
-        raise ValueError(f"{where}.fileno() returned {value}: not a descriptor number")
-    return _check_fd(int(value), where, via_fileno=True)
+        raise target_error(where, target, "returned-range", value)
+    if not _is_c_int(value):
+        raise target_error(where, target, "returned-c-int", value)
+    return int(value)
 
 
 def fileno_of(target: Any) -> int:
@@ -103,7 +100,7 @@ def _enoprotoopt(calls: OSCalls) -> int:
     return WSAENOPROTOOPT if calls.windows else errno.ENOPROTOOPT
 
 
-def _apply_sock(sock: Any, spec: tuple[int, int, int, int, int], calls: OSCalls = HERE) -> tuple[int, int]:
+def _apply_sock(sock: Any, spec: Spec, calls: OSCalls = HERE) -> tuple[int, int]:
     """(errno, option) of the first failing call, or (0, 0); the calls of _ka_posix.h /
     _ka_windows.h's ka_apply_one, in the same order."""
     enable, idle, interval, count, user_timeout_ms = spec
@@ -159,19 +156,17 @@ def _apply_sock(sock: Any, spec: tuple[int, int, int, int, int], calls: OSCalls 
     return 0, 0
 
 
-def _first_option(spec: tuple[int, int, int, int, int]) -> Option:
-    return Option.KEEPALIVE  # SO_KEEPALIVE is always the first call
-
-
-def _apply_fd(fd: int, target: Any, spec: tuple[int, int, int, int, int]) -> tuple[int, int]:
+def _apply_fd(fd: int, target: Any, spec: Spec) -> tuple[int, int]:
+    """(errno, option) for one target; SO_KEEPALIVE is always the first call, so a descriptor
+    that is no socket (or not open) fails on it."""
     if isinstance(target, socket.socket) and target.fileno() == fd:
         return _apply_sock(target, spec)
     if fd < 0:  # what the kernel answers for a negative descriptor
-        return _BAD_FD, _first_option(spec)
+        return _BAD_FD, Option.KEEPALIVE
     try:
         return borrowed_call(fd, lambda sock: _apply_sock(sock, spec))
     except OSError as exc:  # not a socket, or not open: the first call would have failed so
-        return _errno_of(exc), _first_option(spec)
+        return _errno_of(exc), Option.KEEPALIVE
 
 
 def apply(target: Any, policy: KeepAlive) -> None:
@@ -182,7 +177,7 @@ def apply(target: Any, policy: KeepAlive) -> None:
     idle, interval, count, user timeout), so a socket whose later option failed has keepalive on
     with the values set so far and the OS's for the rest.
     """
-    spec = require_policy(policy)._spec
+    spec = require_policy(policy).spec
     fd = _fileno(target, "target")
     err, option = _apply_fd(fd, target, spec)
     if err:
@@ -199,7 +194,7 @@ def _read_knob(sock: Any, number: int, calls: OSCalls) -> int:
         raise
 
 
-def _read_sock(sock: Any, calls: OSCalls = HERE) -> tuple[int, int, tuple[int, int, int, int, int]]:
+def _read_sock(sock: Any, calls: OSCalls = HERE) -> tuple[int, int, Spec]:
     values = [-1, -1, -1, -1, -1]
     option = Option.KEEPALIVE
     try:
@@ -220,22 +215,19 @@ def _read_sock(sock: Any, calls: OSCalls = HERE) -> tuple[int, int, tuple[int, i
                 value *= unit
             values[4] = value
     except OSError as exc:
-        return _errno_of(exc, calls), option, (values[0], values[1], values[2], values[3], values[4])
-    return 0, 0, (values[0], values[1], values[2], values[3], values[4])
+        return _errno_of(exc, calls), option, Spec(*values)
+    return 0, 0, Spec(*values)
 
 
-_UNREAD = (-1, -1, -1, -1, -1)
-
-
-def _read_fd(fd: int, target: Any) -> tuple[int, int, tuple[int, int, int, int, int]]:
+def _read_fd(fd: int, target: Any) -> tuple[int, int, Spec]:
     if isinstance(target, socket.socket) and target.fileno() == fd:
         return _read_sock(target)
     if fd < 0:
-        return _BAD_FD, Option.KEEPALIVE, _UNREAD
+        return _BAD_FD, Option.KEEPALIVE, UNREAD
     try:
         return borrowed_call(fd, _read_sock)
     except OSError as exc:  # not a socket, or not open: the first call would have failed so
-        return _errno_of(exc), Option.KEEPALIVE, _UNREAD
+        return _errno_of(exc), Option.KEEPALIVE, UNREAD
 
 
 def read(target: Any) -> KeepAliveSettings:
@@ -262,19 +254,16 @@ def _buffer_fds(targets: Any) -> array.array[int] | None:
     with view:
         fmt = view.format.lstrip("@=")
         if view.ndim != 1 or fmt not in _BUFFER_FORMATS or view.itemsize not in (4, 8):
-            raise TypeError(
-                "a buffer of descriptors must be one-dimensional 4- or 8-byte integers "
-                "(array('i'), array('q'), numpy int32/int64), not format "
-                f"{fmt!r} with itemsize {view.itemsize} and {view.ndim} dimensions"
-            )
+            raise buffer_error(fmt, view.itemsize, view.ndim)
         # tobytes copies any stride; memoryview.tolist() refuses "=i" (numpy structured fields)
         signed = fmt not in ("I", "L", "Q", "N")
         code = ("i" if signed else "I") if view.itemsize == 4 else ("q" if signed else "Q")
         values = array.array(code, view.tobytes())
     for i, value in enumerate(values):
         if value >= 2**63:
-            raise ValueError(f"targets[{i}] is {value}: not a descriptor number")
-        _check_fd(value, f"targets[{i}]")
+            raise target_error(f"targets[{i}]", value, "range")
+        if not _is_c_int(value):
+            raise target_error(f"targets[{i}]", value, "c-int")
     return array.array(_FD_TYPECODE, values)
 
 
@@ -283,10 +272,7 @@ def _materialize(targets: Any) -> Any:
     cannot change during the call, as the compiled core takes); anything else an error."""
     text = isinstance(targets, (str, bytes, bytearray))
     if text or not (isinstance(targets, Iterable) or _is_buffer(targets)):
-        raise TypeError(
-            "targets must be a sequence or iterable of sockets or fds, or an integer array, "
-            f"not {type(targets).__name__}"
-        )
+        raise targets_error(targets)
     if type(targets) is tuple or _is_buffer(targets):
         return targets
     return tuple(targets)
@@ -323,14 +309,12 @@ def worker_count() -> int:
     return 0
 
 
-def apply_many(
-    targets: Any, policy: KeepAlive, threads: int, backend: str
-) -> tuple[array.array[int], array.array[int], array.array[int], int]:
-    """Apply a policy to every target: (fds, errnos, options, failed_count).
+def apply_many(targets: Any, policy: KeepAlive, threads: int, backend: str) -> AppliedColumns:
+    """Apply a policy to every target.
 
     ``threads`` and ``backend`` are accepted and ignored: the GIL would serialise the calls anyway.
     """
-    spec = require_policy(policy)._spec
+    spec = require_policy(policy).spec
     fds, objects, errnos, options = _prepare(targets)
     failed = 0
     for i in range(len(fds)):
@@ -339,23 +323,11 @@ def apply_many(
             errnos[i] = err
             options[i] = option
             failed += 1
-    return fds, errnos, options, failed
+    return AppliedColumns(fds, errnos, options, failed)
 
 
-def read_many(
-    targets: Any, threads: int
-) -> tuple[
-    array.array[int],
-    array.array[int],
-    array.array[int],
-    array.array[int],
-    array.array[int],
-    array.array[int],
-    array.array[int],
-    array.array[int],
-    int,
-]:
-    """Read every target: (fds, errnos, options, enabled, idle, interval, count, user_timeout_ms, failed)."""
+def read_many(targets: Any, threads: int) -> ReadColumns:
+    """Read every target, one column per value."""
     fds, objects, errnos, options = _prepare(targets)
     n = len(fds)
     enabled = array.array("b", bytes(n))
@@ -369,7 +341,7 @@ def read_many(
         for k in range(4):
             columns[k][i] = values[k + 1]
         failed += err != 0
-    return (fds, errnos, options, enabled, columns[0], columns[1], columns[2], columns[3], failed)
+    return ReadColumns(fds, errnos, options, enabled, columns[0], columns[1], columns[2], columns[3], failed)
 
 
 def _is_buffer(obj: Any) -> bool:

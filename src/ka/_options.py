@@ -28,6 +28,11 @@ class Option(enum.IntEnum):
         """The option's name in the system headers, e.g. ``TCP_KEEPIDLE``."""
         return _SYSTEM_NAMES[self]
 
+    @property
+    def field(self) -> str:
+        """The ``ka.protocol.Spec`` field (and ``ReadResult`` column) holding this option's value."""
+        return _FIELDS[self]
+
     def __str__(self) -> str:
         return self.system_name
 
@@ -63,11 +68,44 @@ LIMITS_BY_PLATFORM = {
     "windows": Limits(4294967, 4294967, 255, 2147483647),
     "other": Limits(32767, 32767, 127, 0),
 }
+
+
+class ListenerFacts(NamedTuple):
+    """How an OS treats keepalive on listening sockets: the one table ``ka.capabilities()`` and
+    ``ka.server``'s ``Platform`` values read.
+
+    ``listener_inherits``: accepted sockets get the listener's keepalive options (macOS copies
+    SO_KEEPALIVE, interval and count but not the idle, so it counts as no; Windows documents no
+    inheritance). ``listener_safe``: keepalive may be set on a listening socket (not on macOS).
+    ``counts_queue``: the accept queue length can be read (Linux ``TCP_INFO``).
+    """
+
+    listener_inherits: bool
+    listener_safe: bool
+    counts_queue: bool
+
+
+LISTENER_FACTS = {
+    "linux": ListenerFacts(True, True, True),
+    "freebsd": ListenerFacts(True, True, False),
+    "darwin": ListenerFacts(False, False, False),
+    "windows": ListenerFacts(False, True, False),
+    "other": ListenerFacts(False, True, False),
+}
 PLATFORM_CODES = {"linux": 1, "darwin": 2, "freebsd": 3, "windows": 4, "other": 5}
 
 PLATFORM = _platform_key(sys.platform)
 LIMITS = LIMITS_BY_PLATFORM[PLATFORM]
+LISTENERS = LISTENER_FACTS[PLATFORM]
 
+_FIELDS = {
+    Option.NONE: "",
+    Option.KEEPALIVE: "enabled",
+    Option.IDLE: "idle",
+    Option.INTERVAL: "interval",
+    Option.COUNT: "count",
+    Option.USER_TIMEOUT: "user_timeout_ms",
+}
 _IDLE_NAME = "TCP_KEEPALIVE" if PLATFORM == "darwin" else "TCP_KEEPIDLE"
 _USER_TIMEOUT_NAMES = {"darwin": "TCP_RXT_CONNDROPTIME", "windows": "TCP_MAXRTMS"}
 _SYSTEM_NAMES = {
@@ -153,26 +191,3 @@ USER_TIMEOUT_SEMANTICS = {
 def user_timeout_value(ms: int, calls: OSCalls = HERE) -> int:
     """The value the OS's user-timeout option takes for ``ms`` milliseconds (seconds rounded up)."""
     return -(-ms // calls.user_timeout_unit_ms)
-
-
-Spec = tuple[int, int, int, int, int]
-
-
-def spec_steps(spec: Spec) -> list[tuple[Option, int]]:
-    """The (option, value) calls a policy spec makes, in the shim's order.
-
-    ``spec`` is ``KeepAlive._spec``: (enable, idle s, interval s, count, user timeout ms), -1 for
-    a value left unchanged. SO_KEEPALIVE comes first (XNU arms the timer with the socket's idle
-    only when SO_KEEPALIVE is already on); a disabled policy sets no timing values.
-    """
-    enable, idle, interval, count, user_timeout_ms = spec
-    steps: list[tuple[Option, int]] = [(Option.KEEPALIVE, 1 if enable else 0)]
-    if enable:
-        steps += [
-            (o, v)
-            for o, v in ((Option.IDLE, idle), (Option.INTERVAL, interval), (Option.COUNT, count))
-            if v >= 0
-        ]
-    if user_timeout_ms >= 0:
-        steps.append((Option.USER_TIMEOUT, user_timeout_ms))
-    return steps

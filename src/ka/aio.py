@@ -25,7 +25,6 @@ from .server import (
     PER_ACCEPT,
     ListenerPlan,
     Platform,
-    _check_platform,
     prepare_listener,
 )
 
@@ -111,7 +110,7 @@ async def create_server(
     ``platform`` injects a ``ka.server.Platform`` (to simulate another OS).
     """
     policy = require_policy(keepalive)
-    plat = _check_platform(platform)
+    plat = Platform.check(platform)
     loop = asyncio.get_running_loop()
     start_serving = kwds.pop("start_serving", True)
     made: list[ListenerPlan] = []

@@ -1,15 +1,12 @@
-"""The exceptions ka raises for failed system calls."""
+"""The errors ka raises: failed system calls (``option_error``) and bad input, with every message
+built here, on the error path only, for the compiled core and the twin alike."""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._options import Option
-
-if TYPE_CHECKING:
-    from .results import BulkResult, Failure
-
 
 # Winsock errors ka reports on Windows; os.strerror() there answers "Unknown error" for them.
 _WSA_NAMES = {
@@ -47,46 +44,61 @@ def option_error(err: int, fd: int, option: int, action: str = "setting") -> OSE
     return exc
 
 
-def fileno_failed(where: str, target: Any, what: str, exc: Exception) -> Exception:
-    """The error for a target whose ``fileno`` lookup or call raised ``exc`` (chain it with
-    ``from exc``): TypeError for a TypeError, else ValueError, naming ``where`` (``targets[3]``)."""
-    kind = TypeError if isinstance(exc, TypeError) else ValueError
-    return kind(
-        f"{where}.{what} raised {type(exc).__name__}: {exc} ({type(target).__name__}): "
-        "expected a socket, an int fd or an object with fileno()"
-    )
+_EXPECTED = "expected a socket, an int fd or an object with fileno()"
 
 
-def fileno_not_callable(where: str, target: Any, method: Any) -> TypeError:
-    """The error for a target whose ``fileno`` attribute is not callable (``fileno = 3``)."""
-    return TypeError(
-        f"{where}.fileno is {type(method).__name__} {method!r}, not a method "
-        f"({type(target).__name__}): expected a socket, an int fd or an object with fileno()"
-    )
+def target_error(where: str, target: Any, problem: str, value: Any = None) -> Exception:
+    """The TypeError or ValueError for one bad target, named by ``where`` (``target``,
+    ``targets[3]``). Both cores build their messages here, on the error path only.
 
-
-class BulkError(OSError):
-    """Some inputs of a bulk call failed; ``failures`` lists each one, ``result`` holds them all.
-
-    ``errno`` is the first failure's errno; every failure keeps its own.
+    ``problem``: ``bool``, ``range`` (an int beyond any descriptor), ``c-int`` (beyond a C int),
+    ``no-fileno``, ``lookup`` / ``call`` (getting or calling ``fileno`` raised ``value``: chain it
+    with ``from``), ``not-callable`` (``value`` is the attribute), or ``returned-type``,
+    ``returned-range``, ``returned-c-int`` (``fileno()`` returned ``value``).
     """
-
-    failures: list[Failure]
-    result: BulkResult
-
-    def __init__(self, result: BulkResult, *args: Any) -> None:
-        failures = result.failed
-        first = failures[0]
-        shown = ", ".join(
-            f"#{f.index} fd {f.fd}: {strerror(f.errno)} on {f.option.system_name}" for f in failures[:5]
+    kind = type(target).__name__
+    if problem == "bool":
+        return TypeError(f"{where} is a bool ({target!r}): {_EXPECTED}")
+    if problem == "range":
+        return ValueError(f"{where} is {target}: not a descriptor number")
+    if problem == "c-int":
+        return ValueError(f"{where} is {target}: not a descriptor number (expected a C int)")
+    if problem == "no-fileno":
+        return TypeError(f"{where} is {kind} {target!r}: {_EXPECTED}")
+    if problem in ("lookup", "call"):
+        error = TypeError if isinstance(value, TypeError) else ValueError
+        what = "fileno" if problem == "lookup" else "fileno()"
+        return error(f"{where}.{what} raised {type(value).__name__}: {value} ({kind}): {_EXPECTED}")
+    if problem == "not-callable":
+        return TypeError(
+            f"{where}.fileno is {type(value).__name__} {value!r}, not a method ({kind}): {_EXPECTED}"
         )
-        more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
-        super().__init__(
-            first.errno,
-            f"{len(failures)} of {len(result)} sockets failed ({shown}{more})",
-        )
-        self.failures = failures
-        self.result = result
+    if problem == "returned-type":
+        return TypeError(f"{where}.fileno() returned {type(value).__name__} {value!r}, expected an int")
+    if problem == "returned-range":
+        return ValueError(f"{where}.fileno() returned {value}: not a descriptor number")
+    if problem == "returned-c-int":
+        return ValueError(f"{where}.fileno() returned {value}: not a descriptor number (expected a C int)")
+    raise AssertionError(f"unknown target problem {problem!r}")
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (self.__class__, (self.result,))
+
+def targets_error(targets: Any) -> TypeError:
+    """The error for ``targets`` that are no collection of targets (a str, an int, ...)."""
+    return TypeError(
+        "targets must be a sequence or iterable of sockets or fds, or an integer array, "
+        f"not {type(targets).__name__}"
+    )
+
+
+def buffer_error(fmt: str, itemsize: int, ndim: int) -> TypeError:
+    """The error for a buffer of descriptors in a shape ka does not take."""
+    return TypeError(
+        "a buffer of descriptors must be one-dimensional 4- or 8-byte integers "
+        f"(array('i'), array('q'), numpy int32/int64), not format {fmt!r} with itemsize {itemsize} "
+        f"and {ndim} dimensions"
+    )
+
+
+def policy_error(policy: Any) -> TypeError:
+    """The error for a policy argument that is no ``ka.KeepAlive``."""
+    return TypeError(f"policy must be a ka.KeepAlive, not {type(policy).__name__} {policy!r}")

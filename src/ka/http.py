@@ -1,9 +1,10 @@
-"""HTTP Keep-Alive: the ``Keep-Alive`` and ``Connection`` headers, and TCP keepalive policies for HTTP.
+"""HTTP Keep-Alive: the ``Keep-Alive`` and ``Connection`` headers.
 
 HTTP Keep-Alive (persistent connections) is about reusing one TCP connection for many requests;
 TCP keepalive (``ka.KeepAlive``) is about finding out that the peer of an idle connection is gone.
 This module parses and formats ``Keep-Alive: timeout=5, max=1000``, applies the persistence rules
-of RFC 9112 section 9.3, and derives TCP keepalive policies from HTTP and middlebox idle timeouts.
+of RFC 9112 section 9.3. The TCP keepalive policies for HTTP and middlebox idle timeouts are
+``ka.KeepAlive.for_http_idle_timeout`` and ``ka.KeepAlive.for_middlebox``.
 
 Header values are ``str`` (or ``bytes``, decoded as ISO-8859-1, the octets HTTP carries); several
 header lines of one field may be passed as a list and count as one comma-joined value (RFC 9110
@@ -13,15 +14,11 @@ raised); ``strict=True`` raises ``HeaderError`` naming the offending part.
 
 from __future__ import annotations
 
-import math
 import numbers
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, Union
-
-from ._options import LIMITS
-from .policy import Duration, KeepAlive, UserTimeout, microseconds
 
 __all__ = [
     "DELTA_SECONDS_MAX",
@@ -33,8 +30,6 @@ __all__ = [
     "is_persistent",
     "parse_connection",
     "parse_keep_alive",
-    "policy_for_http_idle_timeout",
-    "policy_for_middlebox",
 ]
 
 
@@ -494,84 +489,3 @@ def decide_connection(
     if keep_alive:
         headers.append(("Keep-Alive", keep_alive))
     return ConnectionDecision(True, tuple(headers))
-
-
-# -- TCP keepalive policies for HTTP ------------------------------------------------------------
-
-
-def _whole_seconds(name: str, value: object, *, up: bool) -> int:
-    us = microseconds(name, value)
-    return -(-us // 1_000_000) if up else us // 1_000_000
-
-
-def policy_for_http_idle_timeout(
-    seconds: Duration,
-    *,
-    count: int = 3,
-    user_timeout: UserTimeout = "auto",
-) -> KeepAlive:
-    """A TCP keepalive policy for an HTTP server that closes connections idle for ``seconds``.
-
-    An idle keep-alive connection is closed by the server's own timer after T = ``seconds``
-    (rounded up), dead peer or not; keepalive probes carry no data, so they never reset that timer.
-    Probing before T would only add traffic. Keepalive matters where the HTTP timer is not
-    running (a slow handler, a long poll, a silent stream): there it bounds how long a dead peer
-    holds the connection to about the same T. So: ``idle = T`` (capped at the platform maximum),
-    ``interval = max(1, T // (3 * count))``, and ``detection_time = T + interval * count``, at
-    most about 4/3 T (T + count for T below 3 * count). ``user_timeout="auto"`` (Linux) drops a
-    connection whose sent data stays unacknowledged that long; pass None to leave it.
-    If a NAT or load balancer with a shorter idle timeout sits in between, use
-    ``policy_for_middlebox`` instead.
-    """
-    total = _whole_seconds("seconds", seconds, up=True)
-    idle = min(total, LIMITS.max_idle)
-    probes = KeepAlive(count=count).count
-    assert probes is not None
-    interval = min(max(1, total // (3 * probes)), LIMITS.max_interval)
-    return KeepAlive(idle, interval, probes, user_timeout=user_timeout)
-
-
-def policy_for_middlebox(
-    idle_timeout: Duration,
-    *,
-    detect_within: Duration | None = None,
-    count: int = 3,
-    user_timeout: UserTimeout = "auto",
-) -> KeepAlive:
-    """A TCP keepalive policy that keeps a NAT or load balancer from forgetting the connection.
-
-    A middlebox drops a flow that carried no packet for ``idle_timeout`` seconds M (whole seconds,
-    rounded down; at least 3), often silently (defaults at the time of writing: AWS NLB and NAT
-    gateway 350 s, Azure Load Balancer 4 min, GCP VPC firewall tracking 10 min). A probe and its
-    ACK refresh the mapping, so the first probe must go out before M: ``idle = M - margin`` with
-    ``margin = max(2, ceil(M / 10))`` for timer slack and transit, and
-    ``interval = max(1, margin // 2)``, so that a lost first probe is retried before M too
-    (``idle + interval < M``; ``interval < M``). ``detection_time = idle + interval * count``.
-
-    ``detect_within``: an upper bound in seconds (rounded down, at least 2) on ``detection_time``;
-    where the figures above would exceed it, interval, count and idle are lowered to fit (every
-    middlebox condition still holds). It never makes the policy slower.
-    """
-    limit = _whole_seconds("idle_timeout", idle_timeout, up=False)
-    if limit < 3:
-        raise ValueError(
-            f"idle_timeout={idle_timeout!r} is too short: keeping a mapping alive takes a probe "
-            "before the timeout and a retry after it, 1 s apart, so it must be at least 3 seconds"
-        )
-    probes = KeepAlive(count=count).count
-    assert probes is not None
-    margin = max(2, math.ceil(limit / 10))
-    idle = min(limit - margin, LIMITS.max_idle)
-    interval = min(max(1, margin // 2), LIMITS.max_interval)
-    if detect_within is not None:
-        budget = _whole_seconds("detect_within", detect_within, up=False)
-        if budget < 2:
-            raise ValueError(
-                f"detect_within={detect_within!r} is too short: a dead peer takes at least 2 seconds "
-                "to find (1 s idle, then one 1 s probe)"
-            )
-        if idle + interval * probes > budget:
-            probes = min(probes, budget - 1)
-            interval = min(interval, max(1, budget // (3 * probes)))
-            idle = min(idle, budget - interval * probes)
-    return KeepAlive(idle, interval, probes, user_timeout=user_timeout)

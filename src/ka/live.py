@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any, NamedTuple, final
 
 from . import apply_many, read_many
-from ._options import PLATFORM, Option, spec_steps
+from ._options import PLATFORM, Option
 from ._signals import signals_deferred
 from .policy import KeepAlive, require_policy
-from .results import VALUE_INDEX, KeepAliveSettings, settings_of
+from .results import KeepAliveSettings, settings_of
 
 PROC = Path("/proc")
 
@@ -734,18 +734,8 @@ def dead_peer_after(settings: KeepAliveSettings) -> float | None:
 
 def predicted(before: KeepAliveSettings, policy: KeepAlive) -> KeepAliveSettings:
     """The values a socket with ``before`` will carry once ``policy`` is applied."""
-    ut = before.user_timeout
-    raw = [
-        int(before.enabled),
-        before.idle,
-        before.interval,
-        before.count,
-        None if ut is None else round(ut * 1000),
-    ]
-    values = [-1 if v is None else v for v in raw]
-    for option, value in spec_steps(policy._spec):
-        values[VALUE_INDEX[option]] = value
-    return settings_of((values[0], values[1], values[2], values[3], values[4]))
+    changed = {option.field: value for option, value in policy.spec.steps()}
+    return settings_of(before.spec._replace(**changed))
 
 
 def apply(pid: int, conns: Sequence[Connection], policy: KeepAlive, *, dry_run: bool = False) -> ApplyReport:

@@ -1,153 +1,56 @@
-"""KeepAlive: the values of a keepalive policy, their validation, units and rounding.
+"""KeepAlive: the values of a keepalive policy, and the recipes that choose them.
 
-Every check happens when a policy is built, so ``apply`` never reaches the kernel with a value
-it would refuse. Ranges are this platform's (see ``ka.capabilities()``).
+Every check happens when a policy is built (``ka.units``), so ``apply`` never reaches the kernel
+with a value it would refuse. Ranges are this platform's (see ``ka.capabilities()``).
 """
 
 from __future__ import annotations
 
 import datetime
 import math
-import numbers
-import operator
 import os
-import re
 import struct
-from typing import Any, Literal, Union
+from typing import Any, Literal, Protocol, Union
 
-from ._durations import format_seconds, parse_duration
-from ._options import LIMITS, PLATFORM
+from ._durations import format_seconds
+from ._options import LIMITS, SOCKET_NUMBERS, Option, user_timeout_value
+from .errors import policy_error
+from .protocol import LEAVE, Spec
+from .syntax import PolicyFields, parse_fields
+from .units import (
+    detection_budget,
+    detection_time,
+    fit_budget,
+    probe_count,
+    seconds_down,
+    seconds_up,
+    user_timeout_ms,
+    whole_seconds,
+)
 
 Duration = Union[int, float, datetime.timedelta]
 UserTimeout = Union[Duration, Literal["auto"], None]
 
-_US_PER_S = 1_000_000
-_US_PER_MS = 1_000
-_LEAVE = -1
 # The compiled core's ka_policy struct: five C ints (enable, idle, interval, count, user timeout ms).
 C_POLICY = struct.Struct("=5i")
 
-_PLATFORM_NAMES = {
-    "linux": "Linux",
-    "darwin": "macOS",
-    "freebsd": "BSD",
-    "windows": "Windows",
-    "other": "this platform",
-}
 
+class Defaults(Protocol):
+    """Keepalive values a socket falls back on (``ka.SystemDefaults``, or any such triple)."""
 
-def microseconds(field: str, value: object, *, check_sign: bool = True) -> int:
-    """A duration in seconds (int, float, timedelta) as whole microseconds, checked for sign
-    (``check_sign=False``: any sign, for callers that check a range of their own).
-
-    Floats are first rounded to the microsecond, so 0.1 * 3 counts as 0.3 s, not a hair more.
-    ``field`` names the value in the TypeError/ValueError raised for a non-duration.
-    """
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, datetime.timedelta)):
-        raise TypeError(
-            f"{field} must be a number of seconds (int, float) or a datetime.timedelta, "
-            f"not {type(value).__name__} {value!r}"
-        )
-    if isinstance(value, datetime.timedelta):
-        us = value // datetime.timedelta(microseconds=1)
-    elif isinstance(value, numbers.Integral):
-        us = int(value) * _US_PER_S
-    else:
-        try:
-            f = float(value)
-        except OverflowError:  # a Real beyond float range (a huge Fraction): exact, and out of range
-            f = None
-        if f is None:
-            us = int(value) * _US_PER_S  # type: ignore[call-overload]
-        elif math.isnan(f) or math.isinf(f):
-            raise ValueError(f"{field} must be a finite number of seconds, not {value!r}")
-        else:
-            scaled = f * _US_PER_S
-            # A finite float can overflow when scaled (1e303 s): count it exactly; the range check follows.
-            us = int(f) * _US_PER_S if math.isinf(scaled) else round(scaled)
-            if us == 0 and f > 0:
-                us = 1  # never let rounding turn a positive value into 0
-    if check_sign and us <= 0:
-        raise ValueError(f"{field} must be positive, not {value!r}")
-    return us
-
-
-def detection_time(idle: float, interval: float, count: int, user_timeout: float | None = None) -> float:
-    """Seconds of silence after which the kernel drops a connection with these keepalive values.
-
-    Without a user timeout: idle + interval * count. With one (Linux ``TCP_USER_TIMEOUT``, in
-    seconds), the keepalive timer ignores count and drops the connection at the first probe tick
-    at or past the user timeout, once at least one probe went out (``tcp_keepalive_timer``):
-    idle + interval * max(1, ceil((user_timeout - idle) / interval)).
-    """
-    if not user_timeout:
-        return float(idle + interval * count)
-    return float(idle + interval * max(1, math.ceil((user_timeout - idle) / interval)))
+    @property
+    def idle(self) -> int: ...
+    @property
+    def interval(self) -> int: ...
+    @property
+    def count(self) -> int: ...
 
 
 def require_policy(policy: object) -> KeepAlive:
     """``policy`` itself when it is a ``KeepAlive``; a TypeError naming what it is otherwise."""
     if not isinstance(policy, KeepAlive):
-        raise TypeError(f"policy must be a ka.KeepAlive, not {type(policy).__name__} {policy!r}")
+        raise policy_error(policy)
     return policy
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _whole_seconds(field: str, value: object, maximum: int) -> int:
-    """Seconds rounded up (never to 0), checked against [1, maximum]."""
-    seconds = _ceil_div(microseconds(field, value), _US_PER_S)
-    if seconds > maximum:
-        raise ValueError(
-            f"{field}={value!r} is out of range: {field} takes 1 to {maximum} seconds "
-            f"on {_PLATFORM_NAMES[PLATFORM]}"
-        )
-    return seconds
-
-
-def _probe_count(value: object, maximum: int) -> int:
-    if isinstance(value, (bool, float)):
-        raise TypeError(f"count must be a whole number of probes (int), not {type(value).__name__} {value!r}")
-    try:
-        count = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(
-            f"count must be a whole number of probes (int), not {type(value).__name__} {value!r}"
-        ) from None
-    if not 1 <= count <= maximum:
-        raise ValueError(
-            f"count={value!r} is out of range: count takes 1 to {maximum} probes "
-            f"on {_PLATFORM_NAMES[PLATFORM]}"
-        )
-    return count
-
-
-def _user_timeout_ms(value: object, maximum: int) -> int:
-    if maximum == 0:
-        raise ValueError(
-            f"user_timeout={value!r} cannot be set: {_PLATFORM_NAMES[PLATFORM]} has no user "
-            "timeout option (use user_timeout=None, or 'auto' to set it only where supported)"
-        )
-    zero = datetime.timedelta(0) if isinstance(value, datetime.timedelta) else 0
-    is_duration = isinstance(value, (numbers.Real, datetime.timedelta)) and not isinstance(value, bool)
-    if is_duration and value == zero:
-        if PLATFORM == "windows":  # TCP_MAXRT takes 0 as a zero-second timeout, not "the default"
-            raise ValueError(
-                "user_timeout=0 cannot restore the system's behaviour on Windows: TCP_MAXRT/"
-                "TCP_MAXRTMS take 0 as a zero timeout (use None to leave it untouched)"
-            )
-        return 0  # 0 restores the system's behaviour (no user timeout)
-    ms = _ceil_div(microseconds("user_timeout", value), _US_PER_MS)
-    if PLATFORM == "darwin":  # TCP_RXT_CONNDROPTIME takes whole seconds: round up, as the shim does
-        ms = _ceil_div(ms, 1000) * 1000
-    if ms > maximum:
-        raise ValueError(
-            f"user_timeout={value!r} is out of range: user_timeout takes 0.001 to "
-            f"{maximum / 1000:g} seconds on {_PLATFORM_NAMES[PLATFORM]}"
-        )
-    return ms
 
 
 class KeepAlive:
@@ -178,15 +81,17 @@ class KeepAlive:
     ``enabled=False`` makes a policy that turns ``SO_KEEPALIVE`` off; it takes no timing values.
     """
 
-    __slots__ = ("_c", "_count", "_enabled", "_idle", "_interval", "_spec", "_user_timeout_ms")
+    __slots__ = ("_count", "_enabled", "_idle", "_interval", "_user_timeout_ms", "packed", "spec")
 
     _idle: int | None
     _interval: int | None
     _count: int | None
     _user_timeout_ms: int | None
     _enabled: bool
-    _spec: tuple[int, int, int, int, int]
-    _c: bytes  # _spec packed as the compiled core's ka_policy, once, so no call converts it
+    spec: Spec
+    """The core protocol's view: the five values as the shim takes them, -1 for "leave as is"."""
+    packed: bytes
+    """``spec`` packed once as the compiled core's ``ka_policy``, so no call converts it."""
 
     def __init__(
         self,
@@ -205,9 +110,9 @@ class KeepAlive:
                 f"got idle={idle!r}, interval={interval!r}, count={count!r}"
             )
         limits = LIMITS
-        idle_s = None if idle is None else _whole_seconds("idle", idle, limits.max_idle)
-        interval_s = None if interval is None else _whole_seconds("interval", interval, limits.max_interval)
-        count_n = None if count is None else _probe_count(count, limits.max_count)
+        idle_s = None if idle is None else whole_seconds("idle", idle, limits.max_idle)
+        interval_s = None if interval is None else whole_seconds("interval", interval, limits.max_interval)
+        count_n = None if count is None else probe_count(count, limits.max_count)
 
         ut_ms: int | None
         if user_timeout is None:
@@ -225,7 +130,7 @@ class KeepAlive:
             auto_ms = (idle_s + interval_s * count_n) * 1000
             ut_ms = min(auto_ms, limits.max_user_timeout_ms) if limits.max_user_timeout_ms else None
         else:
-            ut_ms = _user_timeout_ms(user_timeout, limits.max_user_timeout_ms)
+            ut_ms = user_timeout_ms(user_timeout, limits.max_user_timeout_ms)
 
         set_ = object.__setattr__
         set_(self, "_idle", idle_s)
@@ -233,15 +138,15 @@ class KeepAlive:
         set_(self, "_count", count_n)
         set_(self, "_user_timeout_ms", ut_ms)
         set_(self, "_enabled", enabled)
-        spec = (
+        spec = Spec(
             1 if enabled else 0,
-            _LEAVE if idle_s is None else idle_s,
-            _LEAVE if interval_s is None else interval_s,
-            _LEAVE if count_n is None else count_n,
-            _LEAVE if ut_ms is None else ut_ms,
+            LEAVE if idle_s is None else idle_s,
+            LEAVE if interval_s is None else interval_s,
+            LEAVE if count_n is None else count_n,
+            LEAVE if ut_ms is None else ut_ms,
         )
-        set_(self, "_spec", spec)
-        set_(self, "_c", C_POLICY.pack(*spec))
+        set_(self, "spec", spec)
+        set_(self, "packed", C_POLICY.pack(*spec))
 
     # -- construction helpers ----------------------------------------------------------------
     @classmethod
@@ -259,16 +164,74 @@ class KeepAlive:
         deadline is too short for ``count`` probes, fewer are used. ``user_timeout="auto"`` (the
         default) makes the promise hold while data is in flight too, where the platform allows.
         """
-        total = microseconds("deadline", deadline) // _US_PER_S
-        if total < 2:
+        total = detection_budget("deadline", deadline)
+        idle, interval, probes = fit_budget(total, probe_count(count), LIMITS.max_idle, LIMITS.max_interval)
+        return cls(idle, interval, probes, user_timeout=user_timeout)
+
+    @classmethod
+    def for_http_idle_timeout(
+        cls,
+        seconds: Duration,
+        *,
+        count: int = 3,
+        user_timeout: UserTimeout = "auto",
+    ) -> KeepAlive:
+        """A policy for an HTTP server that closes connections idle for ``seconds``.
+
+        An idle keep-alive connection is closed by the server's own timer after T = ``seconds``
+        (rounded up), dead peer or not; keepalive probes carry no data, so they never reset that
+        timer. Probing before T would only add traffic. Keepalive matters where the HTTP timer is not
+        running (a slow handler, a long poll, a silent stream): there it bounds how long a dead peer
+        holds the connection to about the same T. So: ``idle = T`` (capped at the platform maximum),
+        ``interval = max(1, T // (3 * count))``, and ``detection_time = T + interval * count``, at
+        most about 4/3 T (T + count for T below 3 * count). ``user_timeout="auto"`` (Linux) drops a
+        connection whose sent data stays unacknowledged that long; pass None to leave it.
+        If a NAT or load balancer with a shorter idle timeout sits in between, use
+        ``for_middlebox`` instead.
+        """
+        total = seconds_up("seconds", seconds)
+        probes = probe_count(count)
+        interval = min(max(1, total // (3 * probes)), LIMITS.max_interval)
+        return cls(min(total, LIMITS.max_idle), interval, probes, user_timeout=user_timeout)
+
+    @classmethod
+    def for_middlebox(
+        cls,
+        idle_timeout: Duration,
+        *,
+        detect_within: Duration | None = None,
+        count: int = 3,
+        user_timeout: UserTimeout = "auto",
+    ) -> KeepAlive:
+        """A policy that keeps a NAT or load balancer from forgetting the connection.
+
+        A middlebox drops a flow that carried no packet for ``idle_timeout`` seconds M (whole
+        seconds, rounded down; at least 3), often silently (defaults at the time of writing: AWS NLB
+        and NAT gateway 350 s, Azure Load Balancer 4 min, GCP VPC firewall tracking 10 min). A probe
+        and its ACK refresh the mapping, so the first probe must go out before M:
+        ``idle = M - margin`` with ``margin = max(2, ceil(M / 10))`` for timer slack and transit,
+        and ``interval = max(1, margin // 2)``, so that a lost first probe is retried before M too
+        (``idle + interval < M``; ``interval < M``). ``detection_time = idle + interval * count``.
+
+        ``detect_within``: an upper bound in seconds (rounded down, at least 2) on
+        ``detection_time``; where the figures above would exceed it, interval, count and idle are
+        lowered to fit, as ``within`` fits them (every middlebox condition still holds). It never
+        makes the policy slower.
+        """
+        limit = seconds_down("idle_timeout", idle_timeout)
+        if limit < 3:
             raise ValueError(
-                f"deadline={deadline!r} is too short: a dead peer takes at least 2 seconds to find "
-                "(1 s idle, then one 1 s probe)"
+                f"idle_timeout={idle_timeout!r} is too short: keeping a mapping alive takes a probe "
+                "before the timeout and a retry after it, 1 s apart, so it must be at least 3 seconds"
             )
-        probes = _probe_count(count, LIMITS.max_count)
-        probes = min(probes, total - 1)
-        interval = max(1, min(total // (3 * probes), LIMITS.max_interval))
-        idle = min(total - interval * probes, LIMITS.max_idle)
+        probes = probe_count(count)
+        margin = max(2, math.ceil(limit / 10))
+        idle = min(limit - margin, LIMITS.max_idle)
+        interval = min(max(1, margin // 2), LIMITS.max_interval)
+        if detect_within is not None:
+            budget = detection_budget("detect_within", detect_within)
+            if idle + interval * probes > budget:
+                idle, interval, probes = fit_budget(budget, probes, idle, interval)
         return cls(idle, interval, probes, user_timeout=user_timeout)
 
     @classmethod
@@ -325,21 +288,28 @@ class KeepAlive:
     @property
     def detection_time(self) -> float | None:
         """Seconds from the last packet heard to a dead peer being dropped: idle + interval * count,
-        or where a user timeout is set, the first probe tick at or past it (see ``detection_time``).
+        or where a user timeout is set, the first probe tick at or past it (``ka.units.detection_time``).
 
-        Fields left as None count with the system defaults (``ka.system_defaults()``). None for a
-        disabled policy.
+        None for a disabled policy, and for a policy that leaves idle, interval or count to the
+        socket: ``detection_time_with(ka.system_defaults())`` counts those with the system's.
         """
+        if self._idle is None or self._interval is None or self._count is None:
+            return None
+        return self.detection_time_with(None)
+
+    def detection_time_with(self, defaults: Defaults | None) -> float | None:
+        """``detection_time``, with the fields this policy leaves as they are taken from
+        ``defaults`` (such as ``ka.system_defaults()``); None for a disabled policy, or where a
+        field is left and no defaults are given."""
         if not self._enabled:
             return None
         idle, interval, count = self._idle, self._interval, self._count
-        if idle is None or interval is None or count is None:
-            from .system import system_defaults
-
-            defaults = system_defaults()
+        if defaults is not None:
             idle = defaults.idle if idle is None else idle
             interval = defaults.interval if interval is None else interval
             count = defaults.count if count is None else count
+        if idle is None or interval is None or count is None:
+            return None
         return detection_time(idle, interval, count, self.user_timeout)
 
     def as_dict(self) -> dict[str, Any]:
@@ -352,6 +322,28 @@ class KeepAlive:
             "enabled": self._enabled,
         }
 
+    def setsockopt_calls(self) -> list[tuple[int, int, int]]:
+        """The policy as this platform's ``(level, option, value)`` calls, in ka's order, for
+        anything that takes socket options (urllib3, httpcore, ...) or ``sock.setsockopt(*call)``.
+
+        ``SO_KEEPALIVE`` first; seconds for idle (``TCP_KEEPALIVE`` on macOS, ``TCP_KEEPIDLE``
+        elsewhere) and interval, probes for count; the user timeout is Linux ``TCP_USER_TIMEOUT``
+        (ms), macOS ``TCP_RXT_CONNDROPTIME`` (s, rounded up) or Windows ``TCP_MAXRTMS`` (ms). Fields
+        left as None are left out. Windows builds older than 10 1709 refuse ``TCP_KEEPIDLE`` (and
+        older ones ``TCP_MAXRTMS``): ``ka.apply`` falls back to ``SIO_KEEPALIVE_VALS``/``TCP_MAXRT``
+        there. A ValueError where this platform lacks an option the policy sets.
+        """
+        calls: list[tuple[int, int, int]] = []
+        for option, value in self.spec.steps():
+            numbers = SOCKET_NUMBERS[option]
+            if numbers is None:
+                raise ValueError(
+                    f"{option.system_name} is not available on this platform, so {self!r} cannot be "
+                    "expressed as socket options"
+                )
+            calls.append((*numbers, user_timeout_value(value) if option is Option.USER_TIMEOUT else value))
+        return calls
+
     # -- value semantics ----------------------------------------------------------------------
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"KeepAlive is immutable: cannot set {name!r} (use replace())")
@@ -362,10 +354,10 @@ class KeepAlive:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KeepAlive):
             return NotImplemented
-        return self._spec == other._spec
+        return self.spec == other.spec
 
     def __hash__(self) -> int:
-        return hash(("KeepAlive", self._spec))
+        return hash(("KeepAlive", self.spec))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self.as_dict(),))
@@ -398,7 +390,27 @@ class KeepAlive:
         ``ValueError`` naming the part and what was expected; values are then checked as the
         constructor checks them (this platform's ranges).
         """
-        return parse_policy(text)
+        fields = parse_fields(text)
+        try:
+            return cls._from_fields(fields)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"keepalive policy {text!r}: {exc}") from None
+
+    @classmethod
+    def _from_fields(cls, f: PolicyFields) -> KeepAlive:
+        if f.switch == "off":
+            timing = sorted(f.given - {"user_timeout"})
+            if timing:
+                raise ValueError(f"'off' turns keepalive off: it takes no {', '.join(timing)}")
+            return cls(enabled=False, user_timeout=f.user_timeout)
+        if f.within is not None:
+            if f.idle is not None or f.interval is not None:
+                raise ValueError("within= derives idle and interval: give within= or idle/interval, not both")
+            extra: dict[str, Any] = {} if f.count is None else {"count": f.count}
+            if "user_timeout" in f.given:
+                extra["user_timeout"] = f.user_timeout
+            return cls.within(f.within, **extra)
+        return cls(f.idle, f.interval, f.count, user_timeout=f.user_timeout)
 
     def __str__(self) -> str:
         """The policy in ``KeepAlive.parse``'s syntax, seconds as numbers: ``idle=60 interval=10 count=5``."""
@@ -415,89 +427,6 @@ def _rebuild(fields: dict[str, Any]) -> KeepAlive:
     return KeepAlive(**fields)
 
 
-# -- KeepAlive.parse and KA_POLICY ------------------------------------------------------------------
-
-_POLICY_SYNTAX = (
-    "idle=DURATION interval=DURATION count=N [user_timeout=DURATION|auto], within=DURATION, "
-    "on or off (parts separated by spaces or commas)"
-)
-_POLICY_KEYS = ("idle", "interval", "count", "user_timeout", "within")
-_SEPARATORS = re.compile(r"[\s,]+")
-_AROUND_EQUALS = re.compile(r"\s*=\s*")
-
-
-def parse_policy(text: str) -> KeepAlive:
-    """``KeepAlive.parse(text)``: see there for the syntax."""
-    if not isinstance(text, str):
-        raise TypeError(f"a keepalive policy must be text, not {type(text).__name__} {text!r}")
-    parts = [p for p in _SEPARATORS.split(_AROUND_EQUALS.sub("=", text.strip())) if p]
-    if not parts:
-        raise ValueError(f"keepalive policy {text!r} is empty: expected {_POLICY_SYNTAX}")
-
-    def bad(part: str, problem: str) -> ValueError:
-        return ValueError(f"keepalive policy {text!r}: part {part!r} {problem}")
-
-    switch: str | None = None
-    values: dict[str, str] = {}
-    for part in parts:
-        word = part.lower()
-        if word in ("on", "off"):
-            if switch is not None:
-                raise bad(part, f"contradicts or repeats {switch!r}: expected on or off once")
-            switch = word
-            continue
-        key, sep, value = word.partition("=")
-        key = key.replace("-", "_")
-        if not sep:
-            raise bad(
-                part,
-                f"is not KEY=VALUE, on or off: expected {_POLICY_SYNTAX}; durations take no spaces (1h30m)",
-            )
-        if key not in _POLICY_KEYS:
-            raise bad(part, f"names no setting: expected one of {', '.join(_POLICY_KEYS)}")
-        if key in values:
-            raise bad(part, f"repeats {key} (already {values[key]!r}): expected each setting once")
-        if not value:
-            raise bad(part, f"has no value: expected {key}=VALUE")
-        values[key] = value
-
-    def duration(key: str) -> int | float | None:
-        if key not in values:
-            return None
-        try:
-            seconds = parse_duration(values[key], key)
-        except ValueError:
-            raise bad(
-                f"{key}={values[key]}",
-                "is not a duration: expected seconds (60, 1.5) or 500ms, 90s, 10m, 1h30m",
-            ) from None
-        return int(seconds) if seconds.is_integer() else seconds
-
-    count: int | None = None
-    if "count" in values:
-        if not values["count"].isdigit():
-            raise bad(f"count={values['count']}", "is not a whole number of probes: expected count=5")
-        count = int(values["count"])
-    idle, interval, deadline = duration("idle"), duration("interval"), duration("within")
-    user_timeout: UserTimeout = "auto" if values.get("user_timeout") == "auto" else duration("user_timeout")
-    try:
-        if switch == "off":
-            timing = sorted(values.keys() - {"user_timeout"})
-            if timing:
-                raise ValueError(f"'off' turns keepalive off: it takes no {', '.join(timing)}")
-            return KeepAlive(enabled=False, user_timeout=user_timeout)
-        if deadline is not None:
-            if idle is not None or interval is not None:
-                raise ValueError("within= derives idle and interval: give within= or idle/interval, not both")
-            extra: dict[str, Any] = {} if count is None else {"count": count}
-            if "user_timeout" in values:
-                extra["user_timeout"] = user_timeout
-            return KeepAlive.within(deadline, **extra)
-        return KeepAlive(idle, interval, count, user_timeout=user_timeout)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"keepalive policy {text!r}: {exc}") from None
-
-
 def resolve_policy(policy: KeepAlive | str | None, *, env_var: str = "KA_POLICY") -> KeepAlive:
     """The policy to use: a ``KeepAlive`` as is, a string parsed (``KeepAlive.parse``), or for None
     the policy in the environment variable ``env_var`` (``KA_POLICY`` unless told otherwise).
@@ -508,7 +437,7 @@ def resolve_policy(policy: KeepAlive | str | None, *, env_var: str = "KA_POLICY"
     if isinstance(policy, KeepAlive):
         return policy
     if isinstance(policy, str):
-        return parse_policy(policy)
+        return KeepAlive.parse(policy)
     if policy is not None:
         raise TypeError(
             f"policy must be a ka.KeepAlive, a policy string or None, not {type(policy).__name__} {policy!r}"
@@ -521,6 +450,6 @@ def resolve_policy(policy: KeepAlive | str | None, *, env_var: str = "KA_POLICY"
             f'pass a policy, or set {env_var} (e.g. {env_var}="idle=60 interval=10 count=5")'
         )
     try:
-        return parse_policy(value)
+        return KeepAlive.parse(value)
     except ValueError as exc:
         raise ValueError(f"environment variable {env_var}: {exc}") from None

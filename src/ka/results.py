@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import array
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-from ._options import Option, spec_steps
-from .errors import BulkError, option_error, strerror
-from .policy import KeepAlive, detection_time
-
-# Where each option's value stands in a read: (enabled, idle, interval, count, user timeout ms).
-VALUE_INDEX = {
-    Option.KEEPALIVE: 0,
-    Option.IDLE: 1,
-    Option.INTERVAL: 2,
-    Option.COUNT: 3,
-    Option.USER_TIMEOUT: 4,
-}
+from ._options import Option
+from .errors import option_error, strerror
+from .protocol import AppliedColumns, ReadColumns, Spec
+from .units import detection_time
 
 
 class Failure(NamedTuple):
@@ -85,7 +77,34 @@ class _Accounted:
     def raise_for_failures(self) -> None:
         """Raise one BulkError listing every failure, if there was any."""
         if self._failed_count:
-            raise BulkError(self)  # type: ignore[arg-type]
+            raise BulkError(self)
+
+
+class BulkError(OSError):
+    """Some inputs of a bulk call failed; ``failures`` lists each one, ``result`` holds them all.
+
+    ``errno`` is the first failure's errno; every failure keeps its own.
+    """
+
+    failures: list[Failure]
+    result: _Accounted
+
+    def __init__(self, result: _Accounted, *args: Any) -> None:
+        failures = result.failed
+        first = failures[0]
+        shown = ", ".join(
+            f"#{f.index} fd {f.fd}: {strerror(f.errno)} on {f.option.system_name}" for f in failures[:5]
+        )
+        more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
+        super().__init__(
+            first.errno,
+            f"{len(failures)} of {len(result)} sockets failed ({shown}{more})",
+        )
+        self.failures = failures
+        self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.result,))
 
 
 class BulkResult(_Accounted):
@@ -106,6 +125,11 @@ class BulkResult(_Accounted):
     def applied_indices(self) -> list[int]:
         """Indices of the inputs that got the whole policy."""
         return [i for i, err in enumerate(self.errnos) if not err]
+
+    @classmethod
+    def from_columns(cls, columns: AppliedColumns) -> BulkResult:
+        """The result of a core's ``apply_many``."""
+        return cls(columns.fds, columns.errnos, columns.options, columns.failed)
 
     def __repr__(self) -> str:
         return f"<BulkResult {len(self)} sockets: {self.applied} applied, {self._failed_count} failed>"
@@ -134,20 +158,32 @@ class KeepAliveSettings(NamedTuple):
             return None
         return detection_time(self.idle, self.interval, self.count, self.user_timeout)
 
-    def matches(self, policy: KeepAlive) -> bool:
+    def matches(self, policy: HasSpec) -> bool:
         """Whether this socket carries every value the policy sets."""
+        have = self.spec
+        return all(getattr(have, option.field) == want for option, want in policy.spec.steps())
+
+    @property
+    def spec(self) -> Spec:
+        """These values in the core's units (-1 where unknown): what ``settings_of`` takes."""
         ut = self.user_timeout
-        have = (
+        return Spec(
             int(self.enabled),
-            self.idle,
-            self.interval,
-            self.count,
-            None if ut is None else round(ut * 1000),
+            -1 if self.idle is None else self.idle,
+            -1 if self.interval is None else self.interval,
+            -1 if self.count is None else self.count,
+            -1 if ut is None else round(ut * 1000),
         )
-        return all(have[VALUE_INDEX[option]] == want for option, want in spec_steps(policy._spec))
 
 
-def settings_of(values: tuple[int, int, int, int, int]) -> KeepAliveSettings:
+class HasSpec(Protocol):
+    """A policy, as far as checking a socket against it goes (``KeepAlive``)."""
+
+    @property
+    def spec(self) -> Spec: ...
+
+
+def settings_of(values: Spec | tuple[int, int, int, int, int]) -> KeepAliveSettings:
     """What ``ka.read`` returns for the values one read gave: None where the OS cannot tell (-1)."""
     enabled, idle, interval, count, ut = values
     return KeepAliveSettings(
@@ -192,7 +228,7 @@ class ReadResult(_Accounted):
         if self.errnos[index]:
             raise option_error(self.errnos[index], self.fds[index], self.options[index], "reading")
         return settings_of(
-            (
+            Spec(
                 self.enabled[index],
                 self.idle[index],
                 self.interval[index],
@@ -206,10 +242,16 @@ class ReadResult(_Accounted):
         for i in range(len(self)):
             yield None if self.errnos[i] else self[i]
 
-    def mismatches(self, policy: KeepAlive) -> list[int]:
+    @classmethod
+    def from_columns(cls, c: ReadColumns) -> ReadResult:
+        """The result of a core's ``read_many``."""
+        return cls(
+            c.fds, c.errnos, c.options, c.enabled, c.idle, c.interval, c.count, c.user_timeout_ms, c.failed
+        )
+
+    def mismatches(self, policy: HasSpec) -> list[int]:
         """Indices of the sockets that do not carry the policy (failed reads included)."""
-        columns = (self.enabled, self.idle, self.interval, self.count, self.user_timeout_ms)
-        checks = [(columns[VALUE_INDEX[option]], want) for option, want in spec_steps(policy._spec)]
+        checks = [(getattr(self, option.field), want) for option, want in policy.spec.steps()]
         return [
             i for i in range(len(self)) if self.errnos[i] or any(column[i] != want for column, want in checks)
         ]

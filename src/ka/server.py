@@ -18,13 +18,13 @@ import contextlib
 import os
 import socket
 import struct
-import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from . import apply, capabilities
+from . import apply
 from ._borrow import borrowed_call
+from ._options import LISTENER_FACTS, LISTENERS, PLATFORM
 from .policy import KeepAlive, require_policy
 
 Mode = Literal["inherit", "per-accept"]
@@ -87,27 +87,33 @@ class Platform:
         return INHERIT if self.listener_inherits and self.listener_safe else PER_ACCEPT
 
     @classmethod
+    def of(cls, name: str) -> Platform:
+        """An OS's listener behaviour, from ka's one table of platform facts
+        (``linux``, ``freebsd``, ``darwin``, ``windows``, ``other``)."""
+        return cls(name, *LISTENER_FACTS[name])
+
+    @classmethod
     def current(cls) -> Platform:
-        """The platform ka runs on, from ``ka.capabilities()``."""
-        caps = capabilities()
-        return cls(caps.platform, caps.listener_inherits, caps.listener_safe, caps.platform == "linux")
+        """The platform ka runs on (what ``ka.capabilities()`` reports)."""
+        return cls.of(PLATFORM)
+
+    @classmethod
+    def check(cls, platform: object) -> Platform:
+        """``platform`` itself, or the current platform for None; a TypeError for anything else."""
+        if platform is None:
+            return cls.current()
+        if not isinstance(platform, Platform):
+            raise TypeError(
+                f"platform must be a ka.server.Platform or None, not {type(platform).__name__} {platform!r}"
+            )
+        return platform
 
 
-LINUX = Platform("linux", listener_inherits=True, listener_safe=True, counts_queue=True)
-FREEBSD = Platform("freebsd", listener_inherits=True, listener_safe=True)
-MACOS = Platform("darwin", listener_inherits=False, listener_safe=False)
+LINUX = Platform.of("linux")
+FREEBSD = Platform.of("freebsd")
+MACOS = Platform.of("darwin")
 # Windows documents no inheritance of per-socket keepalive values: never relied on.
-WINDOWS = Platform("windows", listener_inherits=False, listener_safe=True)
-
-
-def _check_platform(platform: object) -> Platform:
-    if platform is None:
-        return Platform.current()
-    if not isinstance(platform, Platform):
-        raise TypeError(
-            f"platform must be a ka.server.Platform or None, not {type(platform).__name__} {platform!r}"
-        )
-    return platform
+WINDOWS = Platform.of("windows")
 
 
 def _fileno(listener: object) -> int:
@@ -228,14 +234,14 @@ def prepare_listener(listener: Any, policy: KeepAlive, *, platform: Platform | N
     ``platform`` saying so): no system call touches the listener.
     """
     policy = require_policy(policy)
-    plat = _check_platform(platform)
+    plat = Platform.check(platform)
     _fileno(listener)
     mode = plat.mode
     pending = 0
     if mode == INHERIT:
         apply(listener, policy)
         # Counted after applying: every connection created before that is in this count.
-        if plat.counts_queue and sys.platform.startswith("linux"):
+        if plat.counts_queue and LISTENERS.counts_queue:  # an injected LINUX on another OS: no TCP_INFO
             pending = _queued(listener)
     return ListenerPlan(listener, policy, plat, mode, pending)
 
@@ -283,7 +289,7 @@ def create_server(
     platform; ``listener.plan.mode`` says whether the kernel or ka put it there.
     """
     policy = require_policy(policy)
-    plat = _check_platform(platform)
+    plat = Platform.check(platform)
     if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
         raise ValueError("reuse_port=True is not supported on this platform (no SO_REUSEPORT)")
     if dualstack_ipv6:

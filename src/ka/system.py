@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from ._options import PLATFORM
+from ._options import LIMITS, PLATFORM
 from ._signals import signals_deferred
-from .policy import KeepAlive, detection_time
+from .units import detection_time, probe_count, whole_seconds
 
 PROC_DIR = Path("/proc/sys/net/ipv4")
 LINUX_FILES = {
@@ -124,12 +124,14 @@ def set_system_defaults(
         raise NotImplementedError(
             f"setting the system keepalive defaults is supported on Linux only, not {sys.platform}"
         )
-    policy = KeepAlive(idle, interval, count)  # same validation and rounding: raises before any write
-    wanted = {
-        field: value
-        for field, value in (("idle", policy.idle), ("interval", policy.interval), ("count", policy.count))
-        if value is not None
-    }
+    # KeepAlive's validation and rounding: raises before any write
+    wanted: dict[str, int] = {}
+    if idle is not None:
+        wanted["idle"] = whole_seconds("idle", idle, LIMITS.max_idle)
+    if interval is not None:
+        wanted["interval"] = whole_seconds("interval", interval, LIMITS.max_interval)
+    if count is not None:
+        wanted["count"] = probe_count(count)
     if not wanted:
         return system_defaults()
     previous = system_defaults()

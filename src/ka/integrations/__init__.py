@@ -2,8 +2,8 @@
 
 This module needs no library: it turns a ``KeepAlive`` into plain values.
 
-- ``socket_options(policy)``: ``(level, option, value)`` triples, what urllib3, requests, httpx,
-  httpcore and many others take as ``socket_options``.
+- ``policy.setsockopt_calls()`` (a ``KeepAlive`` method): ``(level, option, value)`` triples,
+  what urllib3, requests, httpx, httpcore and many others take as ``socket_options``.
 - ``redis_options(policy)``: ``socket_keepalive`` / ``socket_keepalive_options`` for redis-py.
 - ``libpq_options(policy)`` / ``libpq_conninfo(policy, dsn)``: libpq's ``keepalives*`` and
   ``tcp_user_timeout`` connection keywords (psycopg, psycopg2, SQLAlchemy ``connect_args``).
@@ -26,8 +26,9 @@ import numbers
 import socket
 from typing import Any
 
-from .._options import SOCKET_NUMBERS, Option, spec_steps, user_timeout_value
-from ..policy import KeepAlive, microseconds, require_policy
+from .._options import Option
+from ..policy import KeepAlive, require_policy
+from ..units import microseconds
 
 __all__ = [
     "SocketOption",
@@ -37,36 +38,10 @@ __all__ = [
     "postgres_options",
     "postgres_server_settings",
     "redis_options",
-    "socket_options",
     "with_policy",
 ]
 
 SocketOption = tuple[int, int, int]
-
-
-def socket_options(policy: KeepAlive) -> list[SocketOption]:
-    """The policy as ``(level, option, value)`` triples for this platform, for ``setsockopt``.
-
-    Seconds for idle and interval, probes for count; the user timeout is Linux
-    ``TCP_USER_TIMEOUT`` (ms), macOS ``TCP_RXT_CONNDROPTIME`` (s, rounded up) or Windows
-    ``TCP_MAXRTMS`` (ms). Idle is ``TCP_KEEPALIVE`` on macOS and ``TCP_KEEPIDLE`` elsewhere;
-    fields the policy leaves as None are left out; ``SO_KEEPALIVE`` comes first. Windows builds
-    older than 10 1709 refuse ``TCP_KEEPIDLE`` (and older ones ``TCP_MAXRTMS``): use
-    ``ka.apply`` on the socket there, which falls back to ``SIO_KEEPALIVE_VALS``/``TCP_MAXRT``.
-    """
-    policy = require_policy(policy)
-    triples: list[SocketOption] = []
-    for option, value in spec_steps(policy._spec):
-        numbers = SOCKET_NUMBERS[option]
-        if numbers is None:
-            raise ValueError(
-                f"{option.system_name} is not available on this platform, so {policy!r} cannot be "
-                "expressed as socket options"
-            )
-        if option is Option.USER_TIMEOUT:
-            value = user_timeout_value(value)
-        triples.append((numbers[0], numbers[1], value))
-    return triples
 
 
 def redis_options(policy: KeepAlive) -> dict[str, Any]:
@@ -87,7 +62,7 @@ def redis_options(policy: KeepAlive) -> dict[str, Any]:
                 "socket_keepalive=True, so a user timeout needs an enabled policy"
             )
         return {"socket_keepalive": False, "socket_keepalive_options": {}}
-    tcp = {option: value for level, option, value in socket_options(policy) if level == socket.IPPROTO_TCP}
+    tcp = {option: value for level, option, value in policy.setsockopt_calls() if level == socket.IPPROTO_TCP}
     return {"socket_keepalive": True, "socket_keepalive_options": tcp}
 
 
@@ -108,7 +83,7 @@ def libpq_options(policy: KeepAlive) -> dict[str, int]:
     policy leaves as None are left out, so libpq keeps the system's values.
     """
     policy = require_policy(policy)
-    fields = spec_steps(policy._spec)  # "keepalives" first, as libpq's documentation lists them
+    fields = policy.spec.steps()  # "keepalives" first, as libpq's documentation lists them
     return {_LIBPQ_NAMES[option]: value for option, value in fields}
 
 
@@ -207,7 +182,7 @@ def postgres_server_settings(
             )
         return {
             _POSTGRES_SERVER_NAMES[option]: str(value)
-            for option, value in spec_steps(policy._spec)
+            for option, value in policy.spec.steps()
             if option is not Option.KEEPALIVE
         }
     probes: object = count  # typed int, checked as whatever a caller passed

@@ -50,7 +50,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..policy import KeepAlive, resolve_policy
-from ..server import PER_ACCEPT, ListenerPlan, Platform, _check_platform, prepare_listener
+from ..server import PER_ACCEPT, ListenerPlan, Platform, prepare_listener
 from ._serving import combined_plan, keepalive_protocol
 
 # Only the hooks are gunicorn setting names: gunicorn reads every module-level name of a config
@@ -80,7 +80,7 @@ def keepalive_setting(cfg: Any, name: str) -> Any:
 def _load(cfg: Any) -> tuple[KeepAlive, Platform]:
     try:
         policy = resolve_policy(keepalive_setting(cfg, "keepalive_policy"))
-        platform = _check_platform(keepalive_setting(cfg, "keepalive_platform"))
+        platform = Platform.check(keepalive_setting(cfg, "keepalive_platform"))
     except (TypeError, ValueError) as exc:
         # gunicorn prints a RuntimeError as "Error: ..." and exits 1.
         raise RuntimeError(f"ka.integrations.gunicorn: {exc}") from None

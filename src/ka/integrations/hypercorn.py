@@ -40,7 +40,7 @@ from typing import Any
 import hypercorn.config
 
 from ..policy import KeepAlive, resolve_policy
-from ..server import PER_ACCEPT, Platform, _check_platform, prepare_listener
+from ..server import PER_ACCEPT, Platform, prepare_listener
 
 __all__ = ["Config", "main"]
 
@@ -55,7 +55,7 @@ class Config(hypercorn.config.Config):
 
     def create_sockets(self) -> hypercorn.config.Sockets:
         policy = resolve_policy(self.keepalive_policy)
-        platform = _check_platform(self.keepalive_platform)
+        platform = Platform.check(self.keepalive_platform)
         if platform.mode == PER_ACCEPT:
             raise NotImplementedError(
                 f"on {platform.name} accepted sockets do not inherit a listener's keepalive options, and "

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import socket
 
-from ..policy import KeepAlive
+from ..policy import KeepAlive, require_policy
 from . import SocketOption
-from . import socket_options as _ka_socket_options
 
 __all__ = ["socket_options"]
 
 
 def socket_options(policy: KeepAlive) -> list[SocketOption]:
     """kafka-python's default ``(IPPROTO_TCP, TCP_NODELAY, 1)`` followed by the policy's triples."""
-    return [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), *_ka_socket_options(policy)]
+    return [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), *require_policy(policy).setsockopt_calls()]

@@ -33,7 +33,7 @@ from typing import Any
 from .._options import SOCKET_NUMBERS, Option
 from ..policy import KeepAlive, require_policy
 from ..system import system_defaults
-from . import redis_options, socket_options
+from . import redis_options
 
 __all__ = ["amqp_socket_settings", "amqp_transport_options", "redis_transport_options"]
 
@@ -66,7 +66,9 @@ def amqp_socket_settings(policy: KeepAlive) -> dict[int, int]:
         policy.count if policy.count is not None else system.count,
         user_timeout=user_timeout,
     )
-    return {option: value for level, option, value in socket_options(filled) if level == socket.IPPROTO_TCP}
+    return {
+        option: value for level, option, value in filled.setsockopt_calls() if level == socket.IPPROTO_TCP
+    }
 
 
 def amqp_transport_options(policy: KeepAlive) -> dict[str, object]:

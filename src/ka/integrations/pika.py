@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import socket
 
-from .._options import Option, spec_steps
+from .._options import Option
 from ..policy import KeepAlive, require_policy
 
 __all__ = ["tcp_options"]
@@ -33,7 +33,7 @@ def tcp_options(policy: KeepAlive) -> dict[str, int]:
     policy = require_policy(policy)
     options = {
         _PIKA_NAMES[option]: value
-        for option, value in spec_steps(policy._spec)
+        for option, value in policy.spec.steps()
         if option is not Option.KEEPALIVE
     }
     if policy.enabled and not {"TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"} & options.keys():

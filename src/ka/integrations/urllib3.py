@@ -13,9 +13,8 @@ from typing import Any
 import urllib3
 from urllib3.connection import HTTPConnection
 
-from ..policy import KeepAlive
+from ..policy import KeepAlive, require_policy
 from . import SocketOption
-from . import socket_options as _ka_socket_options
 
 __all__ = ["pool_manager", "socket_options"]
 
@@ -30,7 +29,7 @@ def socket_options(policy: KeepAlive) -> list[SocketOption]:
         for level, option, value in HTTPConnection.default_socket_options
         if isinstance(value, int)
     ]
-    return defaults + _ka_socket_options(policy)
+    return defaults + require_policy(policy).setsockopt_calls()
 
 
 def pool_manager(policy: KeepAlive, **kwargs: Any) -> urllib3.PoolManager:

@@ -39,7 +39,7 @@ import uvicorn
 from uvicorn.supervisors import ChangeReload, Multiprocess
 
 from ..policy import KeepAlive, resolve_policy
-from ..server import PER_ACCEPT, ListenerPlan, Platform, _check_platform, prepare_listener
+from ..server import PER_ACCEPT, ListenerPlan, Platform, prepare_listener
 from ._serving import keepalive_protocol
 
 __all__ = ["Config", "main", "run"]
@@ -63,7 +63,7 @@ class Config(uvicorn.Config):
         **kwargs: Any,
     ) -> None:
         self.keepalive = resolve_policy(keepalive)
-        self.keepalive_platform = _check_platform(keepalive_platform)
+        self.keepalive_platform = Platform.check(keepalive_platform)
         self.keepalive_pending = 0  # connections queued on an inherited listener before the policy
         super().__init__(app, **kwargs)
         if self.uds is not None:

@@ -1,0 +1,87 @@
+"""What this platform and build support: ``ka.capabilities()``.
+
+Read from the one table of platform facts (``_options``: limits, listener behaviour, user-timeout
+semantics) and from the active core (which knobs the build has, whether io_uring can be used).
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+from typing import NamedTuple
+
+from ._impl import IMPLEMENTATION, core
+from ._options import LIMITS, LISTENERS, PLATFORM, USER_TIMEOUT_SEMANTICS
+from .bulk import AUTO_BACKEND, backend_note
+
+
+class Capabilities(NamedTuple):
+    """What this platform and build support. Limits: seconds, seconds, probes, milliseconds."""
+
+    platform: str
+    implementation: str
+    idle: bool
+    interval: bool
+    count: bool  # type: ignore[assignment]  # shadows tuple.count, on purpose
+    user_timeout: bool
+    max_idle: int
+    max_interval: int
+    max_count: int
+    max_user_timeout_ms: int
+    listener_inherits: bool
+    listener_safe: bool
+    user_timeout_semantics: str
+    bulk_backend: str
+    bulk_backend_note: str
+
+
+@functools.lru_cache(maxsize=1)
+def _windows_knobs() -> tuple[bool, bool, bool, bool]:
+    """Which of TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_MAXRTMS/TCP_MAXRT this Windows
+    build has (10 1709, 1709, 1703; Wine has none): read back from a fresh socket, where a
+    missing option reads as None."""
+    with socket.socket() as probe:
+        settings = core.read(probe)
+    return tuple(value is not None for value in settings[1:5])  # type: ignore[return-value]
+
+
+def capabilities() -> Capabilities:
+    """Which knobs this OS and build support, their ranges, and how listeners behave.
+
+    ``listener_inherits``: accepted sockets get the listener's keepalive options (Linux, BSD;
+    macOS copies SO_KEEPALIVE, interval and count but not the idle, so it counts as no).
+    ``listener_safe``: ka may set keepalive on a listening socket (False on macOS, where ka
+    leaves the listener alone and applies the policy per accepted socket).
+    ``user_timeout_semantics``: what ``user_timeout`` maps to here ("" where unsupported):
+    Linux TCP_USER_TIMEOUT also bounds keepalive probing; macOS TCP_RXT_CONNDROPTIME and Windows
+    TCP_MAXRTMS/TCP_MAXRT bound retransmission of unacknowledged data only.
+    On Windows ``count`` is what this machine does (TCP_KEEPCNT since 10 1703); idle and interval
+    are always settable (through SIO_KEEPALIVE_VALS before 10 1709, idle required there).
+    ``bulk_backend``: what ``apply_many(..., backend="auto")`` uses here (``"syscalls"``: one
+    system call per option); ``bulk_backend_note`` says whether ``backend="io_uring"`` (Linux
+    6.7+ socket commands, one submission for many sockets) can be used, and if not why (for
+    example ``kernel.io_uring_disabled``, or a seccomp filter refusing io_uring_setup).
+    """
+    have = core.HAVE
+    if PLATFORM == "windows":
+        knobs = _windows_knobs()
+        have = (have[0], have[1], have[2] and knobs[2], have[3] and knobs[3])
+    user_timeout = have[3] and LIMITS.max_user_timeout_ms > 0
+    uring_errno, uring_note = core.uring_status()
+    return Capabilities(
+        platform=PLATFORM,
+        implementation=IMPLEMENTATION,
+        idle=have[0],
+        interval=have[1],
+        count=have[2],
+        user_timeout=user_timeout,
+        max_idle=LIMITS.max_idle,
+        max_interval=LIMITS.max_interval,
+        max_count=LIMITS.max_count,
+        max_user_timeout_ms=LIMITS.max_user_timeout_ms,
+        listener_inherits=LISTENERS.listener_inherits,
+        listener_safe=LISTENERS.listener_safe,
+        user_timeout_semantics=USER_TIMEOUT_SEMANTICS.get(PLATFORM, "") if user_timeout else "",
+        bulk_backend=AUTO_BACKEND,
+        bulk_backend_note=backend_note(uring_errno, uring_note),
+    )
