@@ -34,8 +34,11 @@ def impl(core: ModuleType, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     ka.apply and ka.read are the active core's own functions, bound by name in modules that
     imported them (ka.server, ka.aio, ...): each such binding is swapped too.
     """
-    active = {attr: getattr(ka.core, attr) for attr in ("apply", "read")}
-    monkeypatch.setattr(ka, "core", core)
+    from ka import _impl, bulk, facts
+
+    active = {attr: getattr(_impl.core, attr) for attr in ("apply", "read")}
+    for module in (_impl, bulk, facts):
+        monkeypatch.setattr(module, "core", core)
     for name, module in list(sys.modules.items()):
         if (
             module is None
