@@ -183,7 +183,7 @@ class HasSpec(Protocol):
     def spec(self) -> Spec: ...
 
 
-def settings_of(values: Spec | tuple[int, int, int, int, int]) -> KeepAliveSettings:
+def settings_of(values: Spec) -> KeepAliveSettings:
     """What ``ka.read`` returns for the values one read gave: None where the OS cannot tell (-1)."""
     enabled, idle, interval, count, ut = values
     return KeepAliveSettings(

@@ -210,10 +210,11 @@ class ListenerPlan:
         The accepted socket is closed before an ``OSError`` from applying the policy propagates.
         """
         conn, address = self.listener.accept()
-        return self._accepted_or_closed(conn), address
+        return self.accepted_or_closed(conn), address
 
-    def _accepted_or_closed(self, conn: _S) -> _S:
-        """``accepted()`` for a socket the caller will not see on failure: closed, then raised."""
+    def accepted_or_closed(self, conn: _S) -> _S:
+        """``accepted()`` for a socket an accept wrapper has not handed out yet: on failure it is
+        closed, then the error raised (the caller never sees the socket)."""
         try:
             return self.accepted(conn)
         except BaseException:
@@ -269,7 +270,7 @@ class Listener(socket.socket):
 
     def accept(self) -> tuple[socket.socket, Any]:
         conn, address = super().accept()
-        return self.plan._accepted_or_closed(conn), address
+        return self.plan.accepted_or_closed(conn), address
 
 
 def create_server(
@@ -349,5 +350,5 @@ class KeepAliveServerMixin:
         conn, address = super().get_request()  # type: ignore[misc]
         plan = self.keepalive_plan
         if plan is not None:
-            plan._accepted_or_closed(conn)
+            plan.accepted_or_closed(conn)
         return conn, address

@@ -127,7 +127,7 @@ def _accepting(accept: Callable[[], tuple[Any, Any]], plan: ListenerPlan) -> Cal
     @functools.wraps(accept)
     def accept_with_policy() -> tuple[Any, Any]:
         conn, address = accept()
-        plan._accepted_or_closed(conn)
+        plan.accepted_or_closed(conn)
         return conn, address
 
     return accept_with_policy
