@@ -7,7 +7,7 @@ from them and checks the values. A leaf module: durations come from ``_durations
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Union
+from typing import Literal, NamedTuple, Union
 
 from ._durations import parse_duration
 
@@ -30,7 +30,7 @@ class PolicyFields(NamedTuple):
     idle: Seconds
     interval: Seconds
     count: int | None  # type: ignore[assignment]  # shadows tuple.count, on purpose
-    user_timeout: Seconds | str
+    user_timeout: Seconds | Literal["auto"]
     within: Seconds
     given: frozenset[str]
 
@@ -86,7 +86,9 @@ def parse_fields(text: str) -> PolicyFields:
         if not values["count"].isdigit():
             raise bad(f"count={values['count']}", "is not a whole number of probes: expected count=5")
         count = int(values["count"])
-    user_timeout = "auto" if values.get("user_timeout") == "auto" else duration("user_timeout")
+    user_timeout: Seconds | Literal["auto"] = (
+        "auto" if values.get("user_timeout") == "auto" else duration("user_timeout")
+    )
     return PolicyFields(
         switch,
         duration("idle"),
