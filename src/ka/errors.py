@@ -45,6 +45,23 @@ def option_error(err: int, fd: int, option: int, action: str = "setting") -> OSE
 
 
 _EXPECTED = "expected a socket, an int fd or an object with fileno()"
+# problem -> (exception type, message); fields: where, target, kind (its type's name), value,
+# vkind (the value's type's name). "lookup"/"call" take their type from the exception raised.
+_TARGET_PROBLEMS: dict[str, tuple[type[Exception] | None, str]] = {
+    "bool": (TypeError, "{where} is a bool ({target!r}): " + _EXPECTED),
+    "range": (ValueError, "{where} is {target}: not a descriptor number"),
+    "c-int": (ValueError, "{where} is {target}: not a descriptor number (expected a C int)"),
+    "no-fileno": (TypeError, "{where} is {kind} {target!r}: " + _EXPECTED),
+    "lookup": (None, "{where}.fileno raised {vkind}: {value} ({kind}): " + _EXPECTED),
+    "call": (None, "{where}.fileno() raised {vkind}: {value} ({kind}): " + _EXPECTED),
+    "not-callable": (TypeError, "{where}.fileno is {vkind} {value!r}, not a method ({kind}): " + _EXPECTED),
+    "returned-type": (TypeError, "{where}.fileno() returned {vkind} {value!r}, expected an int"),
+    "returned-range": (ValueError, "{where}.fileno() returned {value}: not a descriptor number"),
+    "returned-c-int": (
+        ValueError,
+        "{where}.fileno() returned {value}: not a descriptor number (expected a C int)",
+    ),
+}
 
 
 def target_error(where: str, target: Any, problem: str, value: Any = None) -> Exception:
@@ -56,30 +73,13 @@ def target_error(where: str, target: Any, problem: str, value: Any = None) -> Ex
     with ``from``), ``not-callable`` (``value`` is the attribute), or ``returned-type``,
     ``returned-range``, ``returned-c-int`` (``fileno()`` returned ``value``).
     """
-    kind = type(target).__name__
-    if problem == "bool":
-        return TypeError(f"{where} is a bool ({target!r}): {_EXPECTED}")
-    if problem == "range":
-        return ValueError(f"{where} is {target}: not a descriptor number")
-    if problem == "c-int":
-        return ValueError(f"{where} is {target}: not a descriptor number (expected a C int)")
-    if problem == "no-fileno":
-        return TypeError(f"{where} is {kind} {target!r}: {_EXPECTED}")
-    if problem in ("lookup", "call"):
+    error, template = _TARGET_PROBLEMS[problem]
+    if error is None:
         error = TypeError if isinstance(value, TypeError) else ValueError
-        what = "fileno" if problem == "lookup" else "fileno()"
-        return error(f"{where}.{what} raised {type(value).__name__}: {value} ({kind}): {_EXPECTED}")
-    if problem == "not-callable":
-        return TypeError(
-            f"{where}.fileno is {type(value).__name__} {value!r}, not a method ({kind}): {_EXPECTED}"
-        )
-    if problem == "returned-type":
-        return TypeError(f"{where}.fileno() returned {type(value).__name__} {value!r}, expected an int")
-    if problem == "returned-range":
-        return ValueError(f"{where}.fileno() returned {value}: not a descriptor number")
-    if problem == "returned-c-int":
-        return ValueError(f"{where}.fileno() returned {value}: not a descriptor number (expected a C int)")
-    raise AssertionError(f"unknown target problem {problem!r}")
+    message = template.format(
+        where=where, target=target, kind=type(target).__name__, value=value, vkind=type(value).__name__
+    )
+    return error(message)
 
 
 def targets_error(targets: Any) -> TypeError:
