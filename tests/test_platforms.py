@@ -26,6 +26,8 @@ import ka
 from ka import _ka_py, _options
 from ka._options import OS_CALLS, SIO_KEEPALIVE_VALS, WSAEINVAL, WSAENOPROTOOPT, Option
 from ka.errors import option_error
+from ka import facts
+from ka.protocol import Spec
 from ka.results import settings_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -335,10 +337,9 @@ def test_old_windows_read_reports_unknown(standins: dict[str, ctypes.CDLL]) -> N
     assert calls[-1] == ("get", 6, 5)  # TCP_MAXRT after TCP_MAXRTMS was missing
 
 
-def test_read_never_presents_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_never_presents_defaults() -> None:
     """Defect 3: ka.read used to fill unreadable values with the registry defaults (7200/1)."""
-    monkeypatch.setattr(ka, "PLATFORM", "windows")
-    settings = settings_of((1, -1, -1, -1, -1))  # what both cores build from an old-Windows read
+    settings = settings_of(Spec(1, -1, -1, -1, -1))  # what both cores build from an old-Windows read
     assert settings.enabled is True
     assert (settings.idle, settings.interval, settings.count) == (None, None, None)
 
@@ -349,17 +350,17 @@ def test_windows_capabilities_detected_at_run_time(monkeypatch: pytest.MonkeyPat
 
     def read(target: object) -> ka.KeepAliveSettings:
         reads.append(target)
-        return settings_of((0, 7200, 1, -1, 120000))  # a build with TCP_KEEPIDLE but no TCP_KEEPCNT
+        return settings_of(Spec(0, 7200, 1, -1, 120000))  # a build with TCP_KEEPIDLE but no TCP_KEEPCNT
 
     fake = SimpleNamespace(HAVE=(True, True, True, True), read=read, uring_status=lambda: (38, "Linux-only"))
-    monkeypatch.setattr(ka, "core", fake)
-    monkeypatch.setattr(ka, "PLATFORM", "windows")
-    monkeypatch.setattr(ka, "LIMITS", _options.LIMITS_BY_PLATFORM["windows"])
-    ka._windows_knobs.cache_clear()
+    monkeypatch.setattr(facts, "core", fake)
+    monkeypatch.setattr(facts, "PLATFORM", "windows")
+    monkeypatch.setattr(facts, "LIMITS", _options.LIMITS_BY_PLATFORM["windows"])
+    facts._windows_knobs.cache_clear()
     try:
         caps = ka.capabilities()
     finally:
-        ka._windows_knobs.cache_clear()
+        facts._windows_knobs.cache_clear()
     assert caps.count is False and caps.idle is True and caps.interval is True
     assert caps.user_timeout is True and "TCP_MAXRTMS" in caps.user_timeout_semantics
     assert len(reads) == 1 and isinstance(reads[0], socket.socket)
@@ -447,13 +448,14 @@ def test_windows_refuses_a_zero_user_timeout(monkeypatch: pytest.MonkeyPatch) ->
     """TCP_MAXRT takes 0 as a zero-second timeout (Microsoft's option table): on Windows 0 cannot
     mean "the system's behaviour" as it does on Linux and macOS."""
     import ka.policy
+    import ka.units
 
-    monkeypatch.setattr(ka.policy, "PLATFORM", "windows")
+    monkeypatch.setattr(ka.units, "PLATFORM", "windows")
     monkeypatch.setattr(ka.policy, "LIMITS", _options.LIMITS_BY_PLATFORM["windows"])
     with pytest.raises(ValueError, match="user_timeout=0 cannot restore"):
         ka.KeepAlive(idle=60, user_timeout=0)
     assert ka.KeepAlive(idle=60, user_timeout=1.5).user_timeout_ms == 1500
-    monkeypatch.setattr(ka.policy, "PLATFORM", "darwin")
+    monkeypatch.setattr(ka.units, "PLATFORM", "darwin")
     monkeypatch.setattr(ka.policy, "LIMITS", _options.LIMITS_BY_PLATFORM["darwin"])
     assert ka.KeepAlive(idle=60, user_timeout=1.5).user_timeout_ms == 2000  # whole seconds
     assert ka.KeepAlive(idle=60, user_timeout=0).user_timeout_ms == 0

@@ -316,16 +316,22 @@ static size_t ka_run_bulk(const ka_chunk *proto, size_t n, int nthreads, int bac
     return ka_run_job(&job);
 }
 
+/* The fields every bulk call's chunks share; the rest stay zero (NULL). */
+static void ka_chunk_init(ka_chunk *proto, const void *fds, int width, int32_t *errnos, uint8_t *options)
+{
+    memset(proto, 0, sizeof(*proto));
+    proto->fds = fds;
+    proto->width = width;
+    proto->errnos = errnos;
+    proto->options = options;
+}
+
 static size_t ka_apply_bulk(const void *fds, int width, size_t n, const ka_policy *p,
                             int32_t *errnos, uint8_t *options, int nthreads, int backend)
 {
     ka_chunk proto;
-    memset(&proto, 0, sizeof(proto));
-    proto.fds = fds;
-    proto.width = width;
+    ka_chunk_init(&proto, fds, width, errnos, options);
     proto.policy = p;
-    proto.errnos = errnos;
-    proto.options = options;
     return ka_run_bulk(&proto, n, nthreads, backend);
 }
 
@@ -334,12 +340,7 @@ static size_t ka_read_bulk(const void *fds, int width, size_t n, int32_t *errnos
                            int32_t *user_timeout_ms, int nthreads)
 {
     ka_chunk proto;
-    memset(&proto, 0, sizeof(proto));
-    proto.fds = fds;
-    proto.width = width;
-    proto.policy = NULL;
-    proto.errnos = errnos;
-    proto.options = options;
+    ka_chunk_init(&proto, fds, width, errnos, options);
     proto.enabled = enabled;
     proto.idle = idle;
     proto.interval = interval;

@@ -211,41 +211,37 @@ static int ka_apply_one(ka_fd_t fd, const ka_policy *p, int *option)
     return 0;
 }
 
-/* Read one descriptor's values. A knob the platform lacks reads as -1 and is not an error. */
-static int ka_read_one(ka_fd_t fd, ka_values *v, int *option)
+/* One knob's value in ka's units (seconds, probes, milliseconds), for ka_read_one (_platform.h).
+ * A knob this platform lacks leaves *value as it is (-1: unknown) and is not an error. */
+static int ka_read_knob(ka_fd_t fd, int option, int *value)
 {
-    int err;
-    v->enabled = v->idle = v->interval = v->count = v->user_timeout_ms = -1;
-    *option = KA_OPT_KEEPALIVE;
-    err = ka_get_int(fd, SOL_SOCKET, SO_KEEPALIVE, &v->enabled);
-    if (err)
-        return err;
-    if (v->enabled)
-        v->enabled = 1; /* some systems return the flag bit, not 1 */
+    int err = 0;
+    switch (option) {
 #if KA_HAVE_IDLE
-    *option = KA_OPT_IDLE;
-    if ((err = ka_get_int(fd, IPPROTO_TCP, KA_IDLE_OPTNAME, &v->idle)) != 0)
-        return err;
+    case KA_OPT_IDLE:
+        return ka_get_int(fd, IPPROTO_TCP, KA_IDLE_OPTNAME, value);
 #endif
 #if KA_HAVE_INTERVAL
-    *option = KA_OPT_INTERVAL;
-    if ((err = ka_get_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v->interval)) != 0)
-        return err;
+    case KA_OPT_INTERVAL:
+        return ka_get_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, value);
 #endif
 #if KA_HAVE_COUNT
-    *option = KA_OPT_COUNT;
-    if ((err = ka_get_int(fd, IPPROTO_TCP, TCP_KEEPCNT, &v->count)) != 0)
-        return err;
+    case KA_OPT_COUNT:
+        return ka_get_int(fd, IPPROTO_TCP, TCP_KEEPCNT, value);
 #endif
 #if KA_HAVE_USER_TIMEOUT
-    *option = KA_OPT_USER_TIMEOUT;
-    if ((err = ka_get_int(fd, IPPROTO_TCP, KA_USER_TIMEOUT_OPTNAME, &v->user_timeout_ms)) != 0)
-        return err;
-    if (v->user_timeout_ms > 0 && v->user_timeout_ms <= KA_MAX_USER_TIMEOUT_MS / KA_USER_TIMEOUT_UNIT_MS)
-        v->user_timeout_ms *= KA_USER_TIMEOUT_UNIT_MS;
+    case KA_OPT_USER_TIMEOUT:
+        err = ka_get_int(fd, IPPROTO_TCP, KA_USER_TIMEOUT_OPTNAME, value);
+        if (!err && *value > 0 && *value <= KA_MAX_USER_TIMEOUT_MS / KA_USER_TIMEOUT_UNIT_MS)
+            *value *= KA_USER_TIMEOUT_UNIT_MS;
+        break;
 #endif
-    *option = KA_OPT_NONE;
-    return 0;
+    default:
+        break;
+    }
+    (void)fd;
+    (void)value; /* no knob at all here (OpenBSD): every value stays -1 */
+    return err;
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -157,9 +157,9 @@ static int ka_apply_one(ka_fd_t fd, const ka_policy *p, int *option)
     return 0;
 }
 
-/* One IPPROTO_TCP knob. A knob this Windows build lacks reads as -1 (unknown), not as an error:
+/* One IPPROTO_TCP option. One this Windows build lacks reads as -1 (unknown), not as an error:
  * after SIO_KEEPALIVE_VALS the socket's idle and interval cannot be read back. */
-static int ka_read_knob(ka_fd_t fd, int name, int *value)
+static int ka_read_tcp(ka_fd_t fd, int name, int *value)
 {
     int err = ka_get_int(fd, IPPROTO_TCP, name, value);
     if (err && ka_is_missing_option(err)) {
@@ -169,39 +169,31 @@ static int ka_read_knob(ka_fd_t fd, int name, int *value)
     return err;
 }
 
-/* Read one descriptor's values. A knob the platform lacks reads as -1 and is not an error. */
-static int ka_read_one(ka_fd_t fd, ka_values *v, int *option)
+/* One knob's value in ka's units (seconds, probes, milliseconds), for ka_read_one (_platform.h):
+ * the user timeout from TCP_MAXRTMS, or TCP_MAXRT (seconds) where that is missing. */
+static int ka_read_knob(ka_fd_t fd, int option, int *value)
 {
     int err;
-    v->enabled = v->idle = v->interval = v->count = v->user_timeout_ms = -1;
-    *option = KA_OPT_KEEPALIVE;
-    err = ka_get_int(fd, SOL_SOCKET, SO_KEEPALIVE, &v->enabled);
-    if (err)
-        return err;
-    if (v->enabled)
-        v->enabled = 1; /* some systems return the flag bit, not 1 */
-    *option = KA_OPT_IDLE;
-    if ((err = ka_read_knob(fd, KA_IDLE_OPTNAME, &v->idle)) != 0)
-        return err;
-    *option = KA_OPT_INTERVAL;
-    if ((err = ka_read_knob(fd, TCP_KEEPINTVL, &v->interval)) != 0)
-        return err;
-    *option = KA_OPT_COUNT;
-    if ((err = ka_read_knob(fd, TCP_KEEPCNT, &v->count)) != 0)
-        return err;
-    *option = KA_OPT_USER_TIMEOUT;
-    if ((err = ka_read_knob(fd, TCP_MAXRTMS, &v->user_timeout_ms)) != 0)
-        return err;
-    if (v->user_timeout_ms == -1) {
-        if ((err = ka_read_knob(fd, TCP_MAXRT, &v->user_timeout_ms)) != 0)
+    switch (option) {
+    case KA_OPT_IDLE:
+        return ka_read_tcp(fd, KA_IDLE_OPTNAME, value);
+    case KA_OPT_INTERVAL:
+        return ka_read_tcp(fd, TCP_KEEPINTVL, value);
+    case KA_OPT_COUNT:
+        return ka_read_tcp(fd, TCP_KEEPCNT, value);
+    case KA_OPT_USER_TIMEOUT:
+        if ((err = ka_read_tcp(fd, TCP_MAXRTMS, value)) != 0 || *value != -1)
             return err;
-        if (v->user_timeout_ms >= 0 && v->user_timeout_ms <= KA_MAX_USER_TIMEOUT_MS / 1000)
-            v->user_timeout_ms *= 1000;
+        if ((err = ka_read_tcp(fd, TCP_MAXRT, value)) != 0)
+            return err;
+        if (*value >= 0 && *value <= KA_MAX_USER_TIMEOUT_MS / 1000)
+            *value *= 1000;
         else
-            v->user_timeout_ms = -1; /* -1: retransmits forever, or unknown */
+            *value = -1; /* -1: retransmits forever, or unknown */
+        return 0;
+    default:
+        return 0;
     }
-    *option = KA_OPT_NONE;
-    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@
  *   _ka_windows.h  Windows (Winsock): whole functions, option names, limits, the ioctl fallback
  *   _ka_bulk.h     arrays of descriptors split over threads; no operating-system detail
  *
- * Each OS header provides: ka_fd_t, KA_PLATFORM, KA_MAX_*, KA_HAVE_*, KA_FD_IS_INT,
- * ka_apply_one, ka_read_one, and the thread primitives (ka_thread_t, ka_thread_ret,
+ * Each OS header provides: ka_fd_t, KA_PLATFORM, KA_MAX_*, KA_HAVE_*, KA_FD_IS_INT, ka_get_int,
+ * ka_apply_one, ka_read_knob (one value in ka's units), and the thread primitives (ka_thread_t, ka_thread_ret,
  * KA_THREAD_CALL, KA_THREAD_DONE, ka_thread_start, ka_thread_detach, and the worker pool's
  * ka_mutex_t/ka_cond_t with lock, wait, timed wait, signal and an after-fork hook).
  *
@@ -68,6 +68,32 @@ typedef struct {
 #endif
 
 static int ka_platform_code(void) { return KA_PLATFORM; }
+
+/* Read one descriptor's values: SO_KEEPALIVE, then each knob through the OS header's
+ * ka_read_knob. A knob the platform lacks reads as -1 and is not an error; on failure *option
+ * names the option whose read failed. */
+static int ka_read_one(ka_fd_t fd, ka_values *v, int *option)
+{
+    int *knobs[4];
+    int err, k;
+    knobs[0] = &v->idle;
+    knobs[1] = &v->interval;
+    knobs[2] = &v->count;
+    knobs[3] = &v->user_timeout_ms;
+    v->enabled = v->idle = v->interval = v->count = v->user_timeout_ms = -1;
+    *option = KA_OPT_KEEPALIVE;
+    if ((err = ka_get_int(fd, SOL_SOCKET, SO_KEEPALIVE, &v->enabled)) != 0)
+        return err;
+    if (v->enabled)
+        v->enabled = 1; /* some systems return the flag bit, not 1 */
+    for (k = 0; k < 4; k++) {
+        *option = KA_OPT_IDLE + k;
+        if ((err = ka_read_knob(fd, KA_OPT_IDLE + k, knobs[k])) != 0)
+            return err;
+    }
+    *option = KA_OPT_NONE;
+    return 0;
+}
 
 #include "_ka_bulk.h"
 
