@@ -10,6 +10,7 @@ import array
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,19 @@ def test_c_floor_sets_and_reads_the_same_options() -> None:
         out = array.array("i", bytes(4 * 5 * len(fds)))
         assert floor.read(fds, out) == 0
         assert list(out[:5]) == [1, 77, 13, 4, 0]
+
+
+def test_c_floor_leaves_no_temporary_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Issue 15: every load() left a ka-floor-* directory (source and library) behind."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    floor, _ = floor_mod.load()
+    if floor is not None:  # the loaded library keeps working once its file is gone
+        with LoopbackPool(5) as pool:
+            assert floor.apply(pool.fds(), 77, 13, 4) == 0
+    monkeypatch.setenv("CC", "false")  # a compiler that fails: the directory goes too
+    failed, why = floor_mod.load()
+    assert failed is None and "failed" in why
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_every_apply_method_applies() -> None:
