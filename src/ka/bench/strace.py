@@ -1,7 +1,7 @@
 """System calls per accepted connection on the server path, counted by ``strace -c -f``.
 
-Each way of giving the policy runs in a child (``python -m ka.bench.harness --server-path-child``)
-under strace, so only its own calls are counted.
+Each way of giving the policy runs under strace in its own child process
+(``python -m ka.bench.harness --server-path-child MODE N``), so its calls are counted apart.
 """
 
 from __future__ import annotations
