@@ -10,6 +10,7 @@ import array
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 import ka
 from helpers import kernel_values
 from ka.bench import floor as floor_mod
-from ka.bench import harness
+from ka.bench import harness, methods, plots, server_path, strace, targets, timing
 from ka.bench.pool import LoopbackPool
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux option numbers")
@@ -55,11 +56,24 @@ def test_c_floor_sets_and_reads_the_same_options() -> None:
         assert list(out[:5]) == [1, 77, 13, 4, 0]
 
 
+def test_c_floor_leaves_no_temporary_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Issue 15: every load() left a ka-floor-* directory (source and library) behind."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    floor, _ = floor_mod.load()
+    if floor is not None:  # the loaded library keeps working once its file is gone
+        with LoopbackPool(5) as pool:
+            assert floor.apply(pool.fds(), 77, 13, 4) == 0
+    monkeypatch.setenv("CC", "false")  # a compiler that fails: the directory goes too
+    failed, why = floor_mod.load()
+    assert failed is None and "failed" in why
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_every_apply_method_applies() -> None:
     floor, _ = floor_mod.load()
     with LoopbackPool(40) as pool:
-        methods = harness.apply_methods(pool, floor, 2, [])
-        for i, (name, method) in enumerate(methods.items()):
+        applied = methods.apply_methods(pool, floor, 2, [])
+        for i, (name, method) in enumerate(applied.items()):
             values = (100 + i, 20 + i, 3 + i % 2)
             method(values)
             for s in pool.sockets:
@@ -67,7 +81,7 @@ def test_every_apply_method_applies() -> None:
 
 
 def test_consecutive_calls_change_every_value() -> None:
-    values = harness._round_values()
+    values = timing.round_values()
     assert all(a[k] != b[k] for a, b in zip(values, values[1:]) for k in range(3))
 
 
@@ -79,7 +93,7 @@ def test_strace_summary_parser() -> None:
 ------ ----------- ----------- --------- --------- ----------------
 100.00    0.003004           0      5004         3 total
 """
-    assert harness._parse_strace_summary(text) == {"accept4": 1000, "setsockopt": 4004, "total": 5004}
+    assert strace.parse_strace_summary(text) == {"accept4": 1000, "setsockopt": 4004, "total": 5004}
 
 
 def test_quick_run_reports_everything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,9 +122,9 @@ def test_quick_run_reports_everything(tmp_path: Path, capsys: pytest.CaptureFixt
     assert set(results["apply"]) == {"30", "60"}
     for kind in ("apply", "read"):
         for samples in results[kind].values():
-            assert harness.STDLIB_APPLY in samples or harness.STDLIB_READ in samples
+            assert methods.STDLIB_APPLY in samples or methods.STDLIB_READ in samples
             assert all(len(v) == 2 and all(x > 0 for x in v) for v in samples.values())
-    assert set(results["server"]["samples"]) == set(harness.SERVER_MODES)
+    assert set(results["server"]["samples"]) == set(server_path.SERVER_MODES)
     if shutil.which("strace"):
         calls = results["server"]["syscalls"]
         assert calls["stdlib: 4 setsockopt per accept"]["setsockopt"] == pytest.approx(4.0)
@@ -122,7 +136,7 @@ def test_quick_run_reports_everything(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "targets (measured in this run" in text
     # per size: 7 per kind (1 a reference) and 2 io_uring rows for apply; 2 flatness rows per
     # kind; 3 memory rows
-    assert text.count("goal") == len(harness.targets(results)) == 2 * (7 * 2 + 2) + 2 * 2 + 3
+    assert text.count("goal") == len(targets.targets(results)) == 2 * (7 * 2 + 2) + 2 * 2 + 3
     for needle in (
         "ka.apply in a loop / C floor, pool 30",
         "ka.read in a loop speed-up over stdlib, pool 60",
@@ -154,15 +168,15 @@ def test_plots_are_ratios_with_the_twin_on_its_own_panel(tmp_path: Path) -> None
         "rounds": 3,
         "apply": {
             str(n): {
-                harness.STDLIB_APPLY: [1400.0 * f],
-                harness.FLOOR: [1000.0 * f],
-                harness.BULK_ARRAY: [1010.0 * f],
-                harness.TWIN_APPLY: [12000.0 * f],
+                methods.STDLIB_APPLY: [1400.0 * f],
+                methods.FLOOR: [1000.0 * f],
+                methods.BULK_ARRAY: [1010.0 * f],
+                methods.TWIN_APPLY: [12000.0 * f],
             }
             for n, f in ((1000, 1.0), (4000, 1.1))
         },
-        "read": {str(n): {harness.STDLIB_READ: [1700.0], harness.FLOOR: [1200.0]} for n in (1000, 4000)},
+        "read": {str(n): {methods.STDLIB_READ: [1700.0], methods.FLOOR: [1200.0]} for n in (1000, 4000)},
     }
-    written = harness.plots(results, str(tmp_path))
+    written = plots.plots(results, str(tmp_path))
     assert sorted(Path(p).name for p in written) == ["apply_ratios.png", "read_ratios.png"]
-    assert harness._ratio_of(results, "apply", 4000, harness.BULK_ARRAY, harness.FLOOR) == pytest.approx(1.01)
+    assert targets.ratio_of(results, "apply", 4000, methods.BULK_ARRAY, methods.FLOOR) == pytest.approx(1.01)

@@ -390,17 +390,17 @@ def test_cygwin_is_posix() -> None:
 
 def test_bench_uses_this_os_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Defect 9: bench/harness.py read getsockopt(IPPROTO_TCP, 18), Linux's TCP_USER_TIMEOUT."""
-    import ka.bench.harness as harness
+    import ka.bench.methods as methods
 
     monkeypatch.setattr(_options, "HERE", OS_CALLS["darwin"])
     try:
-        reloaded = importlib.reload(harness)
-        assert reloaded._READ_NUMBERS == [0x10, 0x101, 0x102, 0x80]
+        reloaded = importlib.reload(methods)
+        assert reloaded.READ_NUMBERS == [0x10, 0x101, 0x102, 0x80]
         monkeypatch.setattr(_options, "HERE", OS_CALLS["freebsd"])
-        assert importlib.reload(harness)._READ_NUMBERS == [256, 512, 1024]
+        assert importlib.reload(methods).READ_NUMBERS == [256, 512, 1024]
     finally:
         monkeypatch.undo()
-        importlib.reload(harness)
+        importlib.reload(methods)
 
 
 def test_wheel_test_extra_has_wheels_everywhere() -> None:

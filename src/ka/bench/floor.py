@@ -71,9 +71,8 @@ int floor_read(const int *fds, int n, int *out)
 class Floor:
     """The compiled loops, callable on an ``array('i')`` of descriptors."""
 
-    def __init__(self, lib: ctypes.CDLL, path: str) -> None:
+    def __init__(self, lib: ctypes.CDLL) -> None:
         self._lib = lib
-        self.path = path
         lib.floor_apply.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.floor_apply.restype = ctypes.c_int
         lib.floor_read.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
@@ -97,13 +96,14 @@ def load() -> tuple[Floor | None, str]:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
         return None, "no C compiler (cc, gcc or clang) on PATH"
-    workdir = tempfile.mkdtemp(prefix="ka-floor-")
-    source = os.path.join(workdir, "floor.c")
-    library = os.path.join(workdir, "floor.so")
-    with open(source, "w") as f:
-        f.write(SOURCE)
-    cmd = [compiler, "-O2", "-shared", "-fPIC", "-o", library, source]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return None, f"{' '.join(cmd)} failed: {proc.stderr.strip()[:200]}"
-    return Floor(ctypes.CDLL(library), library), f"compiled with {compiler} -O2"
+    # The directory goes once the library is loaded: a loaded library outlives its file on POSIX.
+    with tempfile.TemporaryDirectory(prefix="ka-floor-") as workdir:
+        source = os.path.join(workdir, "floor.c")
+        library = os.path.join(workdir, "floor.so")
+        with open(source, "w") as f:
+            f.write(SOURCE)
+        cmd = [compiler, "-O2", "-shared", "-fPIC", "-o", library, source]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return None, f"{' '.join(cmd)} failed: {proc.stderr.strip()[:200]}"
+        return Floor(ctypes.CDLL(library)), f"compiled with {compiler} -O2"
