@@ -12,6 +12,7 @@ from typing import Any
 
 import ka
 from ka import _ka_py, _options
+from ka._impl import core
 
 from .floor import Floor
 from .pool import LoopbackPool
@@ -81,7 +82,7 @@ def _thread_counts(threads: int) -> list[int]:
 
 
 def uring_usable() -> bool:
-    return ka.capabilities().implementation == "c" and not ka.core.uring_status()[0]
+    return ka.capabilities().implementation == "c" and not core.uring_status()[0]
 
 
 def apply_methods(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-import ka
+from ka.bulk import SOCKETS_PER_THREAD
 
 from .methods import FLOOR, STDLIB_APPLY, STDLIB_READ
 from .targets import median_of, targets
@@ -18,7 +18,7 @@ def threshold_table(results: dict[str, Any]) -> str:
         return ""
     lines = [
         "\nwhere 2 threads start to pay (1-thread time / 2-thread time; default rule: 2 threads from "
-        f"{2 * ka.SOCKETS_PER_THREAD} sockets)",
+        f"{2 * SOCKETS_PER_THREAD} sockets)",
         f"  {'pool':>6s} {'apply_many':>11s} {'read_many':>10s}",
     ]
     for n, samples in sweep.items():
