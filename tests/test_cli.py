@@ -475,9 +475,9 @@ def test_durations() -> None:
 def test_unsupported_platform_exits_4(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ka import cli, live
+    from ka import cli
 
-    monkeypatch.setattr(live, "PLATFORM", "darwin")
+    monkeypatch.setattr("ka.live.pidfd.PLATFORM", "darwin")
     assert cli.main(["show", "--pid", str(os.getpid()), "--json"]) == cli.EXIT_UNSUPPORTED
     error = json.loads(capsys.readouterr().out)["error"]
     assert error["exit_code"] == 4 and "needs Linux (pidfd_getfd)" in error["message"]

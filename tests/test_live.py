@@ -150,7 +150,7 @@ def test_chunks_keep_few_descriptors_open(monkeypatch: pytest.MonkeyPatch) -> No
     with echo_server(10, 0) as server:
         conns = live.select(live.connections(server.pid), states=frozenset({"established"}))
         assert len(conns) == 10
-        monkeypatch.setattr(live, "_chunk_size", lambda: 3)
+        monkeypatch.setattr("ka.live.pidfd.chunk_size", lambda: 3)
         before = open_fds()
         report = live.apply(server.pid, conns, ka.KeepAlive(20, 4, 2))
         assert open_fds() == before

@@ -146,7 +146,7 @@ def test_ctrl_c_while_duplicating_leaks_no_descriptor(
             os.kill(os.getpid(), signal.SIGINT)
         return dup
 
-    monkeypatch.setattr(live, "pidfd_getfd", getfd_then_sigint)
+    monkeypatch.setattr("ka.live.pidfd.pidfd_getfd", getfd_then_sigint)
     conns = live.connections(holder.pid)
     before = open_fds()
     with pytest.raises(KeyboardInterrupt):
@@ -188,7 +188,7 @@ def test_prepare_listener_on_a_bare_fileno_keeps_it_blocking(
 
 
 def _kill_after_first_chunk(monkeypatch: pytest.MonkeyPatch, target: Holder, reap: bool) -> None:
-    monkeypatch.setattr(live, "_chunk_size", lambda: 2)
+    monkeypatch.setattr("ka.live.pidfd.chunk_size", lambda: 2)
     real = ka.apply_many
     calls = 0
 
@@ -200,7 +200,7 @@ def _kill_after_first_chunk(monkeypatch: pytest.MonkeyPatch, target: Holder, rea
             target.kill(reap)
         return result
 
-    monkeypatch.setattr(live, "apply_many", apply_then_kill)
+    monkeypatch.setattr("ka.live.flows.apply_many", apply_then_kill)
 
 
 @pytest.mark.parametrize("holder", [6], indirect=True)
@@ -253,7 +253,7 @@ def test_show_on_a_process_that_exits_part_way_names_the_rest(
     monkeypatch: pytest.MonkeyPatch, holder: Holder
 ) -> None:
     """Defect 4 for ka show: the connections read are kept, the rest say the process exited."""
-    monkeypatch.setattr(live, "_chunk_size", lambda: 2)
+    monkeypatch.setattr("ka.live.pidfd.chunk_size", lambda: 2)
     real = ka.read_many
     calls = 0
 
@@ -265,7 +265,7 @@ def test_show_on_a_process_that_exits_part_way_names_the_rest(
             holder.kill(True)
         return result
 
-    monkeypatch.setattr(live, "read_many", read_then_kill)
+    monkeypatch.setattr("ka.live.flows.read_many", read_then_kill)
     conns = live.connections(holder.pid)
     states = live.read(holder.pid, conns)
     assert len(states) == len(conns) == 13

@@ -1,0 +1,7 @@
+"""``python -m ka.cli``: the ka command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
