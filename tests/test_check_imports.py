@@ -104,6 +104,15 @@ def test_upward_arrows_into_a_package_and_from_the_core(tmp_path: Path) -> None:
     assert "upward: ka._options (core) -> ka.policy (model)" in result.stdout
 
 
+def test_name_from_the_face_beside_a_module_is_an_arrow_to_the_face(tmp_path: Path) -> None:
+    files = {**CLEAN, "ka/errors.py": "from ka import policy, KeepAlive\n"}
+    result = run(make_tree(tmp_path, files))
+    assert result.returncode == 1
+    assert "upward: ka.errors (model) -> ka (face)  [ka/errors.py:1]" in result.stdout
+    assert "cycle: ka -> ka.policy -> ka.errors -> ka" in result.stdout  # the face imports policy
+    assert "-> ka.policy (" not in result.stdout  # an arrow within the model layer is fine
+
+
 def test_cython_module_imports_are_read(tmp_path: Path) -> None:
     pyx = "cimport cython\nfrom libc.string cimport memcpy\nimport errno\nfrom .errors import (\n    x,\n)\n"
     files = {**CLEAN, "ka/_ka_c.pyx": pyx + "from .policy import KeepAlive  # the policy\n"}

@@ -162,12 +162,9 @@ def imports_of(name: str, path: Path, modules: dict[str, Path], runtime_only: bo
             target = ".".join([*base, module] if module else base)
         else:
             target = module or ""
-        found = False
-        for imported in names:
-            if f"{target}.{imported}" in modules:
-                edges.append((name, f"{target}.{imported}", line, typing_only))
-                found = True
-        if not found:
+        submodules = [f"{target}.{imported}" for imported in names if f"{target}.{imported}" in modules]
+        edges.extend((name, submodule, line, typing_only) for submodule in submodules)
+        if not names or len(submodules) < len(names):  # `import x.y`, or a name defined in the module
             # the innermost module of the tree that the dotted name lies in
             parts = target.split(".")
             while parts and ".".join(parts) not in modules:
