@@ -1,6 +1,6 @@
 """Sphinx configuration of ka's documentation (MyST markdown pages, furo theme).
 
-Build: ``bash .ci/checks/docs.sh`` (warnings are errors), or in a venv with the ``docs`` extra:
+Build: ``nox -s docs`` (warnings are errors), or in a venv with the ``docs`` dependency group:
 ``python -m sphinx -W --keep-going -b html docs docs/_build/html``.
 """
 

@@ -61,7 +61,7 @@ class RecCall(ctypes.Structure):
 
 def _build(os_name: str, out: Path) -> subprocess.Popen[bytes]:
     # No -Werror: this also runs in the wheel containers' older compilers; the warning-free
-    # builds for every real target are .ci/checks/platforms.sh's job.
+    # builds for every real target are tools/check_platforms.sh's job.
     family = "windows" if os_name == "windows" else "posix"
     flags = [] if os_name == "linux" else ["-U__linux__", "-U__linux", "-Ulinux", "-U__unix__"]
     assert CC is not None
@@ -407,8 +407,8 @@ def test_wheel_test_extra_has_wheels_everywhere() -> None:
     """Defect 10: `test` holds only what has win_arm64 wheels for every CPython; the integration
     libraries (and numpy) are in `integrations`, which CI installs too."""
     pyproject = ROOT / "pyproject.toml"
-    if not pyproject.exists() or not (ROOT / "scripts/test.sh").exists():
-        pytest.skip("pyproject.toml and scripts/ are not next to the tests")
+    if not pyproject.exists() or not (ROOT / "noxfile.py").exists():
+        pytest.skip("pyproject.toml and noxfile.py are not next to the tests")
     tomllib = pytest.importorskip("tomllib", reason="tomllib is in the stdlib from Python 3.11")
     config = tomllib.loads(pyproject.read_text())
     extras = config["project"]["optional-dependencies"]
@@ -416,7 +416,7 @@ def test_wheel_test_extra_has_wheels_everywhere() -> None:
     assert names == {"pytest", "hypothesis"}
     assert {"numpy", "aiohttp>=3.12"} <= set(extras["integrations"])
     assert config["tool"]["cibuildwheel"]["test-extras"] == ["test"]
-    assert '".[test,integrations]"' in (ROOT / "scripts/test.sh").read_text()
+    assert '".[test,integrations]"' in (ROOT / "noxfile.py").read_text()  # the tests session
 
 
 def test_winsock_errors_are_named() -> None:

@@ -1,6 +1,6 @@
 /*
  * The stand-in's option numbers (tests/standin, ka/_options.py OS_CALLS) against the real SDK
- * headers of each target: compiled by .ci/checks/platforms.sh with every cross target, so a
+ * headers of each target: compiled by tools/check_platforms.sh with every cross target, so a
  * number that differs fails the build. Includes the real headers only, not the shim.
  */
 #if defined(_WIN32)

@@ -1,5 +1,5 @@
 /*
- * The Windows branch of the shim run for real (under Wine in .ci/checks/platforms.sh): a loopback
+ * The Windows branch of the shim run for real (under Wine in tools/check_platforms.sh): a loopback
  * TCP connection, ka_apply_one with a full policy, ka_read_one, and each step's result printed
  * as "name=value" lines that the check compares. Wine answers WSAENOPROTOOPT for TCP_KEEPIDLE,
  * TCP_KEEPINTVL and TCP_KEEPCNT, so this runs the pre-1703 fallback (SIO_KEEPALIVE_VALS).

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every OS branch of the C shim, from this Linux machine (about a minute):
+# Every OS branch of the C shim, from this Linux machine (about a minute; run it as `nox -s platforms`,
+# which puts the tools of the `platforms` dependency group and the test extra on PATH):
 #   1. the real headers cross-compiled with -Wall -Wextra -Werror by zig's clang (PyPI `ziglang`)
 #      for macOS x86_64/arm64, Windows x86_64/arm64, FreeBSD, NetBSD, OpenBSD, Linux musl and
 #      glibc 2.17, and by mingw-w64; tools/platform_constants.c checks the stand-in's option
@@ -9,19 +10,18 @@
 #   3. the recording stand-in (tests/test_platforms.py): every OS branch's exact call sequences;
 #   4. the mingw build of the Windows branch run under Wine (tools/wine_check.c).
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-TOOLS=${KA_PLATFORM_TOOLS:-$ROOT/.venv-platforms}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ka-platforms.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 step() { printf '\n== %s\n' "$*"; }
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-step "tools venv ($TOOLS): ziglang, Cython, pytest"
-[ -x "$TOOLS/bin/python" ] || python3 -m venv "$TOOLS"
-"$TOOLS/bin/python" -m pip install -q "ziglang==0.17.1" "Cython>=3.1" pytest hypothesis 2>&1 | grep -v "^WARNING: Location" || true
-ZIG=("$TOOLS/bin/python" -m ziglang)
+step "tools: $(command -v python) (ziglang, Cython, pytest)"
+python -c "import ziglang, Cython, pytest" 2>/dev/null ||
+    fail "ziglang, Cython or pytest missing: run this check as \`nox -s platforms\`"
+ZIG=(python -m ziglang)
 
 step "C shim: real headers, -Wall -Wextra -Werror, every target in parallel"
 TARGETS="x86_64-macos aarch64-macos x86_64-windows-gnu aarch64-windows-gnu x86_64-freebsd x86_64-netbsd x86_64-openbsd x86_64-linux-musl x86_64-linux-gnu.2.17"
@@ -48,7 +48,7 @@ done
 [ "$bad" = 0 ] || fail "a target did not compile clean (see above)"
 echo "compile clean: $TARGETS x86_64-w64-mingw32"
 # ka bench's C floor (compiled at run time by `ka bench`) on the other POSIX systems ka ships for.
-KA_NO_EXTENSIONS=1 "$TOOLS/bin/python" -c 'import sys; sys.path.insert(0, "src"); from ka.bench.floor import SOURCE; print(SOURCE)' \
+KA_NO_EXTENSIONS=1 python -c 'import sys; sys.path.insert(0, "src"); from ka.bench.floor import SOURCE; print(SOURCE)' \
     >"$WORK/floor.c"
 for t in x86_64-macos aarch64-macos x86_64-freebsd x86_64-netbsd; do
     "${ZIG[@]}" cc -target "$t" -Wall -Werror -c "$WORK/floor.c" -o "$WORK/floor-$t.o" ||
@@ -64,8 +64,8 @@ grep -q "are hidden" "$WORK/xopen.log" || { cat "$WORK/xopen.log"; fail "not the
 echo "FreeBSD with _XOPEN_SOURCE=700: refused by the shim's #error, as it must be"
 
 step "Cython output for macOS and Windows (host CPython headers; compile only)"
-"$TOOLS/bin/cython" -3 src/ka/_ka_c.pyx -o "$WORK/_ka_c.c"
-PYINC=$("$TOOLS/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+cython -3 src/ka/_ka_c.pyx -o "$WORK/_ka_c.c"
+PYINC=$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 for t in x86_64-macos aarch64-macos; do
     "${ZIG[@]}" cc -target "$t" -c -w -I src/ka -I "$PYINC" "$WORK/_ka_c.c" -o "$WORK/pyx-$t.o" ||
         fail "the Cython output does not compile for $t"
@@ -75,7 +75,7 @@ done
 echo "Windows: not compiled (no Windows pyconfig.h here); the shim itself is compiled above"
 
 step "recording stand-in: every OS branch's call sequences (tests/test_platforms.py)"
-KA_NO_EXTENSIONS=1 PYTHONPATH="$ROOT/src" "$TOOLS/bin/python" -m pytest -q -p no:cacheprovider \
+KA_NO_EXTENSIONS=1 PYTHONPATH="$ROOT/src" python -m pytest -q -p no:cacheprovider \
     tests/test_platforms.py
 
 step "Windows branch under Wine (mingw build; Wine has no TCP_KEEP*/TCP_MAXRT*: the old-Windows path)"
