@@ -1,4 +1,5 @@
-"""The import graph of ka: no cycle, and no arrow from a lower layer to a higher one.
+"""The import graph of ka: no cycle, no arrow from a lower layer to a higher one, and no private
+name taken from another module.
 
 Usage: ``python tools/check_imports.py [PACKAGE_DIR]`` (default: ``src/ka`` beside this script's
 folder); ``nox -s imports`` runs it. Exit status 0 when the graph is clean, 1 with every cycle and
@@ -36,18 +37,23 @@ from pathlib import Path
 
 # Lowest layer first. An arrow may point to the same layer or a lower one.
 LAYERS: dict[str, list[str]] = {
-    "core": [
-        "ka._ka_c",
-        "ka._ka_py",
-        "ka._impl",
+    # no I/O, no ka class: units, the core protocol's types, messages, the platform table
+    "leaf": [
+        "ka.units",
+        "ka.protocol",
+        "ka.errors",
+        "ka.syntax",
         "ka._options",
-        "ka._borrow",
-        "ka._signals",
         "ka._durations",
-        "ka._*",  # any other private top-level helper module (a leaf)
+        "ka._signals",
+        "ka._borrow",
     ],
-    "model": ["ka.policy", "ka.results", "ka.errors", "ka.system", "ka.units"],
-    "face": ["ka"],
+    # the policy and the results, the system defaults
+    "model": ["ka.policy", "ka.results", "ka.system"],
+    # the two implementations of the core protocol, and the choice between them
+    "core": ["ka._ka_c", "ka._ka_py", "ka._impl"],
+    # the public face: names (ka/__init__), the bulk calls, capabilities()
+    "face": ["ka", "ka.bulk", "ka.facts"],
     "upper": [
         "ka.__main__",
         "ka.server",
@@ -267,6 +273,51 @@ def _cycle_in(component: list[str], graph: dict[str, set[str]]) -> list[str]:
     raise AssertionError(f"no cycle through {start} in {component}")
 
 
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_reads(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[int, str]]:
+    """(line, what) for each private name this module takes from another module of the tree:
+    ``from .policy import _helper``, or ``policy._helper`` on a module it imported. A private
+    *module* (``from . import _impl``) is the package's own business and not reported; a public
+    name read from it (``_impl.core``) neither."""
+    if path.suffix != ".py":
+        return []  # the .pyx imports are checked by their names (PYX_IMPORT) in imports_of
+    package = name if path.stem == "__init__" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    bound: dict[str, str] = {}  # local name -> module of the tree it is bound to
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            target = ".".join([*base, node.module] if node.module else base)
+            if target not in modules:
+                continue
+            for alias in node.names:
+                full = f"{target}.{alias.name}"
+                if full in modules:
+                    bound[alias.asname or alias.name] = full
+                elif _is_private(alias.name) and target != name:
+                    found.append((node.lineno, f"imports {alias.name} from {target}"))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in modules:
+                    bound[alias.asname or alias.name.split(".")[0]] = (
+                        alias.name if alias.asname else alias.name.split(".")[0]
+                    )
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and _is_private(node.attr)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in bound
+            and f"{bound[node.value.id]}.{node.attr}" not in modules
+        ):
+            found.append((node.lineno, f"reads {node.value.id}.{node.attr} of {bound[node.value.id]}"))
+    return found
+
+
 def _where(edge: Edge, modules: dict[str, Path], package: Path) -> str:
     source, _, line, typing_only = edge
     place = f"{modules[source].relative_to(package.parent)}:{line}"
@@ -303,13 +354,20 @@ def check(package: Path, runtime_only: bool = False) -> int:
         if order.index(low) < order.index(high):
             problems += 1
             print(f"upward: {source} ({low}) -> {target} ({high})  [{_where(edge, modules, package)}]")
+    for name, path in modules.items():
+        for line, what in private_reads(name, path, modules):
+            problems += 1
+            print(f"private: {path.relative_to(package.parent)}:{line} {what}")
     arrows = len(first)
     if problems:
         print(
             f"{problems} problem(s) in the import graph of {package}: {len(modules)} modules, {arrows} arrows"
         )
         return 1
-    print(f"import graph of {package}: {len(modules)} modules, {arrows} arrows, no cycle, none upward")
+    print(
+        f"import graph of {package}: {len(modules)} modules, {arrows} arrows, no cycle, none upward, "
+        "no private name across modules"
+    )
     return 0
 
 
