@@ -241,13 +241,7 @@ class KeepAlive:
 
     def replace(self, **changes: Any) -> KeepAlive:
         """A copy with some fields changed (same names as the constructor)."""
-        fields: dict[str, Any] = {
-            "idle": self._idle,
-            "interval": self._interval,
-            "count": self._count,
-            "user_timeout": None if self._user_timeout_ms is None else self._user_timeout_ms / 1000,
-            "enabled": self._enabled,
-        }
+        fields = self.as_dict()
         unknown = set(changes) - set(fields)
         if unknown:
             raise TypeError(f"replace() got unknown fields {sorted(unknown)}; it takes {sorted(fields)}")
