@@ -32,6 +32,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, cast
 
+from ._options import PLATFORM
 from .policy import KeepAlive
 from .server import Platform, prepare_listener
 
@@ -269,7 +270,7 @@ def run(args: argparse.Namespace, policy: KeepAlive, *, platform: Platform | Non
     success). ``args``: ``addresses``, ``program`` (the command and its arguments), ``backlog``,
     ``reuse_port``, ``ipv6_only``, ``fdname``. Raises ``ListenError`` for anything wrong before
     the exec."""
-    if sys.platform == "win32":
+    if PLATFORM == "windows":
         raise NotImplementedError(
             "ka listen needs exec() with inherited descriptors: not available on Windows"
         )
