@@ -71,7 +71,7 @@ def redis_7(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run_client(port: int, path_first: Path | None) -> dict[str, object]:
-    tests = str(Path(__file__).parent)
+    tests = str(Path(__file__).resolve().parents[1])
     python_path = [str(path_first)] if path_first else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*python_path, tests])}
     done = subprocess.run(

@@ -14,7 +14,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 EXAMPLES = DOCS / "examples"
 
 pytestmark = pytest.mark.skipif(not DOCS.is_dir(), reason="no docs/ next to tests/ (an installed copy)")

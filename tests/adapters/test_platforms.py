@@ -28,7 +28,7 @@ from ka._options import OS_CALLS, SIO_KEEPALIVE_VALS, WSAEINVAL, WSAENOPROTOOPT,
 from ka.errors import option_error
 from ka.results import settings_of
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STANDIN = ROOT / "tests" / "standin"
 # The shim headers under test; another directory (an older checkout) shows what a fix changed.
 SHIM = Path(os.environ.get("KA_SHIM_DIR", ROOT / "src" / "ka"))

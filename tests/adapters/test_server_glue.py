@@ -39,7 +39,7 @@ pytestmark = pytest.mark.skipif(
 POLICY_TEXT = "idle=37 interval=6 count=3"
 EXPECTED = (1, 37, 6, 3, 0)  # SO_KEEPALIVE, idle, interval, count, TCP_USER_TIMEOUT ms
 CONNECTIONS = 20
-EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 MODES = [
     pytest.param(None, "inherit", id="inherit"),
     pytest.param(ka.server.MACOS, "per-accept", id="per-accept"),

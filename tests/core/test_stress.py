@@ -14,7 +14,7 @@ import pytest
 
 from reliability_helpers import run_python
 
-WORKER = Path(__file__).with_name("stress_worker.py")
+WORKER = Path(__file__).resolve().parents[1] / "stress_worker.py"
 SECONDS, CALLERS, MUTATORS = 2.0, 4, 2
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and Linux errnos")
