@@ -5,8 +5,11 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+from types import ModuleType
 
 import pytest
+
+import ka
 
 TCP_KEEPIDLE = getattr(socket, "TCP_KEEPIDLE", 4)
 TCP_KEEPINTVL = getattr(socket, "TCP_KEEPINTVL", 5)
@@ -44,3 +47,15 @@ def ss_timers(port: int) -> dict[tuple[str, int], str]:
         timer = next((f for f in fields if f.startswith("timer:(")), "")
         timers[(host, int(peer_port))] = timer
     return timers
+
+
+def core_apply_many(
+    core: ModuleType, targets: object, policy: ka.KeepAlive, threads: int = 1, backend: str = "syscalls"
+) -> ka.BulkResult:
+    """One implementation's apply_many, called directly, as the face's BulkResult."""
+    return ka.BulkResult(*core.apply_many(targets, policy, threads, backend))
+
+
+def core_read_many(core: ModuleType, targets: object, threads: int = 1) -> ka.ReadResult:
+    """One implementation's read_many, called directly, as the face's ReadResult."""
+    return ka.ReadResult(*core.read_many(targets, threads))

@@ -14,7 +14,6 @@ import socket
 import string
 import threading
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -649,7 +648,7 @@ def test_middlebox_policy_properties(
     _applies(probe_socket, p)
 
 
-def test_derived_policies_apply_on_this_kernel(impl: ModuleType, probe_socket: socket.socket) -> None:
+def test_derived_policies_apply_on_this_kernel(probe_socket: socket.socket) -> None:
     for p in (
         policy_for_http_idle_timeout(5),
         policy_for_http_idle_timeout(10**6),
@@ -773,7 +772,7 @@ def _keep_alive(pairs: list[tuple[bytes, bytes]]) -> KeepAliveHeader:
 
 @pytest.mark.parametrize(("version", "extra"), [("HTTP/1.1", ()), ("HTTP/1.0", ("Connection: keep-alive",))])
 def test_end_to_end_keep_alive(
-    impl: ModuleType, http_server: _Server, version: str, extra: tuple[str, ...]
+    http_server: _Server, version: str, extra: tuple[str, ...]
 ) -> None:
     client = _RawClient(http_server.server_address[:2])  # type: ignore[arg-type]
     try:

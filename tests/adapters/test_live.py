@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from types import ModuleType
 
 import pytest
 
@@ -85,7 +84,7 @@ def test_keepalive_timer_agrees_with_ss(pair: tuple[socket.socket, socket.socket
 
 
 def test_read_through_duplicates_matches_the_kernel(
-    impl: ModuleType, pair: tuple[socket.socket, socket.socket]
+    pair: tuple[socket.socket, socket.socket]
 ) -> None:
     client, accepted = pair
     ka.apply(accepted, ka.KeepAlive(41, 6, 4, user_timeout=12.5))
@@ -100,7 +99,7 @@ def test_read_through_duplicates_matches_the_kernel(
 
 
 def test_apply_through_duplicates_changes_the_socket(
-    impl: ModuleType, pair: tuple[socket.socket, socket.socket]
+    pair: tuple[socket.socket, socket.socket]
 ) -> None:
     client, accepted = pair
     policy = ka.KeepAlive(33, 7, 4, user_timeout="auto")
@@ -114,7 +113,7 @@ def test_apply_through_duplicates_changes_the_socket(
         assert change.timer.name == "keepalive"  # read again after the change
 
 
-def test_dry_run_changes_nothing(impl: ModuleType, pair: tuple[socket.socket, socket.socket]) -> None:
+def test_dry_run_changes_nothing(pair: tuple[socket.socket, socket.socket]) -> None:
     client, accepted = pair
     ka.apply(client, ka.KeepAlive(30, 5, 3))
     before = [kernel_values(s) for s in pair]

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -94,7 +93,7 @@ def _connected(pid: int) -> list[live.Connection]:
 
 @pytest.mark.parametrize("timeout", [None, 5.0], ids=["no-default", "default-5s"])
 def test_live_apply_and_read_leave_the_other_process_flags_alone(
-    impl: ModuleType, holder: Holder, timeout: float | None
+    holder: Holder, timeout: float | None
 ) -> None:
     """Defect 3: the twin under ka.live made another process's blocking sockets non-blocking
     (/proc/PID/fdinfo 02000002 -> 02004002)."""
@@ -165,7 +164,7 @@ class OnlyFileno:
 
 @pytest.mark.parametrize("timeout", [None, 5.0], ids=["no-default", "default-5s"])
 def test_prepare_listener_on_a_bare_fileno_keeps_it_blocking(
-    impl: ModuleType, listener: socket.socket, timeout: float | None
+    listener: socket.socket, timeout: float | None
 ) -> None:
     """Defect 3: server._queued borrowed the listener with socket.socket(fileno=...), which
     applies the default timeout (O_NONBLOCK), with the compiled core too."""

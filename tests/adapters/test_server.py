@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 from contextlib import ExitStack
-from types import ModuleType
 from typing import ClassVar
 
 import pytest
@@ -65,7 +64,7 @@ def test_current_platform_is_linux_inherit() -> None:
 
 @linux_only
 def test_inherit_sets_the_listener_once_and_accepted_sockets_inherit(
-    impl: ModuleType, listener: socket.socket
+    listener: socket.socket
 ) -> None:
     plan = ka.server.prepare_listener(listener, POLICY, platform=LINUX)
     assert plan.mode == "inherit" and plan.inherits and plan.pending == 0
@@ -84,7 +83,6 @@ def test_inherit_sets_the_listener_once_and_accepted_sockets_inherit(
 
 @pytest.mark.parametrize("platform", [MACOS, WINDOWS], ids=["macos", "windows"])
 def test_per_accept_never_touches_the_listener(
-    impl: ModuleType,
     listener: socket.socket,
     untouched: tuple[int, int, int, int, int],
     platform: Platform,

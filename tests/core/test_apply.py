@@ -1,4 +1,4 @@
-"""ka.apply / ka.read on one socket, against the kernel's own getsockopt, for both implementations."""
+"""apply / read of each core on one socket, against the kernel's own getsockopt, for both implementations."""
 
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 POLICY = ka.KeepAlive(idle=33, interval=7, count=4, user_timeout=12.345)
 
 
-def test_every_option_is_applied(impl: ModuleType, pair: tuple[socket.socket, socket.socket]) -> None:
+def test_every_option_is_applied(core: ModuleType, pair: tuple[socket.socket, socket.socket]) -> None:
     client, _ = pair
-    ka.apply(client, POLICY)
+    core.apply(client, POLICY)
     assert kernel_values(client) == (1, 33, 7, 4, 12345)
-    assert ka.read(client) == ka.KeepAliveSettings(True, 33, 7, 4, 12.345)
+    assert core.read(client) == ka.KeepAliveSettings(True, 33, 7, 4, 12.345)
 
 
 @pytest.mark.parametrize("as_target", ["socket", "fd", "fileno_object", "transport_socket"])
-def test_targets(impl: ModuleType, pair: tuple[socket.socket, socket.socket], as_target: str) -> None:
+def test_targets(core: ModuleType, pair: tuple[socket.socket, socket.socket], as_target: str) -> None:
     _, accepted = pair
 
     class HasFileno:
@@ -46,42 +46,42 @@ def test_targets(impl: ModuleType, pair: tuple[socket.socket, socket.socket], as
         from asyncio.trsock import TransportSocket
 
         target = TransportSocket(accepted)
-    ka.apply(target, POLICY)
+    core.apply(target, POLICY)
     assert kernel_values(accepted) == (1, 33, 7, 4, 12345)
-    assert ka.read(target).idle == 33
+    assert core.read(target).idle == 33
 
 
-def test_leaves_unset_fields_alone(impl: ModuleType, pair: tuple[socket.socket, socket.socket]) -> None:
+def test_leaves_unset_fields_alone(core: ModuleType, pair: tuple[socket.socket, socket.socket]) -> None:
     client, _ = pair
-    ka.apply(client, POLICY)
-    ka.apply(client, ka.KeepAlive(count=9))
+    core.apply(client, POLICY)
+    core.apply(client, ka.KeepAlive(count=9))
     assert kernel_values(client) == (1, 33, 7, 9, 12345)
 
 
-def test_disable(impl: ModuleType, pair: tuple[socket.socket, socket.socket]) -> None:
+def test_disable(core: ModuleType, pair: tuple[socket.socket, socket.socket]) -> None:
     client, _ = pair
-    ka.apply(client, POLICY)
-    ka.apply(client, ka.KeepAlive.disabled())
+    core.apply(client, POLICY)
+    core.apply(client, ka.KeepAlive.disabled())
     assert kernel_values(client)[0] == 0
-    assert ka.read(client).enabled is False
-    ka.apply(client, ka.KeepAlive(enabled=False, user_timeout=0))
+    assert core.read(client).enabled is False
+    core.apply(client, ka.KeepAlive(enabled=False, user_timeout=0))
     assert kernel_values(client)[4] == 0
 
 
 def test_read_untouched_socket_gives_system_defaults(
-    impl: ModuleType, pair: tuple[socket.socket, socket.socket]
+    core: ModuleType, pair: tuple[socket.socket, socket.socket]
 ) -> None:
     client, _ = pair
     d = ka.system_defaults()
-    assert ka.read(client) == ka.KeepAliveSettings(False, d.idle, d.interval, d.count, 0.0)
+    assert core.read(client) == ka.KeepAliveSettings(False, d.idle, d.interval, d.count, 0.0)
 
 
-def test_listening_socket_works(impl: ModuleType, listener: socket.socket) -> None:
-    ka.apply(listener, POLICY)
+def test_listening_socket_works(core: ModuleType, listener: socket.socket) -> None:
+    core.apply(listener, POLICY)
     assert kernel_values(listener) == (1, 33, 7, 4, 12345)
 
 
-def test_ipv6(impl: ModuleType) -> None:
+def test_ipv6(core: ModuleType) -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 in this Python")
     try:
@@ -89,7 +89,7 @@ def test_ipv6(impl: ModuleType) -> None:
     except OSError as exc:
         pytest.skip(f"no IPv6 loopback here: {exc}")
     with listener, socket.create_connection(listener.getsockname()[:2]) as client:
-        ka.apply(client, POLICY)
+        core.apply(client, POLICY)
         assert kernel_values(client) == (1, 33, 7, 4, 12345)
 
 
@@ -100,73 +100,73 @@ def _check_error(exc: OSError, err: int, fd: int, option: ka.Option) -> None:
     assert str(fd) in str(exc) and option.system_name in str(exc)
 
 
-def test_closed_fd(impl: ModuleType) -> None:
+def test_closed_fd(core: ModuleType) -> None:
     s = socket.socket()
     fd = s.fileno()
     s.close()
     with pytest.raises(OSError) as info:
-        ka.apply(fd, POLICY)
+        core.apply(fd, POLICY)
     _check_error(info.value, errno.EBADF, fd, ka.Option.KEEPALIVE)
     with pytest.raises(OSError) as info:
-        ka.read(fd)
+        core.read(fd)
     _check_error(info.value, errno.EBADF, fd, ka.Option.KEEPALIVE)
 
 
-def test_closed_socket_object(impl: ModuleType) -> None:
+def test_closed_socket_object(core: ModuleType) -> None:
     s = socket.socket()
     s.close()
     with pytest.raises(OSError) as info:
-        ka.apply(s, POLICY)
+        core.apply(s, POLICY)
     _check_error(info.value, errno.EBADF, -1, ka.Option.KEEPALIVE)
 
 
-def test_regular_file(impl: ModuleType) -> None:
+def test_regular_file(core: ModuleType) -> None:
     with tempfile.TemporaryFile() as f:
         with pytest.raises(OSError) as info:
-            ka.apply(f, POLICY)
+            core.apply(f, POLICY)
         _check_error(info.value, errno.ENOTSOCK, f.fileno(), ka.Option.KEEPALIVE)
 
 
-def test_udp_socket(impl: ModuleType) -> None:
+def test_udp_socket(core: ModuleType) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
         with pytest.raises(OSError) as info:
-            ka.apply(u, POLICY)
+            core.apply(u, POLICY)
         _check_error(info.value, errno.ENOPROTOOPT, u.fileno(), ka.Option.IDLE)
         # SO_KEEPALIVE alone is accepted on UDP (it means nothing there)
-        ka.apply(u, ka.KeepAlive())
+        core.apply(u, ka.KeepAlive())
         assert u.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
 
 
-def test_unix_socket(impl: ModuleType) -> None:
+def test_unix_socket(core: ModuleType) -> None:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with a, b:
         with pytest.raises(OSError) as info:
-            ka.apply(a, POLICY)
+            core.apply(a, POLICY)
         assert info.value.errno in (errno.EOPNOTSUPP, errno.ENOPROTOOPT)
         assert info.value.option is ka.Option.IDLE  # type: ignore[attr-defined]
 
 
-def test_bad_targets_raise_before_any_call(impl: ModuleType) -> None:
+def test_bad_targets_raise_before_any_call(core: ModuleType) -> None:
     with pytest.raises(TypeError, match="target is str 'x': expected a socket"):
-        ka.apply("x", POLICY)
+        core.apply("x", POLICY)
     with pytest.raises(TypeError, match="target is a bool"):
-        ka.apply(True, POLICY)
+        core.apply(True, POLICY)
     with pytest.raises(ValueError, match="not a descriptor number"):
-        ka.apply(2**40, POLICY)
+        core.apply(2**40, POLICY)
     with pytest.raises(ValueError, match="not a descriptor number"):
-        ka.apply(2**70, POLICY)
+        core.apply(2**70, POLICY)
     with pytest.raises(TypeError, match=r"policy must be a ka\.KeepAlive"):
-        ka.apply(0, {"idle": 5})  # type: ignore[arg-type]
+        core.apply(0, {"idle": 5})
 
     class BadFileno:
         def fileno(self) -> str:
             return "3"
 
     with pytest.raises(TypeError, match=r"fileno\(\) returned str"):
-        ka.apply(BadFileno(), POLICY)
+        core.apply(BadFileno(), POLICY)
 
 
-def test_asyncio_transport_socket(impl: ModuleType) -> None:
+def test_asyncio_transport_socket(core: ModuleType) -> None:
     async def main() -> tuple[int, ...]:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await reader.read()
@@ -177,7 +177,7 @@ def test_asyncio_transport_socket(impl: ModuleType) -> None:
         host, port = server.sockets[0].getsockname()[:2]
         _, writer = await asyncio.open_connection(host, port)
         sock = writer.get_extra_info("socket")
-        ka.apply(sock, POLICY)
+        core.apply(sock, POLICY)
         with socket.socket(fileno=os.dup(sock.fileno())) as dup:
             values = kernel_values(dup)
         writer.close()
@@ -187,12 +187,6 @@ def test_asyncio_transport_socket(impl: ModuleType) -> None:
         return values
 
     assert asyncio.run(main()) == (1, 33, 7, 4, 12345)
-
-
-def test_implementation_is_reported() -> None:
-    assert ka.IMPLEMENTATION in ("c", "python")
-    if os.environ.get("KA_NO_EXTENSIONS"):
-        assert ka.IMPLEMENTATION == "python"
 
 
 def test_core_limits_match_python_mirror(core: ModuleType) -> None:

@@ -35,7 +35,7 @@ from helpers import kernel_values
 CAPS = ka.capabilities()
 GOOD = ka.KeepAlive(idle=5, interval=2, count=3)
 KA = ka.KeepAlive
-TESTS = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent
 
 
 class Fileno:
@@ -57,15 +57,25 @@ def _closed_file() -> Any:
     return f
 
 
+Call = Callable[[ModuleType, socket.socket], object]
+
+
 class Case(NamedTuple):
     id: str
-    call: Callable[[socket.socket], object]  # given a live TCP socket that must stay untouched
+    call: Call  # given a core module and a live TCP socket that must stay untouched
     error: type[Exception]
     match: str
+    per_core: bool  # a call into the core (run with each implementation), or policy/face checks (run once)
 
 
-def case(id: str, call: Callable[[socket.socket], object], error: type[Exception], match: str) -> Case:
-    return Case(id, call, error, match)
+def case(id: str, call: Call, error: type[Exception], match: str) -> Case:
+    """Refused above the core (KeepAlive, the face's threads argument): the core is never called."""
+    return Case(id, call, error, match, per_core=False)
+
+
+def core_case(id: str, call: Call, error: type[Exception], match: str) -> Case:
+    """Refused by the core itself (its targets and policies): checked with each implementation."""
+    return Case(id, call, error, match, per_core=True)
 
 
 _UT_MAX_S = CAPS.max_user_timeout_ms / 1000
@@ -73,206 +83,232 @@ _UT_MAX_S = CAPS.max_user_timeout_ms / 1000
 CASES = [
     # KeepAlive: rounding edges, exotic numbers, huge values
     case(
-        "idle tiny negative float", lambda s: KA(idle=-1e-9), ValueError, "idle must be positive, not -1e-09"
+        "idle tiny negative float",
+        lambda k, s: KA(idle=-1e-9),
+        ValueError,
+        "idle must be positive, not -1e-09",
     ),
-    case("idle negative zero", lambda s: KA(idle=-0.0), ValueError, "idle must be positive, not -0.0"),
+    case("idle negative zero", lambda k, s: KA(idle=-0.0), ValueError, "idle must be positive, not -0.0"),
     case(
         "idle one microsecond over the max",
-        lambda s: KA(idle=CAPS.max_idle + 1e-6),
+        lambda k, s: KA(idle=CAPS.max_idle + 1e-6),
         ValueError,
         f"idle={CAPS.max_idle + 1e-6!r} is out of range",
     ),
     case(
         "interval rounds to one microsecond over the max",
-        lambda s: KA(interval=CAPS.max_interval + 6e-7),
+        lambda k, s: KA(interval=CAPS.max_interval + 6e-7),
         ValueError,
         "interval takes 1 to",
     ),
-    case("idle 1e303 (overflows when scaled)", lambda s: KA(idle=1e303), ValueError, "out of range"),
-    case("idle max float", lambda s: KA(idle=sys.float_info.max), ValueError, "out of range"),
+    case("idle 1e303 (overflows when scaled)", lambda k, s: KA(idle=1e303), ValueError, "out of range"),
+    case("idle max float", lambda k, s: KA(idle=sys.float_info.max), ValueError, "out of range"),
     case(
         "idle huge Fraction",
-        lambda s: KA(idle=fractions.Fraction(10**400)),  # type: ignore[arg-type]
+        lambda k, s: KA(idle=fractions.Fraction(10**400)),  # type: ignore[arg-type]
         ValueError,
         "out of range",
     ),
     case(
         "interval negative Fraction",
-        lambda s: KA(interval=fractions.Fraction(-1, 2)),  # type: ignore[arg-type]
+        lambda k, s: KA(interval=fractions.Fraction(-1, 2)),  # type: ignore[arg-type]
         ValueError,
         "interval must be positive",
     ),
-    case("idle Decimal", lambda s: KA(idle=decimal.Decimal(5)), TypeError, "not Decimal"),  # type: ignore[arg-type]
-    case("idle None-like string", lambda s: KA(idle="None"), TypeError, "not str 'None'"),  # type: ignore[arg-type]
-    case("interval timedelta.max", lambda s: KA(interval=datetime.timedelta.max), ValueError, "out of range"),
+    case("idle Decimal", lambda k, s: KA(idle=decimal.Decimal(5)), TypeError, "not Decimal"),  # type: ignore[arg-type]
+    case("idle None-like string", lambda k, s: KA(idle="None"), TypeError, "not str 'None'"),  # type: ignore[arg-type]
+    case(
+        "interval timedelta.max", lambda k, s: KA(interval=datetime.timedelta.max), ValueError, "out of range"
+    ),
     case(
         "interval -1 microsecond",
-        lambda s: KA(interval=datetime.timedelta(microseconds=-1)),
+        lambda k, s: KA(interval=datetime.timedelta(microseconds=-1)),
         ValueError,
         "interval must be positive",
     ),
     case(
         "count -2**64",
-        lambda s: KA(count=-(2**64)),
+        lambda k, s: KA(count=-(2**64)),
         ValueError,
         "count=-18446744073709551616 is out of range",
     ),
     case(
         "count Fraction",
-        lambda s: KA(count=fractions.Fraction(3)),  # type: ignore[arg-type]
+        lambda k, s: KA(count=fractions.Fraction(3)),  # type: ignore[arg-type]
         TypeError,
         "count must be a whole number of probes",
     ),
-    case("count Decimal", lambda s: KA(count=decimal.Decimal(3)), TypeError, "not Decimal"),  # type: ignore[arg-type]
-    case("count NaN", lambda s: KA(count=math.nan), TypeError, "not float nan"),  # type: ignore[arg-type]
-    case("auto without count", lambda s: KA(2, 1, None, user_timeout="auto"), ValueError, "needs all three"),
+    case("count Decimal", lambda k, s: KA(count=decimal.Decimal(3)), TypeError, "not Decimal"),  # type: ignore[arg-type]
+    case("count NaN", lambda k, s: KA(count=math.nan), TypeError, "not float nan"),  # type: ignore[arg-type]
+    case(
+        "auto without count", lambda k, s: KA(2, 1, None, user_timeout="auto"), ValueError, "needs all three"
+    ),
     case(
         "user_timeout negative timedelta",
-        lambda s: KA(user_timeout=datetime.timedelta(seconds=-1)),
+        lambda k, s: KA(user_timeout=datetime.timedelta(seconds=-1)),
         ValueError,
         "user_timeout must be positive",
     ),
-    case("user_timeout inf", lambda s: KA(user_timeout=math.inf), ValueError, "finite"),
+    case("user_timeout inf", lambda k, s: KA(user_timeout=math.inf), ValueError, "finite"),
     case(
         "user_timeout 'AUTO'",
-        lambda s: KA(user_timeout="AUTO"),  # type: ignore[arg-type]
+        lambda k, s: KA(user_timeout="AUTO"),  # type: ignore[arg-type]
         ValueError,
         "'auto', 0 or None, not 'AUTO'",
     ),
-    case("user_timeout bytes", lambda s: KA(user_timeout=b"auto"), TypeError, "not bytes"),  # type: ignore[arg-type]
-    case("enabled str", lambda s: KA(enabled="yes"), TypeError, "enabled must be True or False"),  # type: ignore[arg-type]
+    case("user_timeout bytes", lambda k, s: KA(user_timeout=b"auto"), TypeError, "not bytes"),  # type: ignore[arg-type]
+    case("enabled str", lambda k, s: KA(enabled="yes"), TypeError, "enabled must be True or False"),  # type: ignore[arg-type]
     case(
         "disabled with count",
-        lambda s: KA(count=1, enabled=False),
+        lambda k, s: KA(count=1, enabled=False),
         ValueError,
         "takes no idle, interval or count",
     ),
-    case("within NaN", lambda s: KA.within(math.nan), ValueError, "deadline must be a finite number"),
-    case("within just under 2 s", lambda s: KA.within(1.999), ValueError, "deadline=1.999 is too short"),
-    case("within bool", lambda s: KA.within(True), TypeError, "deadline must be a number"),
-    case("within negative", lambda s: KA.within(-5), ValueError, "deadline must be positive"),
-    case("within count 0", lambda s: KA.within(30, count=0), ValueError, "count=0 is out of range"),
-    case("replace negative idle", lambda s: GOOD.replace(idle=-1), ValueError, "idle must be positive"),
-    case("replace enabled None", lambda s: GOOD.replace(enabled=None), TypeError, "enabled must be True"),
+    case("within NaN", lambda k, s: KA.within(math.nan), ValueError, "deadline must be a finite number"),
+    case("within just under 2 s", lambda k, s: KA.within(1.999), ValueError, "deadline=1.999 is too short"),
+    case("within bool", lambda k, s: KA.within(True), TypeError, "deadline must be a number"),
+    case("within negative", lambda k, s: KA.within(-5), ValueError, "deadline must be positive"),
+    case("within count 0", lambda k, s: KA.within(30, count=0), ValueError, "count=0 is out of range"),
+    case("replace negative idle", lambda k, s: GOOD.replace(idle=-1), ValueError, "idle must be positive"),
+    case("replace enabled None", lambda k, s: GOOD.replace(enabled=None), TypeError, "enabled must be True"),
     # apply / read: targets and policies
-    case("apply None target", lambda s: ka.apply(None, GOOD), TypeError, "target is NoneType None"),
-    case("apply float target", lambda s: ka.apply(1.5, GOOD), TypeError, "target is float 1.5"),
-    case("apply str target", lambda s: ka.apply(str(s.fileno()), GOOD), TypeError, "target is str"),
-    case("apply bool target", lambda s: ka.apply(True, GOOD), TypeError, "target is a bool"),
-    case(
+    core_case("apply None target", lambda k, s: k.apply(None, GOOD), TypeError, "target is NoneType None"),
+    core_case("apply float target", lambda k, s: k.apply(1.5, GOOD), TypeError, "target is float 1.5"),
+    core_case("apply str target", lambda k, s: k.apply(str(s.fileno()), GOOD), TypeError, "target is str"),
+    core_case("apply bool target", lambda k, s: k.apply(True, GOOD), TypeError, "target is a bool"),
+    core_case(
         "apply fd 2**31",
-        lambda s: ka.apply(2**31, GOOD),
+        lambda k, s: k.apply(2**31, GOOD),
         ValueError,
         "target is 2147483648: not a descriptor",
     ),
-    case("apply fd -2**63-1", lambda s: ka.apply(-(2**63) - 1, GOOD), ValueError, "not a descriptor number"),
-    case(
+    core_case(
+        "apply fd -2**63-1", lambda k, s: k.apply(-(2**63) - 1, GOOD), ValueError, "not a descriptor number"
+    ),
+    core_case(
         "apply fileno() -> str",
-        lambda s: ka.apply(Fileno(str(s.fileno())), GOOD),
+        lambda k, s: k.apply(Fileno(str(s.fileno())), GOOD),
         TypeError,
         r"target.fileno\(\) returned str",
     ),
-    case(
+    core_case(
         "apply fileno() -> 2**40",
-        lambda s: ka.apply(Fileno(2**40), GOOD),
+        lambda k, s: k.apply(Fileno(2**40), GOOD),
         ValueError,
         r"target.fileno\(\) returned 1099511627776",
     ),
-    case(
+    core_case(
         "apply fileno() -> bool",
-        lambda s: ka.apply(Fileno(True), GOOD),
+        lambda k, s: k.apply(Fileno(True), GOOD),
         TypeError,
         r"fileno\(\) returned bool",
     ),
-    case("apply closed file object", lambda s: ka.apply(_closed_file(), GOOD), ValueError, "closed file"),
-    case(
+    core_case(
+        "apply closed file object", lambda k, s: k.apply(_closed_file(), GOOD), ValueError, "closed file"
+    ),
+    core_case(
         "apply policy None",
-        lambda s: ka.apply(s, None),  # type: ignore[arg-type]
+        lambda k, s: k.apply(s, None),
         TypeError,
         "policy must be a ka.KeepAlive, not NoneType",
     ),
-    case("apply policy dict", lambda s: ka.apply(s, {"idle": 5}), TypeError, "not dict"),  # type: ignore[arg-type]
-    case("apply raw spec tuple", lambda s: ka.apply(s, (1, 5, 2, 3, -1)), TypeError, "not tuple"),  # type: ignore[arg-type]
-    case("apply the class", lambda s: ka.apply(s, ka.KeepAlive), TypeError, "not type"),  # type: ignore[arg-type]
-    case("read None", lambda s: ka.read(None), TypeError, "target is NoneType None"),
-    case("read fd 2**63", lambda s: ka.read(2**63), ValueError, "not a descriptor number"),
+    core_case("apply policy dict", lambda k, s: k.apply(s, {"idle": 5}), TypeError, "not dict"),
+    core_case("apply raw spec tuple", lambda k, s: k.apply(s, (1, 5, 2, 3, -1)), TypeError, "not tuple"),
+    core_case("apply the class", lambda k, s: k.apply(s, ka.KeepAlive), TypeError, "not type"),
+    core_case("read None", lambda k, s: k.read(None), TypeError, "target is NoneType None"),
+    core_case("read fd 2**63", lambda k, s: k.read(2**63), ValueError, "not a descriptor number"),
     # apply_many: a bad entry after good ones stops the whole call before any of them is applied
-    case(
+    core_case(
         "apply_many None entry last",
-        lambda s: ka.apply_many([s, s, None], GOOD),
+        lambda k, s: k.apply_many([s, s, None], GOOD, 1, "syscalls"),
         TypeError,
         r"targets\[2\] is NoneType None",
     ),
-    case(
-        "apply_many nested list", lambda s: ka.apply_many([s, [s]], GOOD), TypeError, r"targets\[1\] is list"
+    core_case(
+        "apply_many nested list",
+        lambda k, s: k.apply_many([s, [s]], GOOD, 1, "syscalls"),
+        TypeError,
+        r"targets\[1\] is list",
     ),
-    case(
+    core_case(
         "apply_many fileno() -> 2**40",
-        lambda s: ka.apply_many([s, Fileno(2**40)], GOOD),
+        lambda k, s: k.apply_many([s, Fileno(2**40)], GOOD, 1, "syscalls"),
         ValueError,
         r"targets\[1\]\.fileno\(\) returned 1099511627776",
     ),
-    case(
+    core_case(
         "apply_many generator, bad late",
-        lambda s: ka.apply_many((t for t in [s, "x"]), GOOD),
+        lambda k, s: k.apply_many((t for t in [s, "x"]), GOOD, 1, "syscalls"),
         TypeError,
         r"targets\[1\] is str 'x'",
     ),
     case(
         "apply_many array('i') threads -1",
-        lambda s: ka.apply_many(array.array("i", [s.fileno()]), GOOD, threads=-1),
+        lambda k, s: ka.apply_many(array.array("i", [s.fileno()]), GOOD, threads=-1),
         ValueError,
         "threads=-1 is out of range",
     ),
     case(
         "apply_many threads True",
-        lambda s: ka.apply_many([s], GOOD, threads=True),
+        lambda k, s: ka.apply_many([s], GOOD, threads=True),
         TypeError,
         "threads must be an int or None, not bool",
     ),
-    case("apply_many threads '2'", lambda s: ka.apply_many([s], GOOD, threads="2"), TypeError, "not str"),  # type: ignore[arg-type]
+    case("apply_many threads '2'", lambda k, s: ka.apply_many([s], GOOD, threads="2"), TypeError, "not str"),  # type: ignore[arg-type]
     case(
         "apply_many threads 10**20",
-        lambda s: ka.apply_many([s], GOOD, threads=10**20),
+        lambda k, s: ka.apply_many([s], GOOD, threads=10**20),
         ValueError,
         "threads=100000000000000000000 is out of range",
     ),
-    case("apply_many targets None", lambda s: ka.apply_many(None, GOOD), TypeError, "not NoneType"),
-    case("apply_many policy None", lambda s: ka.apply_many([s], None), TypeError, "policy must be"),  # type: ignore[arg-type]
-    case(
+    core_case(
+        "apply_many targets None",
+        lambda k, s: k.apply_many(None, GOOD, 1, "syscalls"),
+        TypeError,
+        "not NoneType",
+    ),
+    core_case(
+        "apply_many policy None",
+        lambda k, s: k.apply_many([s], None, 1, "syscalls"),
+        TypeError,
+        "policy must be",
+    ),
+    core_case(
         "apply_many policy as kwargs dict",
-        lambda s: ka.apply_many([s], GOOD.as_dict()),  # type: ignore[arg-type]
+        lambda k, s: k.apply_many([s], GOOD.as_dict(), 1, "syscalls"),
         TypeError,
         "not dict",
     ),
     # read_many
-    case("read_many float entry", lambda s: ka.read_many([s, 1.0]), TypeError, r"targets\[1\] is float"),
-    case(
+    core_case(
+        "read_many float entry", lambda k, s: k.read_many([s, 1.0], 1), TypeError, r"targets\[1\] is float"
+    ),
+    core_case(
         "read_many fd 2**63",
-        lambda s: ka.read_many([s, 2**63]),
+        lambda k, s: k.read_many([s, 2**63], 1),
         ValueError,
         r"targets\[1\] is 9223372036854775808",
     ),
-    case("read_many threads -3", lambda s: ka.read_many([s], threads=-3), ValueError, "threads=-3"),
-    case("read_many threads 2.0", lambda s: ka.read_many([s], threads=2.0), TypeError, "not float"),  # type: ignore[arg-type]
-    case("read_many targets int", lambda s: ka.read_many(s.fileno()), TypeError, "not int"),
-    case("read_many bytes", lambda s: ka.read_many(b"\x01"), TypeError, "not bytes"),
+    case("read_many threads -3", lambda k, s: ka.read_many([s], threads=-3), ValueError, "threads=-3"),
+    case("read_many threads 2.0", lambda k, s: ka.read_many([s], threads=2.0), TypeError, "not float"),  # type: ignore[arg-type]
+    core_case("read_many targets int", lambda k, s: k.read_many(s.fileno(), 1), TypeError, "not int"),
+    core_case("read_many bytes", lambda k, s: k.read_many(b"\x01", 1), TypeError, "not bytes"),
 ]
 if CAPS.user_timeout:
     CASES.append(
         case(
             "user_timeout one millisecond over the max",
-            lambda s: KA(user_timeout=_UT_MAX_S + 0.001),
+            lambda k, s: KA(user_timeout=_UT_MAX_S + 0.001),
             ValueError,
             "user_timeout takes 0.001 to",
         )
     )
 
 
-def run_case(c: Case, sock: socket.socket) -> tuple[str, str]:
+def run_case(c: Case, core: ModuleType, sock: socket.socket) -> tuple[str, str]:
     """Run one case; (exception type name, message), or ("no error", "")."""
     try:
-        c.call(sock)
+        c.call(core, sock)
     except Exception as exc:
         return type(exc).__name__, str(exc)
     return "no error", ""
@@ -289,32 +325,40 @@ def untouched() -> Any:
             yield client
 
 
-def test_at_least_25_distinct_cases() -> None:
-    assert len(CASES) >= 25
-    assert len({c.id for c in CASES}) == len(CASES)
-
-
-@pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_refused_and_socket_untouched(
-    impl: ModuleType, untouched: socket.socket, c: Case
-) -> None:
+def _refused_and_untouched(c: Case, core: ModuleType, untouched: socket.socket) -> None:
     before = kernel_values(untouched)
     with pytest.raises(c.error, match=c.match) as info:
-        c.call(untouched)
+        c.call(core, untouched)
     message = str(info.value)
     assert message[:1].isalpha() and len(message) > 10, message
     assert kernel_values(untouched) == before
 
 
+CORE_CASES = [c for c in CASES if c.per_core]
+ONCE_CASES = [c for c in CASES if not c.per_core]
+
+
+@pytest.mark.parametrize("c", CORE_CASES, ids=[c.id for c in CORE_CASES])
+def test_the_core_refuses_bad_input_and_leaves_the_socket_untouched(
+    core: ModuleType, untouched: socket.socket, c: Case
+) -> None:
+    _refused_and_untouched(c, core, untouched)
+
+
+@pytest.mark.parametrize("c", ONCE_CASES, ids=[c.id for c in ONCE_CASES])
+def test_bad_policies_and_threads_are_refused_above_the_core(untouched: socket.socket, c: Case) -> None:
+    _refused_and_untouched(c, ka.core, untouched)
+
+
 _CHILD = r"""
 import json, os, socket, sys
-sys.path.insert(0, sys.argv[1])
+sys.path[:0] = sys.argv[1:3]
 import ka
 import test_bad_input as t
 sock = socket.socket()
 null = os.open(os.devnull, os.O_WRONLY)
 os.write(null, b"KA-MARK-BEGIN")
-outcomes = [(c.id,) + t.run_case(c, sock) for c in t.CASES]
+outcomes = [(c.id,) + t.run_case(c, ka.core, sock) for c in t.CASES]
 os.write(null, b"KA-MARK-END")
 ka.apply(sock, t.GOOD)
 ka.apply_many([sock.fileno()] * 4, t.GOOD, threads=2)
@@ -363,7 +407,8 @@ def test_strace_sees_no_socket_option_call(implementation: str, tmp_path: Path) 
             sys.executable,
             "-c",
             _CHILD,
-            str(TESTS),
+            str(HERE),
+            str(HERE.parent),
         ],
         capture_output=True,
         text=True,

@@ -15,7 +15,7 @@ from types import ModuleType
 import pytest
 
 import ka
-from helpers import kernel_values, ss_timers
+from helpers import core_apply_many, core_read_many, kernel_values, ss_timers
 from ka.bench.pool import LoopbackPool
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux option numbers")
@@ -66,10 +66,10 @@ def _unix_errno(err: int) -> set[int]:
     return {errno.EOPNOTSUPP, errno.ENOPROTOOPT} if err == errno.EOPNOTSUPP else {err}
 
 
-def test_mixed_pool_every_input_accounted_for(impl: ModuleType, mixed: tuple) -> None:  # type: ignore[type-arg]
+def test_mixed_pool_every_input_accounted_for(core: ModuleType, mixed: tuple) -> None:  # type: ignore[type-arg]
     targets, bad, live = mixed
     assert len(live) == 40 and len(targets) == 46
-    result = ka.apply_many(targets, POLICY)
+    result = core_apply_many(core, targets, POLICY)
     assert len(result) == len(targets)
     assert result.applied == 40
     assert [f.index for f in result.failed] == sorted(bad)
@@ -77,7 +77,7 @@ def test_mixed_pool_every_input_accounted_for(impl: ModuleType, mixed: tuple) ->
         err, option = bad[failure.index]
         assert failure.errno in _unix_errno(err)
         assert failure.option is option
-        assert failure.fd == ka.core.fileno_of(targets[failure.index])
+        assert failure.fd == core.fileno_of(targets[failure.index])
     assert sorted(result.applied_indices + [f.index for f in result.failed]) == list(range(len(targets)))
     for s in live:
         assert kernel_values(s) == EXPECTED
@@ -88,16 +88,16 @@ def test_mixed_pool_every_input_accounted_for(impl: ModuleType, mixed: tuple) ->
     assert f"6 of {len(targets)} sockets failed" in str(info.value)
 
 
-def test_threads_give_identical_results(impl: ModuleType, mixed: tuple) -> None:  # type: ignore[type-arg]
+def test_threads_give_identical_results(core: ModuleType, mixed: tuple) -> None:  # type: ignore[type-arg]
     targets, _, _ = mixed
-    single = ka.apply_many(targets, POLICY, threads=1)
+    single = core_apply_many(core, targets, POLICY, 1)
     for threads in (2, 3, 7, 64):
-        many = ka.apply_many(targets, POLICY, threads=threads)
+        many = core_apply_many(core, targets, POLICY, threads)
         assert many.errnos == single.errnos
         assert many.options == single.options
         assert many.fds == single.fds
-        r1 = ka.read_many(targets, threads=1)
-        rn = ka.read_many(targets, threads=threads)
+        r1 = core_read_many(core, targets, 1)
+        rn = core_read_many(core, targets, threads)
         for column in ("errnos", "options", "enabled", "idle", "interval", "count", "user_timeout_ms"):
             assert getattr(r1, column) == getattr(rn, column), column
 
@@ -123,10 +123,10 @@ def _no_ext() -> bool:
     return bool(os.environ.get("KA_NO_EXTENSIONS"))
 
 
-def test_read_many_columns(impl: ModuleType, mixed: tuple) -> None:  # type: ignore[type-arg]
+def test_read_many_columns(core: ModuleType, mixed: tuple) -> None:  # type: ignore[type-arg]
     targets, bad, live = mixed
-    ka.apply_many(live, POLICY)
-    result = ka.read_many(targets)
+    core_apply_many(core, live, POLICY)
+    result = core_read_many(core, targets)
     assert len(result) == len(targets)
     assert [f.index for f in result.failed] == sorted(bad)
     assert all(f.option is ka.Option.KEEPALIVE or f.option is ka.Option.IDLE for f in result.failed)
@@ -160,7 +160,7 @@ def test_read_many_columns(impl: ModuleType, mixed: tuple) -> None:  # type: ign
         "numpy_strided",
     ],
 )
-def test_target_containers(impl: ModuleType, pool100: LoopbackPool, kind: str) -> None:
+def test_target_containers(core: ModuleType, pool100: LoopbackPool, kind: str) -> None:
     socks = pool100.sockets
     fds = [s.fileno() for s in socks]
     targets: object
@@ -184,20 +184,20 @@ def test_target_containers(impl: ModuleType, pool100: LoopbackPool, kind: str) -
         else:
             targets = np.array(fds, dtype=np.int64)[::2]
             expected_n = len(fds[::2])
-    ka.apply_many(socks, ka.KeepAlive(idle=5, interval=5, count=5))
-    result = ka.apply_many(targets, POLICY)
+    core_apply_many(core, socks, ka.KeepAlive(idle=5, interval=5, count=5))
+    result = core_apply_many(core, targets, POLICY)
     assert result.ok and result.applied == expected_n
     assert list(result.fds) == (fds if kind != "numpy_strided" else fds[::2])
     for s in socks[: expected_n if kind != "numpy_strided" else len(socks)]:
         if kind == "numpy_strided" and s.fileno() not in fds[::2]:
             continue
         assert kernel_values(s) == EXPECTED
-    assert ka.read_many(targets).mismatches(POLICY) == []
+    assert core_read_many(core, targets).mismatches(POLICY) == []
 
 
-def test_bad_containers_raise_before_any_call(impl: ModuleType, pool100: LoopbackPool) -> None:
+def test_bad_containers_raise_before_any_call(core: ModuleType, pool100: LoopbackPool) -> None:
     socks = pool100.sockets
-    ka.apply_many(socks, ka.KeepAlive(idle=5, interval=5, count=5))
+    core_apply_many(core, socks, ka.KeepAlive(idle=5, interval=5, count=5))
     untouched = (1, 5, 5, 5)
     cases: list[tuple[object, type[Exception], str]] = [
         ([socks[0], "x"], TypeError, r"targets\[1\] is str 'x'"),
@@ -217,18 +217,19 @@ def test_bad_containers_raise_before_any_call(impl: ModuleType, pool100: Loopbac
     ]
     for targets, error, message in cases:
         with pytest.raises(error, match=message):
-            ka.apply_many(targets, POLICY)
+            core_apply_many(core, targets, POLICY)
         with pytest.raises(error, match=message):
-            ka.read_many(targets)
+            core_read_many(core, targets)
     assert kernel_values(socks[0])[:4] == untouched
     np = pytest.importorskip("numpy")
     with pytest.raises(TypeError, match="one-dimensional"):
-        ka.apply_many(np.zeros((2, 2), dtype=np.int64), POLICY)
+        core_apply_many(core, np.zeros((2, 2), dtype=np.int64), POLICY)
     with pytest.raises(TypeError, match="not format"):
-        ka.apply_many(np.zeros(3, dtype=np.float64), POLICY)
+        core_apply_many(core, np.zeros(3, dtype=np.float64), POLICY)
 
 
-def test_threads_argument_is_checked(impl: ModuleType) -> None:
+def test_threads_argument_is_checked() -> None:
+    """The face checks threads and the policy before calling the core."""
     with pytest.raises(ValueError, match="threads=0 is out of range"):
         ka.apply_many([], POLICY, threads=0)
     with pytest.raises(ValueError, match="threads=65"):
@@ -239,23 +240,23 @@ def test_threads_argument_is_checked(impl: ModuleType) -> None:
         ka.apply_many([], None)  # type: ignore[arg-type]
 
 
-def test_empty(impl: ModuleType) -> None:
-    result = ka.apply_many([], POLICY)
+def test_empty(core: ModuleType) -> None:
+    result = core_apply_many(core, [], POLICY)
     assert len(result) == 0 and result.ok and result.failed == [] and result.applied == 0
     result.raise_for_failures()
-    assert len(ka.read_many(array.array("i"))) == 0
+    assert len(core_read_many(core, array.array("i"))) == 0
 
 
 @pytest.mark.slow
-def test_five_thousand_connections(impl: ModuleType) -> None:
+def test_five_thousand_connections(core: ModuleType) -> None:
     """On 5,000 established connections every socket gets all four values and a keepalive timer."""
     policy = ka.KeepAlive(idle=300, interval=11, count=5, user_timeout="auto")
     with LoopbackPool(5000) as pool:
-        result = ka.apply_many(pool.fds(), policy)
+        result = core_apply_many(core, pool.fds(), policy, 2)
         assert result.ok and result.applied == 5000
         for s in pool.sockets:
             assert kernel_values(s) == (1, 300, 11, 5, 355000)
-        read = ka.read_many(pool.sockets)
+        read = core_read_many(core, pool.sockets)
         assert read.ok and read.mismatches(policy) == []
         assert set(read.idle) == {300} and set(read.count) == {5}
         port = pool.sockets[0].getsockname()[1]

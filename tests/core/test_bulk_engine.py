@@ -210,7 +210,7 @@ def test_a_failing_option_stops_the_rest_of_that_socket_as_the_loop_does(c: Modu
     assert results["io_uring"] == results["syscalls"] == [(errno.ENOPROTOOPT, ka.Option.IDLE)]
 
 
-def test_a_bad_backend_is_refused_before_any_system_call(impl: ModuleType, pool: LoopbackPool) -> None:
+def test_a_bad_backend_is_refused_before_any_system_call(pool: LoopbackPool) -> None:
     fds = pool.fds()[:5]
     with pytest.raises(ValueError, match="backend='uring' is not one of 'auto', 'io_uring', 'syscalls'"):
         ka.apply_many(fds, POLICY, backend="uring")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import ka
-from helpers import kernel_values
+from helpers import core_apply_many, core_read_many, kernel_values
 from ka.bench.pool import LoopbackPool
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def _check_accounting(result: ka.BulkResult | ka.ReadResult, fds: list[int], sta
         assert result.errnos[i] == 0, (i, fds[i], result.errnos[i])
 
 
-def test_eight_threads_over_overlapping_pools_with_churn(impl: ModuleType) -> None:
+def test_eight_threads_over_overlapping_pools_with_churn(core: ModuleType) -> None:
     errors: list[BaseException] = []
     calls = [0]
     failures = [0]
@@ -131,10 +131,10 @@ def test_eight_threads_over_overlapping_pools_with_churn(impl: ModuleType) -> No
                         threads = rng.randint(1, 4)
                         result: ka.BulkResult | ka.ReadResult
                         if rng.random() < 0.7:
-                            result = ka.apply_many(targets, POLICY, threads=threads)
+                            result = core_apply_many(core, targets, POLICY, threads)
                             _check_accounting(result, fds, stable_at)
                         else:
-                            result = ka.read_many(targets, threads=threads)
+                            result = core_read_many(core, targets, threads)
                             _check_accounting(result, fds, [])
                         calls[0] += 1
                         failures[0] += result.failed_count
@@ -155,10 +155,10 @@ def test_eight_threads_over_overlapping_pools_with_churn(impl: ModuleType) -> No
         assert calls[0] == WORKERS * ROUNDS
         assert failures[0] > 0, "no racing descriptor was ever reported: the race did not happen"
         # The race is over: every stable socket carries the policy, and one more call finds it so.
-        ka.apply_many(stable, POLICY).raise_for_failures()
+        core_apply_many(core, stable, POLICY).raise_for_failures()
         for s in stable:
             assert kernel_values(s) == EXPECTED
-        assert ka.read_many(stable, threads=4).mismatches(POLICY) == []
+        assert core_read_many(core, stable, 4).mismatches(POLICY) == []
 
 
 def _gil_disabled_build() -> bool:

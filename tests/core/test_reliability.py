@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import ka
+from helpers import core_apply_many, core_read_many
 from ka import KeepAlive
 from reliability_helpers import default_timeout, fd_state, open_fds, run_python
 
@@ -77,7 +78,7 @@ def test_list_cleared_by_a_fileno_during_the_call_gives_a_clean_result(twin: boo
 
 @linux_only
 def test_list_grown_and_replaced_by_a_fileno_uses_the_entries_at_call_time(
-    impl: ModuleType, socks: list[socket.socket]
+    core: ModuleType, socks: list[socket.socket]
 ) -> None:
     """Defect 1 (both implementations agree): the result covers the list as it was passed."""
     targets: list[Any] = []
@@ -88,10 +89,10 @@ def test_list_grown_and_replaced_by_a_fileno_uses_the_entries_at_call_time(
             return socks[0].fileno()
 
     targets[:] = [Mutator(), *socks[1:]]
-    result = ka.apply_many(targets, POLICY)
+    result = core_apply_many(core, targets, POLICY)
     assert len(result) == len(socks) and result.ok
     assert list(result.fds) == [s.fileno() for s in socks]
-    assert all(ka.read(s).idle == 31 for s in socks)
+    assert all(core.read(s).idle == 31 for s in socks)
 
 
 # -- 2. the twin's _Borrowed closed the caller's fd when an exception hit at the wrong moment -
@@ -139,22 +140,22 @@ def _inject_everywhere(call: Callable[[], object], fds: list[int]) -> int:
     ["apply", "read", "apply_many", "read_many"],
 )
 def test_an_interrupt_at_any_point_never_closes_or_changes_a_borrowed_fd(
-    impl: ModuleType, socks: list[socket.socket], entry: str
+    core: ModuleType, socks: list[socket.socket], entry: str
 ) -> None:
     """Defect 2: KeyboardInterrupt raised at every opcode of a call on raw fds closes nothing."""
     fds = [s.fileno() for s in socks[:3]]
     calls: dict[str, Callable[[], object]] = {
-        "apply": lambda: ka.apply(fds[0], POLICY),
-        "read": lambda: ka.read(fds[0]),
-        "apply_many": lambda: ka.apply_many(fds, POLICY),
-        "read_many": lambda: ka.read_many(fds),
+        "apply": lambda: core.apply(fds[0], POLICY),
+        "read": lambda: core.read(fds[0]),
+        "apply_many": lambda: core_apply_many(core, fds, POLICY),
+        "read_many": lambda: core_read_many(core, fds),
     }
     with default_timeout(None):
         tried = _inject_everywhere(calls[entry], fds)
     # the injection reached ka's code; the compiled ka.apply/ka.read have no Python code at all
-    single_compiled = impl.IMPLEMENTATION == "c" and entry in ("apply", "read")
+    single_compiled = core.IMPLEMENTATION == "c" and entry in ("apply", "read")
     assert tried == 1 if single_compiled else tried > 10, tried
-    assert ka.read(fds[0]).enabled in (True, False)
+    assert core.read(fds[0]).enabled in (True, False)
 
 
 @linux_only
@@ -195,22 +196,22 @@ def _targets(kind: str, socks: list[socket.socket]) -> list[Any] | array.array[i
     return np.array(fds, dtype=np.int64)
 
 
-def _apply_each(targets: list[int]) -> None:
+def _apply_each(core: ModuleType, targets: list[int]) -> None:
     for target in targets:
-        ka.apply(target, POLICY)
+        core.apply(target, POLICY)
 
 
-def _read_each(targets: list[int]) -> None:
+def _read_each(core: ModuleType, targets: list[int]) -> None:
     for target in targets:
-        ka.read(target)
+        core.read(target)
 
 
-ENTRY_POINTS: dict[str, Callable[[Any], object]] = {
+ENTRY_POINTS: dict[str, Callable[[ModuleType, Any], object]] = {
     "apply": _apply_each,
     "read": _read_each,
-    "apply_many": lambda t: ka.apply_many(t, POLICY),
-    "read_many": lambda t: ka.read_many(t),
-    "apply_many_threads": lambda t: ka.apply_many(t, POLICY, threads=4),
+    "apply_many": lambda core, t: core_apply_many(core, t, POLICY),
+    "read_many": lambda core, t: core_read_many(core, t),
+    "apply_many_threads": lambda core, t: core_apply_many(core, t, POLICY, 4),
 }
 
 
@@ -219,7 +220,7 @@ ENTRY_POINTS: dict[str, Callable[[Any], object]] = {
 @pytest.mark.parametrize("kind", ["ints", "objects", "array", "numpy"])
 @pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
 def test_no_entry_point_changes_descriptor_flags(
-    impl: ModuleType,
+    core: ModuleType,
     socks: list[socket.socket],
     entry: str,
     kind: str,
@@ -237,7 +238,7 @@ def test_no_entry_point_changes_descriptor_flags(
     before = {s.fileno(): fd_state(s.fileno()) for s in socks}
     fds_before = open_fds()
     with default_timeout(timeout):
-        ENTRY_POINTS[entry](targets)
+        ENTRY_POINTS[entry](core, targets)
     after = {s.fileno(): fd_state(s.fileno()) for s in socks}
     assert after == before
     assert open_fds() == fds_before  # nothing leaked, nothing closed
@@ -246,12 +247,12 @@ def test_no_entry_point_changes_descriptor_flags(
 
 @linux_only
 def test_blocking_recv_still_blocks_after_a_read_under_a_default_timeout(
-    impl: ModuleType, pair: tuple[socket.socket, socket.socket]
+    core: ModuleType, pair: tuple[socket.socket, socket.socket]
 ) -> None:
     """Defect 3 as the issue saw it: the owner's blocking recv raised BlockingIOError."""
     client, accepted = pair
     with default_timeout(5):
-        ka.read(accepted.fileno())
+        core.read(accepted.fileno())
     client.sendall(b"x")
     assert accepted.recv(1) == b"x"
     accepted.settimeout(0.2)
@@ -265,7 +266,7 @@ def test_blocking_recv_still_blocks_after_a_read_under_a_default_timeout(
 @linux_only
 @pytest.mark.parametrize("order", ["=", "<"])
 def test_structured_field_view_gives_the_same_result_in_both(
-    impl: ModuleType, socks: list[socket.socket], order: str
+    core: ModuleType, socks: list[socket.socket], order: str
 ) -> None:
     """Defect 6: a['fd'] of dtype [('a','i1'),('fd','<i4')] (format '=i', stride 5)."""
     records = np.zeros(len(socks), dtype=[("a", "i1"), ("fd", f"{order}i4")])
@@ -276,12 +277,12 @@ def test_structured_field_view_gives_the_same_result_in_both(
         pytest.skip(f"numpy exports format {fmt!r} here")
     if fmt.startswith("<"):
         with pytest.raises(TypeError, match="not format '<i'"):
-            ka.apply_many(view, POLICY)
+            core_apply_many(core, view, POLICY)
         return
-    result = ka.apply_many(view, POLICY)
+    result = core_apply_many(core, view, POLICY)
     assert result.ok and list(result.fds) == [s.fileno() for s in socks]
-    assert list(ka.read_many(view).idle) == [31] * len(socks)
-    assert list(ka.read_many(view[::-2]).fds) == [s.fileno() for s in socks][::-2]
+    assert list(core_read_many(core, view).idle) == [31] * len(socks)
+    assert list(core_read_many(core, view[::-2]).fds) == [s.fileno() for s in socks][::-2]
 
 
 def test_every_buffer_shape_gives_the_same_fds_in_both(socks: list[socket.socket]) -> None:
@@ -341,7 +342,7 @@ def _closed_file() -> Any:
 )
 @pytest.mark.parametrize("entry", ["apply", "read", "apply_many", "read_many"])
 def test_an_entry_whose_fileno_raises_is_named_and_chained(
-    impl: ModuleType,
+    core: ModuleType,
     socks: list[socket.socket],
     make: Callable[[], Any],
     kind: type[Exception],
@@ -351,12 +352,12 @@ def test_an_entry_whose_fileno_raises_is_named_and_chained(
     """Defect 9: a TypeError/ValueError naming targets[i] and what it was, chained to the
     original, and raised before any system call (the good entries are left untouched)."""
     bad = make()
-    before = [ka.read(s) for s in socks]
+    before = [core.read(s) for s in socks]
     calls: dict[str, Callable[[], object]] = {
-        "apply": lambda: ka.apply(bad, POLICY),
-        "read": lambda: ka.read(bad),
-        "apply_many": lambda: ka.apply_many([*socks[:3], bad, *socks[3:]], POLICY),
-        "read_many": lambda: ka.read_many([*socks[:3], bad]),
+        "apply": lambda: core.apply(bad, POLICY),
+        "read": lambda: core.read(bad),
+        "apply_many": lambda: core_apply_many(core, [*socks[:3], bad, *socks[3:]], POLICY),
+        "read_many": lambda: core_read_many(core, [*socks[:3], bad]),
     }
     with pytest.raises(kind) as info:
         calls[entry]()
@@ -367,10 +368,10 @@ def test_an_entry_whose_fileno_raises_is_named_and_chained(
         assert word in message
     if make is not NotCallableFileno:
         assert info.value.__cause__ is not None
-    assert [ka.read(s) for s in socks] == before
+    assert [core.read(s) for s in socks] == before
 
 
-def test_keyboard_interrupt_from_fileno_is_not_wrapped(impl: ModuleType, socks: list[socket.socket]) -> None:
+def test_keyboard_interrupt_from_fileno_is_not_wrapped(core: ModuleType, socks: list[socket.socket]) -> None:
     """Defect 9's boundary: only errors are wrapped; KeyboardInterrupt passes through as itself."""
 
     class Interrupting:
@@ -378,4 +379,4 @@ def test_keyboard_interrupt_from_fileno_is_not_wrapped(impl: ModuleType, socks: 
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        ka.apply_many([socks[0], Interrupting()], POLICY)
+        core_apply_many(core, [socks[0], Interrupting()], POLICY)

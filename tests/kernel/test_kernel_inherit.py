@@ -11,7 +11,6 @@ import re
 import shutil
 import socket
 import sys
-from types import ModuleType
 
 import pytest
 
@@ -41,7 +40,7 @@ def test_capabilities_say_linux_listeners_inherit() -> None:
     assert caps.listener_inherits and caps.listener_safe
 
 
-def test_accepted_sockets_inherit_the_listener_policy(impl: ModuleType) -> None:
+def test_accepted_sockets_inherit_the_listener_policy() -> None:
     if shutil.which("ss") is None:
         pytest.skip("the 'ss' command is missing (Debian package iproute2)")
     with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:
@@ -69,7 +68,7 @@ def test_accepted_sockets_inherit_the_listener_policy(impl: ModuleType) -> None:
                 s.close()
 
 
-def test_apply_many_on_listeners(impl: ModuleType) -> None:
+def test_apply_many_on_listeners() -> None:
     listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(4)]
     try:
         result = ka.apply_many(listeners, POLICY)
@@ -85,7 +84,7 @@ def test_apply_many_on_listeners(impl: ModuleType) -> None:
             listener.close()
 
 
-def test_connection_queued_before_the_change_keeps_the_defaults(impl: ModuleType) -> None:
+def test_connection_queued_before_the_change_keeps_the_defaults() -> None:
     """The hazard in docs/HAZARDS.md: set the listener before connections can arrive."""
     d = ka.system_defaults()
     with socket.create_server(("127.0.0.1", 0)) as listener:
@@ -101,7 +100,7 @@ def test_connection_queued_before_the_change_keeps_the_defaults(impl: ModuleType
                 assert kernel_values(second) == EXPECTED
 
 
-def test_disabling_the_listener_stops_inheritance(impl: ModuleType) -> None:
+def test_disabling_the_listener_stops_inheritance() -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         ka.apply(listener, POLICY)
         ka.apply(listener, ka.KeepAlive.disabled())
