@@ -10,6 +10,7 @@ from types import ModuleType
 
 import pytest
 
+from helpers import loopback_pair
 from ka.bench.pool import LoopbackPool
 
 IMPLEMENTATIONS = ["c", "python"]
@@ -38,11 +39,8 @@ def core(request: pytest.FixtureRequest) -> ModuleType:
 @pytest.fixture
 def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     """A connected loopback TCP pair: (client, accepted)."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname())
-        accepted, _ = listener.accept()
-    with client, accepted:
-        yield client, accepted
+    with loopback_pair() as both:
+        yield both
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
 import pytest
@@ -15,6 +17,16 @@ TCP_KEEPIDLE = getattr(socket, "TCP_KEEPIDLE", 4)
 TCP_KEEPINTVL = getattr(socket, "TCP_KEEPINTVL", 5)
 TCP_KEEPCNT = getattr(socket, "TCP_KEEPCNT", 6)
 TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
+
+
+@contextmanager
+def loopback_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected loopback TCP pair, (client, accepted), closed on exit."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+    with client, accepted:
+        yield client, accepted
 
 
 def kernel_values(sock: socket.socket) -> tuple[int, int, int, int, int]:

@@ -315,14 +315,11 @@ def run_case(c: Case, core: ModuleType, sock: socket.socket) -> tuple[str, str]:
 
 
 @pytest.fixture
-def untouched() -> Any:
+def untouched(pair: tuple[socket.socket, socket.socket]) -> socket.socket:
     """A connected socket set to a known policy, to show that no bad call changes it."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname())
-        accepted, _ = listener.accept()
-        with client, accepted:
-            ka.apply(client, ka.KeepAlive(idle=31, interval=11, count=7, user_timeout=3.5))
-            yield client
+    client, _ = pair
+    ka.apply(client, ka.KeepAlive(idle=31, interval=11, count=7, user_timeout=3.5))
+    return client
 
 
 def _refused_and_untouched(c: Case, core: ModuleType, untouched: socket.socket) -> None:
