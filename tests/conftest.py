@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -53,3 +55,12 @@ def listener() -> Iterator[socket.socket]:
 def pool100() -> Iterator[LoopbackPool]:
     with LoopbackPool(100) as pool:
         yield pool
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Callable[[Any], Any]:
+    """Runs a coroutine on a fresh event loop: the stdlib's, then uvloop's where installed."""
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed")
+        return uvloop.run  # type: ignore[no-any-return]
+    return asyncio.run

@@ -38,15 +38,6 @@ def _untouched() -> Values:
         return kernel_values(sock)
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Runner[Any]:
-    """Runs a coroutine on a fresh event loop: the stdlib's, then uvloop's where installed."""
-    if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed")
-        return uvloop.run  # type: ignore[no-any-return]
-    return asyncio.run
-
-
 class _Errors:
     """Collects what reaches the loop's exception handler; a test asserts it stays empty."""
 
