@@ -21,7 +21,7 @@ import pytest
 
 import ka
 import ka.server
-from helpers import kernel_values
+from helpers import kernel_values, values_of
 
 POLICY_TEXT = "idle=37 interval=6 count=3"
 EXPECTED = (1, 37, 6, 3, 0)  # SO_KEEPALIVE, idle, interval, count, TCP_USER_TIMEOUT ms
@@ -60,14 +60,9 @@ def accepted_values(port: int) -> list[tuple[int, int, int, int, int]]:
     return found
 
 
-def listener_values(sock: Any) -> tuple[int, int, int, int, int]:
-    with socket.socket(fileno=os.dup(sock.fileno())) as dup:
-        return kernel_values(dup)
-
-
 def check_listener(sock: Any, mode: str) -> None:
     """Inherit: the listener carries the policy. Per-accept: ka never touched it."""
-    values = listener_values(sock)
+    values = values_of(sock)
     if mode == "inherit":
         assert values == EXPECTED
     else:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
+from typing import Any
 
 import pytest
 
 import ka
+
+# The policy most tests apply, and what getsockopt then reads on Linux:
+# (SO_KEEPALIVE, idle, interval, count, TCP_USER_TIMEOUT ms).
+POLICY = ka.KeepAlive(idle=33, interval=7, count=4, user_timeout=12.345)
+EXPECTED = (1, 33, 7, 4, 12345)
 
 TCP_KEEPIDLE = getattr(socket, "TCP_KEEPIDLE", 4)
 TCP_KEEPINTVL = getattr(socket, "TCP_KEEPINTVL", 5)
@@ -38,6 +45,19 @@ def kernel_values(sock: socket.socket) -> tuple[int, int, int, int, int]:
         sock.getsockopt(socket.IPPROTO_TCP, TCP_KEEPCNT),
         sock.getsockopt(socket.IPPROTO_TCP, TCP_USER_TIMEOUT),
     )
+
+
+def values_of(target: Any) -> tuple[int, int, int, int, int]:
+    """kernel_values() of any socket-like object (TransportSocket, uvloop's PseudoSocket, a
+    listener a server holds), read on a duplicate of its descriptor."""
+    with socket.socket(fileno=os.dup(target.fileno())) as dup:
+        return kernel_values(dup)
+
+
+def fresh_values() -> tuple[int, int, int, int, int]:
+    """What a fresh TCP socket reports here: keepalive off, the sysctl defaults."""
+    with socket.socket() as sock:
+        return kernel_values(sock)
 
 
 def ss_timers(port: int) -> dict[tuple[str, int], str]:

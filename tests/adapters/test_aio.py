@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import socket
@@ -17,25 +16,12 @@ import pytest
 import ka
 import ka.aio
 import ka.server
-from helpers import kernel_values, ss_timers
+from helpers import EXPECTED, POLICY, fresh_values, ss_timers, values_of
 from ka.server import MACOS, Platform
 
-POLICY = ka.KeepAlive(33, 7, 4, user_timeout=12.345)
-EXPECTED = (1, 33, 7, 4, 12345)
 Values = tuple[int, int, int, int, int]
 _R = TypeVar("_R")
 Runner = Callable[[Coroutine[Any, Any, _R]], _R]
-
-
-def _values(sock: Any) -> Values:
-    """kernel_values() of any socket-like object (TransportSocket, uvloop's PseudoSocket), via a dup."""
-    with socket.socket(fileno=os.dup(sock.fileno())) as dup:
-        return kernel_values(dup)
-
-
-def _untouched() -> Values:
-    with socket.socket() as sock:
-        return kernel_values(sock)
 
 
 class _Errors:
@@ -54,12 +40,12 @@ PLATFORM_IDS = ["native", "macos"]
 
 @pytest.mark.parametrize("platform", PLATFORMS, ids=PLATFORM_IDS)
 def test_start_server(run: Runner[None], platform: Platform | None) -> None:
-    untouched = _untouched()
+    untouched = fresh_values()
     seen: list[Values] = []
     errors = _Errors()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        seen.append(_values(writer.get_extra_info("socket")))
+        seen.append(values_of(writer.get_extra_info("socket")))
         writer.write(await reader.readexactly(4))
         await writer.drain()
         writer.close()
@@ -73,10 +59,10 @@ def test_start_server(run: Runner[None], platform: Platform | None) -> None:
             listener = server.sockets[0]
             if platform is MACOS:
                 assert plan.mode == "per-accept"
-                assert _values(listener) == untouched
+                assert values_of(listener) == untouched
             else:
                 assert plan.mode == Platform.current().mode
-                assert _values(listener) == EXPECTED
+                assert values_of(listener) == EXPECTED
             port = listener.getsockname()[1]
             for _ in range(5):
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -85,7 +71,7 @@ def test_start_server(run: Runner[None], platform: Platform | None) -> None:
                 writer.close()
                 await writer.wait_closed()
             if platform is MACOS:
-                assert _values(listener) == untouched
+                assert values_of(listener) == untouched
 
     run(main())
     assert seen == [EXPECTED] * 5
@@ -100,7 +86,7 @@ def test_create_server_protocols(run: Runner[None], platform: Platform | None, b
     class Echo(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             # Whether ka hooked this instance: it must not where the listener carries the policy.
-            seen.append((_values(transport.get_extra_info("socket")), "connection_made" in vars(self)))
+            seen.append((values_of(transport.get_extra_info("socket")), "connection_made" in vars(self)))
             self.transport = transport
 
         def data_received(self, data: bytes) -> None:
@@ -108,7 +94,7 @@ def test_create_server_protocols(run: Runner[None], platform: Platform | None, b
 
     class BufferedEcho(asyncio.BufferedProtocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            seen.append((_values(transport.get_extra_info("socket")), "connection_made" in vars(self)))
+            seen.append((values_of(transport.get_extra_info("socket")), "connection_made" in vars(self)))
             self.transport = transport
             self.buffer = bytearray(64)
 
@@ -141,7 +127,7 @@ def test_start_server_on_a_socket_already_listening(run: Runner[None]) -> None:
     seen: list[Values] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        seen.append(_values(writer.get_extra_info("socket")))
+        seen.append(values_of(writer.get_extra_info("socket")))
         writer.close()
 
     with ExitStack() as stack:
@@ -174,7 +160,7 @@ def test_clients(run: Runner[None]) -> None:
         made: Values | None = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.made = _values(transport.get_extra_info("socket"))  # before user code: already set
+            self.made = values_of(transport.get_extra_info("socket"))  # before user code: already set
 
     async def main() -> None:
         with socket.create_server(("127.0.0.1", 0)) as listener:
@@ -182,7 +168,7 @@ def test_clients(run: Runner[None]) -> None:
             _, writer = await ka.aio.open_connection(host, port, keepalive=POLICY)
             transport, protocol = await ka.aio.create_connection(Quiet, host, port, keepalive=POLICY)
             try:
-                assert _values(writer.get_extra_info("socket")) == EXPECTED
+                assert values_of(writer.get_extra_info("socket")) == EXPECTED
                 assert protocol.made == EXPECTED
                 locals_ = [writer.get_extra_info("sockname"), transport.get_extra_info("sockname")]
                 server_side = ss_timers(port)  # queued, never given a policy: no keepalive timer
@@ -223,13 +209,13 @@ RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\
 @pytest.mark.parametrize("platform", PLATFORMS, ids=PLATFORM_IDS)
 def test_under_load_from_wrk(run: Runner[None], platform: Platform | None) -> None:
     """Every connection wrk opens carries the policy, however it got it."""
-    untouched = _untouched()
+    untouched = fresh_values()
     seen: list[Values] = []
     errors = _Errors()
     output: list[str] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        seen.append(_values(writer.get_extra_info("socket")))
+        seen.append(values_of(writer.get_extra_info("socket")))
         try:
             while True:
                 await reader.readuntil(b"\r\n\r\n")
@@ -255,7 +241,7 @@ def test_under_load_from_wrk(run: Runner[None], platform: Platform | None) -> No
             out, _ = await wrk.communicate()
             output.append(out.decode())
             assert wrk.returncode == 0, output[0]
-            assert _values(listener) == (untouched if platform is MACOS else EXPECTED)
+            assert values_of(listener) == (untouched if platform is MACOS else EXPECTED)
 
     run(main())
     requests = re.search(r"(\d+) requests in", output[0])

@@ -9,16 +9,16 @@ from collections.abc import Iterator
 import pytest
 
 import ka
-from client_peers import (
-    EXAMPLE_VALUES,
+from client_peers import EXAMPLE_VALUES, client_values, linux_only, rabbitmq_server, run_example
+from helpers import (
     EXPECTED,
     POLICY,
-    client_values,
-    linux_only,
-    rabbitmq_server,
-    run_example,
+    TCP_KEEPCNT,
+    TCP_KEEPIDLE,
+    TCP_KEEPINTVL,
+    TCP_USER_TIMEOUT,
+    kernel_values,
 )
-from helpers import TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_USER_TIMEOUT, kernel_values
 from ka.integrations.kombu import amqp_socket_settings, amqp_transport_options
 
 pytestmark = linux_only

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from client_peers import EXPECTED, POLICY, http_origin, linux_only, own_sockets, running_http_proxy
+from client_peers import http_origin, linux_only, own_sockets, running_http_proxy
+from helpers import EXPECTED, POLICY
 
 pytestmark = linux_only
 

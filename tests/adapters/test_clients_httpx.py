@@ -13,15 +13,8 @@ from typing import Any
 
 import pytest
 
-from client_peers import (
-    EXPECTED,
-    POLICY,
-    http_origin,
-    linux_only,
-    own_sockets,
-    running_http_proxy,
-    running_socks5_proxy,
-)
+from client_peers import http_origin, linux_only, own_sockets, running_http_proxy, running_socks5_proxy
+from helpers import EXPECTED, POLICY
 
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 httpcore = pytest.importorskip("httpcore", reason="httpcore is not installed")

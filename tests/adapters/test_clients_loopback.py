@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from client_peers import EXPECTED, POLICY, linux_only, read_back
+from client_peers import linux_only, read_back
+from helpers import EXPECTED, POLICY
 
 pytestmark = linux_only
 

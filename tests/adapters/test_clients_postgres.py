@@ -13,15 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 import ka
-from client_peers import (
-    EXAMPLE_VALUES,
-    EXPECTED,
-    POLICY,
-    linux_only,
-    own_sockets,
-    postgres_server,
-    run_example,
-)
+from client_peers import EXAMPLE_VALUES, linux_only, own_sockets, postgres_server, run_example
+from helpers import EXPECTED, POLICY
 from ka.integrations import (
     POSTGRES_SETTING_MAX,
     libpq_conninfo,

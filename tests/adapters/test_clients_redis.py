@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import ka.integrations
-from client_peers import EXPECTED, POLICY, linux_only, redis_server
-from helpers import kernel_values
+from client_peers import linux_only, redis_server
+from helpers import EXPECTED, POLICY, kernel_values
 
 pytestmark = linux_only
 

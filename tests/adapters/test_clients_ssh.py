@@ -10,16 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from client_peers import (
-    EXAMPLE_VALUES,
-    EXPECTED,
-    POLICY,
-    client_values,
-    linux_only,
-    own_sockets,
-    run_example,
-    sshd_server,
-)
+from client_peers import EXAMPLE_VALUES, client_values, linux_only, own_sockets, run_example, sshd_server
+from helpers import EXPECTED, POLICY
 
 pytestmark = linux_only
 

@@ -18,9 +18,9 @@ from glue_helpers import (
     MODES,
     POLICY_TEXT,
     check_listener,
-    listener_values,
     tcp_clients_check,
 )
+from helpers import values_of
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads Linux option numbers and /proc/self/fd"
@@ -201,7 +201,7 @@ def test_open_listener_without_policy_names_ka_policy(monkeypatch: pytest.Monkey
     sock, plan = open_listener("127.0.0.1", 0)
     with sock:
         assert plan.listener is sock and type(sock) is socket.socket
-        assert listener_values(sock) == EXPECTED
+        assert values_of(sock) == EXPECTED
 
 
 def test_open_listener_port_in_use() -> None:

@@ -23,9 +23,9 @@ from glue_helpers import (
     check_accepted,
     check_listener,
     hello_runner,
-    listener_values,
     wrk_while,
 )
+from helpers import values_of
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads Linux option numbers and /proc/self/fd"
@@ -191,7 +191,7 @@ def test_aiohttp_site_refusals() -> None:
                 with pytest.raises(ValueError, match="not both"):
                     kah.KeepAliveSite(runner, "127.0.0.1", 0, sock=sock, policy=POLICY_TEXT)
                 site = kah.KeepAliveSite(runner, sock=sock, policy=POLICY_TEXT)
-                assert site.plan.listener is sock and listener_values(sock) == EXPECTED
+                assert site.plan.listener is sock and values_of(sock) == EXPECTED
         finally:
             await runner.cleanup()
 

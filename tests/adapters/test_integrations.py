@@ -17,12 +17,15 @@ import ka
 import ka.integrations
 from client_peers import http_origin, postgres_server, redis_server
 from helpers import (
+    EXPECTED,
+    POLICY,
     TCP_KEEPCNT,
     TCP_KEEPIDLE,
     TCP_KEEPINTVL,
     TCP_USER_TIMEOUT,
     kernel_values,
     ss_timers,
+    values_of,
 )
 from ka.integrations import (
     libpq_conninfo,
@@ -32,21 +35,14 @@ from ka.integrations import (
     socket_options,
 )
 
-POLICY = ka.KeepAlive(33, 7, 4, user_timeout=12.345)
-EXPECTED = (1, 33, 7, 4, 12345)
 linux_only = pytest.mark.skipif(
     ka.capabilities().platform != "linux", reason="option numbers checked are Linux's"
 )
 
 
-def _values(sock: Any) -> tuple[int, int, int, int, int]:
-    with socket.socket(fileno=os.dup(sock.fileno())) as dup:
-        return kernel_values(dup)
-
-
 def assert_carries_policy(sock: Any) -> None:
     """The client socket carries POLICY (getsockopt) and ss shows its keepalive timer running."""
-    assert _values(sock) == EXPECTED
+    assert values_of(sock) == EXPECTED
     # Keyed by peer: another process may share an ephemeral port number with another peer.
     timer = ss_timers(sock.getsockname()[1])[sock.getpeername()[:2]]
     assert re.fullmatch(r"timer:\(keepalive,(3[0-3]sec|\d+ms),0\)", timer), timer
@@ -227,7 +223,7 @@ def test_redis_policy_replaces_redis_py_defaults(redis_port: int) -> None:
             assert client.ping() is True
             connection = client.connection_pool.get_connection()
             try:
-                assert _values(connection._sock) == expected
+                assert values_of(connection._sock) == expected
             finally:
                 client.connection_pool.release(connection)
         finally:

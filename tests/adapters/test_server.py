@@ -14,19 +14,16 @@ import pytest
 
 import ka
 import ka.server
-from helpers import kernel_values, ss_timers
+from helpers import EXPECTED, POLICY, fresh_values, kernel_values, ss_timers
 from ka.server import FREEBSD, LINUX, MACOS, WINDOWS, Platform
 
-POLICY = ka.KeepAlive(33, 7, 4, user_timeout=12.345)
-EXPECTED = (1, 33, 7, 4, 12345)
 linux_only = pytest.mark.skipif(ka.capabilities().platform != "linux", reason="needs Linux")
 
 
 @pytest.fixture
 def untouched() -> tuple[int, int, int, int, int]:
     """What a fresh TCP socket reports here: keepalive off, the sysctl defaults."""
-    with socket.socket() as sock:
-        return kernel_values(sock)
+    return fresh_values()
 
 
 def _connect(listener: socket.socket, stack: ExitStack) -> socket.socket:
@@ -63,9 +60,7 @@ def test_current_platform_is_linux_inherit() -> None:
 
 
 @linux_only
-def test_inherit_sets_the_listener_once_and_accepted_sockets_inherit(
-    listener: socket.socket
-) -> None:
+def test_inherit_sets_the_listener_once_and_accepted_sockets_inherit(listener: socket.socket) -> None:
     plan = ka.server.prepare_listener(listener, POLICY, platform=LINUX)
     assert plan.mode == "inherit" and plan.inherits and plan.pending == 0
     assert kernel_values(listener) == EXPECTED

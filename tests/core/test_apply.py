@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import socket
 import sys
 import tempfile
@@ -13,11 +12,9 @@ from types import ModuleType
 import pytest
 
 import ka
-from helpers import kernel_values
+from helpers import POLICY, kernel_values, values_of
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux option numbers")
-
-POLICY = ka.KeepAlive(idle=33, interval=7, count=4, user_timeout=12.345)
 
 
 def test_every_option_is_applied(core: ModuleType, pair: tuple[socket.socket, socket.socket]) -> None:
@@ -178,8 +175,7 @@ def test_asyncio_transport_socket(core: ModuleType) -> None:
         _, writer = await asyncio.open_connection(host, port)
         sock = writer.get_extra_info("socket")
         core.apply(sock, POLICY)
-        with socket.socket(fileno=os.dup(sock.fileno())) as dup:
-            values = kernel_values(dup)
+        values = values_of(sock)
         writer.close()
         await writer.wait_closed()
         server.close()
