@@ -60,19 +60,21 @@ def fresh_values() -> tuple[int, int, int, int, int]:
         return kernel_values(sock)
 
 
+def ss_established(options: str, port_filter: str) -> list[str]:
+    """The lines ``ss <options> state established <port_filter>`` prints, blank ones left out."""
+    out = subprocess.run(
+        ["ss", options, "state", "established", port_filter], check=True, capture_output=True, text=True
+    ).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
 def ss_timers(port: int) -> dict[tuple[str, int], str]:
     """``ss -tno`` timer fields of established sockets whose local port is ``port``,
     keyed by (peer address, peer port). Skips the test where ``ss`` is not installed."""
     if shutil.which("ss") is None:
         pytest.skip("ss (iproute2) is not installed: cannot read the kernel's keepalive timers")
-    out = subprocess.run(
-        ["ss", "-tnoH", "state", "established", f"( sport = :{port} )"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
     timers = {}
-    for line in out.splitlines():
+    for line in ss_established("-tnoH", f"( sport = :{port} )"):
         fields = line.split()
         peer = fields[3]
         host, _, peer_port = peer.rpartition(":")

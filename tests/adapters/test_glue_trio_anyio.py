@@ -30,21 +30,27 @@ pytestmark = pytest.mark.skipif(
 # -- trio -----------------------------------------------------------------------------------
 
 
+async def trio_echo(stream: Any) -> None:
+    async for data in stream:
+        await stream.send_all(data)
+
+
 @pytest.mark.parametrize(("platform", "mode"), MODES)
 def test_trio_serve_tcp(platform: ka.server.Platform | None, mode: str) -> None:
     trio = pytest.importorskip("trio")
     import ka.integrations.trio as ktr
-
-    async def echo(stream: Any) -> None:
-        async for data in stream:
-            await stream.send_all(data)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
 
             async def serve(task_status: Any) -> None:
                 await ktr.serve_tcp(
-                    echo, 0, host="127.0.0.1", policy=POLICY_TEXT, platform=platform, task_status=task_status
+                    trio_echo,
+                    0,
+                    host="127.0.0.1",
+                    policy=POLICY_TEXT,
+                    platform=platform,
+                    task_status=task_status,
                 )
 
             listeners = await nursery.start(serve)
@@ -62,10 +68,6 @@ def test_trio_keepalive_listeners(platform: ka.server.Platform | None, mode: str
     trio = pytest.importorskip("trio")
     import ka.integrations.trio as ktr
 
-    async def echo(stream: Any) -> None:
-        async for data in stream:
-            await stream.send_all(data)
-
     async def main() -> None:
         listeners = ktr.keepalive_listeners(
             await trio.open_tcp_listeners(0, host="127.0.0.1"), POLICY_TEXT, platform=platform
@@ -74,7 +76,7 @@ def test_trio_keepalive_listeners(platform: ka.server.Platform | None, mode: str
         with pytest.raises(TypeError, match=r"trio\.SocketListener"):
             ktr.keepalive_listeners(listeners, POLICY_TEXT)  # type: ignore[arg-type]
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(trio.serve_listeners, echo, listeners)
+            nursery.start_soon(trio.serve_listeners, trio_echo, listeners)
             check_listener(listeners[0].socket, mode)
             await trio.to_thread.run_sync(tcp_clients_check, listeners[0].socket.getsockname()[1])
             nursery.cancel_scope.cancel()

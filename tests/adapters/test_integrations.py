@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import re
@@ -23,6 +24,7 @@ from helpers import (
     TCP_KEEPIDLE,
     TCP_KEEPINTVL,
     TCP_USER_TIMEOUT,
+    fresh_values,
     kernel_values,
     ss_timers,
     values_of,
@@ -197,37 +199,35 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         yield port
 
 
-def test_redis(redis_port: int) -> None:
-    redis = pytest.importorskip("redis", reason="redis-py is not installed")
-    client = redis.Redis(host="127.0.0.1", port=redis_port, **redis_options(POLICY))
+@contextlib.contextmanager
+def redis_socket(redis: Any, port: int, policy: ka.KeepAlive) -> Iterator[Any]:
+    """The socket of a pooled connection of a redis-py client made with ``policy``, after a PING."""
+    client = redis.Redis(host="127.0.0.1", port=port, **redis_options(policy))
     try:
         assert client.ping() is True
         connection = client.connection_pool.get_connection()
         try:
-            assert_carries_policy(connection._sock)
+            yield connection._sock
         finally:
             client.connection_pool.release(connection)
     finally:
         client.close()
 
 
+def test_redis(redis_port: int) -> None:
+    redis = pytest.importorskip("redis", reason="redis-py is not installed")
+    with redis_socket(redis, redis_port, POLICY) as sock:
+        assert_carries_policy(sock)
+
+
 def test_redis_policy_replaces_redis_py_defaults(redis_port: int) -> None:
     """Fields left as None keep the system's values, not redis-py's own keepalive defaults."""
     redis = pytest.importorskip("redis", reason="redis-py is not installed")
-    with socket.socket() as fresh:
-        system = kernel_values(fresh)
+    system = fresh_values()
     cases = [(ka.KeepAlive(idle=45), (1, 45, system[2], system[3], 0)), (ka.KeepAlive(enabled=False), system)]
     for policy, expected in cases:
-        client = redis.Redis(host="127.0.0.1", port=redis_port, **redis_options(policy))
-        try:
-            assert client.ping() is True
-            connection = client.connection_pool.get_connection()
-            try:
-                assert values_of(connection._sock) == expected
-            finally:
-                client.connection_pool.release(connection)
-        finally:
-            client.close()
+        with redis_socket(redis, redis_port, policy) as sock:
+            assert values_of(sock) == expected
 
 
 def test_redis_asyncio(redis_port: int) -> None:

@@ -201,9 +201,11 @@ def test_uvicorn_cli_reload(tmp_path: Path) -> None:
         assert_every_connection_has(read_back_under_load(proc.pid, port), POLICY)
 
 
-def test_uvicorn_run_from_code(tmp_path: Path) -> None:
+@pytest.mark.parametrize("example", ["uvicorn_run.py", "hypercorn_serve.py"])
+def test_server_started_from_code(tmp_path: Path, example: str) -> None:
+    """The documented examples that start uvicorn or hypercorn from Python code."""
     port = free_port()
-    argv = [sys.executable, str(EXAMPLES / "uvicorn_run.py"), str(port)]
+    argv = [sys.executable, str(EXAMPLES / example), str(port)]
     with running(argv, server_env(), tmp_path / "log", port) as proc:
         assert_every_connection_has(read_back_under_load(proc.pid, port), EXAMPLE_POLICY)
 
@@ -262,13 +264,6 @@ def test_hypercorn_cli_workers(tmp_path: Path) -> None:
     with running(argv, server_env(KA_POLICY=POLICY_TEXT), tmp_path / "log", port) as proc:
         wait_processes(proc.pid, 3)
         assert_every_connection_has(read_back_under_load(proc.pid, port), POLICY)
-
-
-def test_hypercorn_serve_from_code(tmp_path: Path) -> None:
-    port = free_port()
-    argv = [sys.executable, str(EXAMPLES / "hypercorn_serve.py"), str(port)]
-    with running(argv, server_env(), tmp_path / "log", port) as proc:
-        assert_every_connection_has(read_back_under_load(proc.pid, port), EXAMPLE_POLICY)
 
 
 def test_hypercorn_config_file_and_refusals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
