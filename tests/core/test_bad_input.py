@@ -1,6 +1,6 @@
 """Bad input is refused with a clear ValueError/TypeError before any system call.
 
-Extends tests/test_policy.py and tests/test_bulk.py (no case repeated): float rounding edges,
+Extends tests/unit/test_policy.py and tests/core/test_bulk.py (no case repeated): float rounding edges,
 huge and exotic numbers, bad targets, policies and thread counts for apply, apply_many, read and
 read_many. Two proofs that nothing reached the kernel: a live socket's options are unchanged
 afterwards (both implementations, in this process), and ``strace`` sees no setsockopt/getsockopt
@@ -344,18 +344,19 @@ def test_the_core_refuses_bad_input_and_leaves_the_socket_untouched(
 
 @pytest.mark.parametrize("c", ONCE_CASES, ids=[c.id for c in ONCE_CASES])
 def test_bad_policies_and_threads_are_refused_above_the_core(untouched: socket.socket, c: Case) -> None:
-    _refused_and_untouched(c, ka.core, untouched)
+    _refused_and_untouched(c, ka, untouched)  # these cases never reach a core
 
 
 _CHILD = r"""
-import json, os, socket, sys
+import importlib, json, os, socket, sys
 sys.path[:0] = sys.argv[1:3]
 import ka
 import test_bad_input as t
 sock = socket.socket()
 null = os.open(os.devnull, os.O_WRONLY)
 os.write(null, b"KA-MARK-BEGIN")
-outcomes = [(c.id,) + t.run_case(c, ka.core, sock) for c in t.CASES]
+core = importlib.import_module("ka._ka_c" if ka.IMPLEMENTATION == "c" else "ka._ka_py")
+outcomes = [(c.id,) + t.run_case(c, core, sock) for c in t.CASES]
 os.write(null, b"KA-MARK-END")
 ka.apply(sock, t.GOOD)
 ka.apply_many([sock.fileno()] * 4, t.GOOD, threads=2)
