@@ -27,9 +27,6 @@ import pytest
 import ka
 from helpers import kernel_values
 
-POLICY = ka.KeepAlive(33, 7, 4, user_timeout=12.345)
-EXPECTED = (1, 33, 7, 4, 12345)
-
 linux_only = pytest.mark.skipif(
     ka.capabilities().platform != "linux", reason="reads /proc/self/fd and Linux option numbers"
 )

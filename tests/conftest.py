@@ -1,17 +1,18 @@
-"""Fixtures shared by the whole suite: both implementations, socket pairs and pools."""
+"""Fixtures shared by the whole suite: each implementation of the core, socket pairs and pools."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import socket
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
+from typing import Any
 
 import pytest
 
-import ka
+from helpers import loopback_pair
 from ka.bench.pool import LoopbackPool
 
 IMPLEMENTATIONS = ["c", "python"]
@@ -19,47 +20,29 @@ IMPLEMENTATIONS = ["c", "python"]
 
 @pytest.fixture(params=IMPLEMENTATIONS, scope="session")
 def core(request: pytest.FixtureRequest) -> ModuleType:
-    """Each implementation, imported directly so a broken extension fails instead of falling back."""
-    if request.param == "c":
-        if os.environ.get("KA_NO_EXTENSIONS"):
-            pytest.skip("KA_NO_EXTENSIONS is set: the compiled core is not under test")
-        return importlib.import_module("ka._ka_c")
-    return importlib.import_module("ka._ka_py")
+    """Each implementation's module, imported directly: the core tests call it (``core.apply``,
+    ``core.apply_many(targets, policy, threads, backend)``), whatever ``ka`` itself chose.
 
-
-@pytest.fixture
-def impl(core: ModuleType, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """Makes the public face (ka.apply, ka.apply_many, ...) use one implementation.
-
-    ka.apply and ka.read are the active core's own functions, bound by name in modules that
-    imported them (ka.server, ka.aio, ...): each such binding is swapped too.
+    The compiled one is skipped under KA_NO_EXTENSIONS, or where it cannot be imported, unless
+    KA_REQUIRE_EXTENSIONS is set: then a missing or broken extension fails the tests.
     """
-    from ka import _impl, bulk, facts
-
-    active = {attr: getattr(_impl.core, attr) for attr in ("apply", "read")}
-    for module in (_impl, bulk, facts):
-        monkeypatch.setattr(module, "core", core)
-    for name, module in list(sys.modules.items()):
-        if (
-            module is None
-            or name in ("ka._ka_c", "ka._ka_py")
-            or not (name == "ka" or name.startswith("ka."))
-        ):
-            continue
-        for attr, function in active.items():
-            if getattr(module, attr, None) is function:
-                monkeypatch.setattr(module, attr, getattr(core, attr))
-    return core
+    if request.param == "python":
+        return importlib.import_module("ka._ka_py")
+    if os.environ.get("KA_NO_EXTENSIONS"):
+        pytest.skip("KA_NO_EXTENSIONS is set: the compiled core is not under test")
+    try:
+        return importlib.import_module("ka._ka_c")
+    except ImportError as exc:
+        if os.environ.get("KA_REQUIRE_EXTENSIONS"):
+            raise
+        pytest.skip(f"the compiled core cannot be imported here: {exc}")
 
 
 @pytest.fixture
 def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     """A connected loopback TCP pair: (client, accepted)."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname())
-        accepted, _ = listener.accept()
-    with client, accepted:
-        yield client, accepted
+    with loopback_pair() as both:
+        yield both
 
 
 @pytest.fixture
@@ -72,3 +55,12 @@ def listener() -> Iterator[socket.socket]:
 def pool100() -> Iterator[LoopbackPool]:
     with LoopbackPool(100) as pool:
         yield pool
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Callable[[Any], Any]:
+    """Runs a coroutine on a fresh event loop: the stdlib's, then uvloop's where installed."""
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed")
+        return uvloop.run  # type: ignore[no-any-return]
+    return asyncio.run

@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any
 
 import pytest
+
+import ka
+
+# The policy most tests apply, and what getsockopt then reads on Linux:
+# (SO_KEEPALIVE, idle, interval, count, TCP_USER_TIMEOUT ms).
+POLICY = ka.KeepAlive(idle=33, interval=7, count=4, user_timeout=12.345)
+EXPECTED = (1, 33, 7, 4, 12345)
 
 TCP_KEEPIDLE = getattr(socket, "TCP_KEEPIDLE", 4)
 TCP_KEEPINTVL = getattr(socket, "TCP_KEEPINTVL", 5)
 TCP_KEEPCNT = getattr(socket, "TCP_KEEPCNT", 6)
 TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
+
+
+@contextmanager
+def loopback_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected loopback TCP pair, (client, accepted), closed on exit."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+    with client, accepted:
+        yield client, accepted
 
 
 def kernel_values(sock: socket.socket) -> tuple[int, int, int, int, int]:
@@ -25,22 +47,49 @@ def kernel_values(sock: socket.socket) -> tuple[int, int, int, int, int]:
     )
 
 
+def values_of(target: Any) -> tuple[int, int, int, int, int]:
+    """kernel_values() of any socket-like object (TransportSocket, uvloop's PseudoSocket, a
+    listener a server holds), read on a duplicate of its descriptor."""
+    with socket.socket(fileno=os.dup(target.fileno())) as dup:
+        return kernel_values(dup)
+
+
+def fresh_values() -> tuple[int, int, int, int, int]:
+    """What a fresh TCP socket reports here: keepalive off, the sysctl defaults."""
+    with socket.socket() as sock:
+        return kernel_values(sock)
+
+
+def ss_established(options: str, port_filter: str) -> list[str]:
+    """The lines ``ss <options> state established <port_filter>`` prints, blank ones left out."""
+    out = subprocess.run(
+        ["ss", options, "state", "established", port_filter], check=True, capture_output=True, text=True
+    ).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
 def ss_timers(port: int) -> dict[tuple[str, int], str]:
     """``ss -tno`` timer fields of established sockets whose local port is ``port``,
     keyed by (peer address, peer port). Skips the test where ``ss`` is not installed."""
     if shutil.which("ss") is None:
         pytest.skip("ss (iproute2) is not installed: cannot read the kernel's keepalive timers")
-    out = subprocess.run(
-        ["ss", "-tnoH", "state", "established", f"( sport = :{port} )"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
     timers = {}
-    for line in out.splitlines():
+    for line in ss_established("-tnoH", f"( sport = :{port} )"):
         fields = line.split()
         peer = fields[3]
         host, _, peer_port = peer.rpartition(":")
         timer = next((f for f in fields if f.startswith("timer:(")), "")
         timers[(host, int(peer_port))] = timer
     return timers
+
+
+def core_apply_many(
+    core: ModuleType, targets: object, policy: ka.KeepAlive, threads: int = 1, backend: str = "syscalls"
+) -> ka.BulkResult:
+    """One implementation's apply_many, called directly, as the face's BulkResult."""
+    return ka.BulkResult(*core.apply_many(targets, policy, threads, backend))
+
+
+def core_read_many(core: ModuleType, targets: object, threads: int = 1) -> ka.ReadResult:
+    """One implementation's read_many, called directly, as the face's ReadResult."""
+    return ka.ReadResult(*core.read_many(targets, threads))

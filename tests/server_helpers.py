@@ -25,6 +25,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from helpers import ss_established
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
 BIN = Path(sys.executable).parent
@@ -226,13 +228,9 @@ def accepted_connections(pids: Sequence[int], port: int) -> tuple[list[Accepted]
 
 def client_ports(port: int) -> set[int]:
     """Local ports of the established client connections to ``port`` (``ss``, by destination port)."""
-    out = subprocess.run(
-        ["ss", "-tnH", "state", "established", f"( dport = :{port} )"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return {int(line.split()[2].rpartition(":")[2]) for line in out.splitlines() if line.strip()}
+    return {
+        int(line.split()[2].rpartition(":")[2]) for line in ss_established("-tnH", f"( dport = :{port} )")
+    }
 
 
 class LoadResult(NamedTuple):

@@ -1,4 +1,4 @@
-"""The stress run behind tests/test_stress.py, in its own interpreter so a crash is a result.
+"""The stress run behind tests/core/test_stress.py, in its own interpreter so a crash is a result.
 
 Several threads call apply_many/read_many on one shared list while other threads mutate it
 (clear, refill, shuffle, slice assignment), with sys.setswitchinterval(1e-6) so the GIL changes

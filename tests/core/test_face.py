@@ -1,0 +1,59 @@
+"""The face (``ka``) runs on the active core: its functions are that core's, and it says which."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from unittest import mock
+
+import pytest
+
+import ka
+from ka import _impl
+
+
+def _implementation_in_child(**env: str) -> str:
+    environ = {k: v for k, v in os.environ.items() if k not in ("KA_NO_EXTENSIONS", "KA_REQUIRE_EXTENSIONS")}
+    done = subprocess.run(
+        [sys.executable, "-c", "import ka; print(ka.IMPLEMENTATION, ka.read is ka._impl.core.read)"],
+        capture_output=True,
+        text=True,
+        env={**environ, **env},
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_apply_and_read_are_the_active_cores() -> None:
+    assert ka.apply is _impl.core.apply
+    assert ka.read is _impl.core.read
+    assert ka.IMPLEMENTATION == _impl.core.IMPLEMENTATION
+
+
+def test_no_extensions_selects_the_twin() -> None:
+    assert _implementation_in_child(KA_NO_EXTENSIONS="1") == "python True"
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="the compiled core is for CPython")
+def test_the_compiled_core_is_active_by_default() -> None:
+    try:
+        import ka._ka_c  # noqa: F401
+    except ImportError as exc:
+        if os.environ.get("KA_REQUIRE_EXTENSIONS"):
+            raise
+        pytest.skip(f"the compiled core is not built here: {exc}")
+    assert _implementation_in_child() == "c True"
+
+
+def test_apply_many_and_read_many_reach_the_active_core(pair: tuple[socket.socket, socket.socket]) -> None:
+    client, _ = pair
+    policy = ka.KeepAlive(idle=21, interval=4, count=3)
+    with mock.patch.object(_impl.core, "apply_many", wraps=_impl.core.apply_many) as apply_many:
+        assert ka.apply_many([client], policy).ok
+    apply_many.assert_called_once_with([client], policy, 1, "auto")
+    with mock.patch.object(_impl.core, "read_many", wraps=_impl.core.read_many) as read_many:
+        assert ka.read_many([client]).idle[0] == 21
+    read_many.assert_called_once_with([client], 1)
