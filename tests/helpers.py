@@ -87,9 +87,9 @@ def core_apply_many(
     core: ModuleType, targets: object, policy: ka.KeepAlive, threads: int = 1, backend: str = "syscalls"
 ) -> ka.BulkResult:
     """One implementation's apply_many, called directly, as the face's BulkResult."""
-    return ka.BulkResult(*core.apply_many(targets, policy, threads, backend))
+    return ka.BulkResult.from_columns(core.apply_many(targets, policy, threads, backend))
 
 
 def core_read_many(core: ModuleType, targets: object, threads: int = 1) -> ka.ReadResult:
     """One implementation's read_many, called directly, as the face's ReadResult."""
-    return ka.ReadResult(*core.read_many(targets, threads))
+    return ka.ReadResult.from_columns(core.read_many(targets, threads))

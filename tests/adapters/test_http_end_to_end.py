@@ -20,7 +20,6 @@ from ka.http import (
     is_persistent,
     parse_connection,
     parse_keep_alive,
-    policy_for_http_idle_timeout,
 )
 
 # -- end to end: a real HTTP/1.1 server on loopback --------------------------------------------
@@ -76,7 +75,7 @@ def _serving(idle_timeout: int) -> Iterator[_Server]:
     """A ThreadingHTTPServer on loopback that closes connections idle for ``idle_timeout`` s."""
     handler = type("Handler", (_Handler,), {"timeout": idle_timeout})
     server = _Server(("127.0.0.1", 0), handler)
-    server.policy = policy_for_http_idle_timeout(idle_timeout)
+    server.policy = ka.KeepAlive.for_http_idle_timeout(idle_timeout)
     server.requests_per_connection = 2
     server.kernel = []
     server.errors = []

@@ -1,4 +1,4 @@
-"""ka.http's TCP keepalive recipes: policy_for_http_idle_timeout and policy_for_middlebox."""
+"""The TCP keepalive recipes beside KeepAlive.within: for_http_idle_timeout and for_middlebox."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ import ka
 from helpers import kernel_values, loopback_pair
 from http_strategies import PROPS
 from ka._options import LIMITS
-from ka.http import (
-    policy_for_http_idle_timeout,
-    policy_for_middlebox,
-)
+
+policy_for_http_idle_timeout = ka.KeepAlive.for_http_idle_timeout
+policy_for_middlebox = ka.KeepAlive.for_middlebox
 
 # -- TCP keepalive policies --------------------------------------------------------------------
 

@@ -34,7 +34,6 @@ from ka.integrations import (
     libpq_options,
     postgres_server_settings,
     redis_options,
-    socket_options,
 )
 
 linux_only = pytest.mark.skipif(
@@ -54,25 +53,26 @@ def assert_carries_policy(sock: Any) -> None:
 
 
 @linux_only
-def test_socket_options() -> None:
+def test_setsockopt_calls() -> None:
     tcp, sol = socket.IPPROTO_TCP, socket.SOL_SOCKET
-    assert socket_options(POLICY) == [
+    assert POLICY.setsockopt_calls() == [
         (sol, socket.SO_KEEPALIVE, 1),
         (tcp, TCP_KEEPIDLE, 33),
         (tcp, TCP_KEEPINTVL, 7),
         (tcp, TCP_KEEPCNT, 4),
         (tcp, TCP_USER_TIMEOUT, 12345),
     ]
-    assert socket_options(ka.KeepAlive(idle=60)) == [(sol, socket.SO_KEEPALIVE, 1), (tcp, TCP_KEEPIDLE, 60)]
-    assert socket_options(ka.KeepAlive(enabled=False)) == [(sol, socket.SO_KEEPALIVE, 0)]
+    idle_only = [(sol, socket.SO_KEEPALIVE, 1), (tcp, TCP_KEEPIDLE, 60)]
+    assert ka.KeepAlive(idle=60).setsockopt_calls() == idle_only
+    assert ka.KeepAlive(enabled=False).setsockopt_calls() == [(sol, socket.SO_KEEPALIVE, 0)]
     with pytest.raises(TypeError, match=r"policy must be a ka\.KeepAlive, not tuple"):
-        socket_options((60, 10, 5))  # type: ignore[arg-type]
+        ka.integrations.urllib3.socket_options((60, 10, 5))  # type: ignore[arg-type]
 
 
 @linux_only
-def test_socket_options_applied_by_hand_match_ka_apply() -> None:
+def test_setsockopt_calls_made_by_hand_match_ka_apply() -> None:
     with socket.socket() as by_hand, socket.socket() as by_ka:
-        for level, option, value in socket_options(POLICY):
+        for level, option, value in POLICY.setsockopt_calls():
             by_hand.setsockopt(level, option, value)
         ka.apply(by_ka, POLICY)
         assert kernel_values(by_hand) == kernel_values(by_ka) == EXPECTED
@@ -148,7 +148,7 @@ def test_requests(http_url: str) -> None:
         assert_carries_policy(sock)
     adapter = pickle.loads(pickle.dumps(ka.integrations.requests.KeepAliveAdapter(POLICY, pool_maxsize=3)))
     assert adapter.keepalive == POLICY
-    assert adapter.poolmanager.connection_pool_kw["socket_options"][-5:] == socket_options(POLICY)
+    assert adapter.poolmanager.connection_pool_kw["socket_options"][-5:] == POLICY.setsockopt_calls()
 
 
 def test_httpx(http_url: str) -> None:

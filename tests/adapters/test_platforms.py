@@ -23,10 +23,9 @@ from typing import Any
 import pytest
 
 import ka
-from ka import _ka_py, _options
+from ka import _ka_py, _options, facts
 from ka._options import OS_CALLS, SIO_KEEPALIVE_VALS, WSAEINVAL, WSAENOPROTOOPT, Option
 from ka.errors import option_error
-from ka import facts
 from ka.protocol import Spec
 from ka.results import settings_of
 

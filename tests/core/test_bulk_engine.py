@@ -27,6 +27,7 @@ import pytest
 import ka
 from helpers import kernel_values
 from ka.bench.pool import LoopbackPool
+from ka.protocol import Spec
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux option numbers and io_uring"),
@@ -219,9 +220,9 @@ def test_a_bad_backend_is_refused_before_any_system_call(pool: LoopbackPool) -> 
 def test_the_twin_says_why_it_cannot_use_io_uring(
     pool: LoopbackPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ka import _ka_py
+    from ka import _ka_py, bulk
 
-    monkeypatch.setattr(ka, "core", _ka_py)
+    monkeypatch.setattr(bulk, "core", _ka_py)  # the face's bulk calls over the twin
     before = kernel_values(pool.sockets[0])
     with pytest.raises(OSError, match="backend='io_uring' cannot be used here: the pure-Python twin") as info:
         ka.apply_many(pool.fds()[:1], ka.KeepAlive(idle=99, interval=9, count=9), backend="io_uring")
@@ -282,9 +283,10 @@ def test_seccomp_refusing_io_uring_falls_back_and_says_why(answer: int) -> None:
 
 def test_a_keepalive_carries_its_c_values_packed_once() -> None:
     policy = ka.KeepAlive(idle=12, interval=3, count=4, user_timeout=0.5)
-    assert struct.unpack("=5i", policy._c) == policy._spec == (1, 12, 3, 4, 500)
-    assert struct.unpack("=5i", ka.KeepAlive.disabled()._c) == (0, -1, -1, -1, -1)
-    assert ctypes.sizeof(ctypes.c_int) * 5 == len(policy._c)
+    assert struct.unpack("=5i", policy.packed) == policy.spec == (1, 12, 3, 4, 500)
+    assert policy.spec == Spec(enabled=1, idle=12, interval=3, count=4, user_timeout_ms=500)
+    assert struct.unpack("=5i", ka.KeepAlive.disabled().packed) == (0, -1, -1, -1, -1)
+    assert ctypes.sizeof(ctypes.c_int) * 5 == len(policy.packed)
 
 
 def test_read_built_in_c_is_a_true_keepalivesettings(pool: LoopbackPool) -> None:

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
-from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -31,6 +30,8 @@ from helpers import (
     TCP_KEEPIDLE,
     TCP_KEEPINTVL,
     TCP_USER_TIMEOUT,
+    core_apply_many,
+    core_read_many,
     kernel_values,
 )
 from ka.bench.pool import LoopbackPool
@@ -182,9 +183,8 @@ def test_every_input_accounted_for(
     reset(materials.live)
     targets, kinds, fds = build(materials, drawn)
     given_targets: Any = array.array("i", fds) if as_array else targets
-    with mock.patch.object(ka, "core", core):
-        result = ka.apply_many(given_targets, policy, threads=threads)
-        read = ka.read_many(given_targets, threads=read_threads)
+    result = core_apply_many(core, given_targets, policy, threads=threads)
+    read = core_read_many(core, given_targets, threads=read_threads)
     n = len(targets)
     assert len(result) == n and len(read) == n
     assert list(result.fds) == fds and list(read.fds) == fds
@@ -192,7 +192,7 @@ def test_every_input_accounted_for(
     assert sorted(failed + result.applied_indices) == list(range(n)), "an input lost or counted twice"
     assert len(set(failed)) == len(failed) == result.failed_count
     assert result.applied + result.failed_count == n
-    spec = policy._spec
+    spec = policy.spec
     for i, kind in enumerate(kinds):
         errnos, option = expected_apply(kind, spec)
         assert result.errnos[i] in errnos, (i, kind, errno.errorcode.get(result.errnos[i]))

@@ -57,3 +57,71 @@ def test_apply_many_and_read_many_reach_the_active_core(pair: tuple[socket.socke
     with mock.patch.object(_impl.core, "read_many", wraps=_impl.core.read_many) as read_many:
         assert ka.read_many([client]).idle[0] == 21
     read_many.assert_called_once_with([client], 1)
+
+
+def test_the_face_shows_its_public_names_only() -> None:
+    """Issue 15: dir(ka) used to show core, os, Any, NamedTuple, LIMITS, PLATFORM, require_policy."""
+    assert dir(ka) == sorted(ka.__all__)
+    for name in ka.__all__:
+        assert getattr(ka, name) is not None, name
+    for leaked in (
+        "core",
+        "os",
+        "Any",
+        "NamedTuple",
+        "LIMITS",
+        "PLATFORM",
+        "require_policy",
+        "socket_options",
+    ):
+        assert leaked not in dir(ka), leaked
+
+
+def test_importing_ka_imports_no_upper_layer() -> None:
+    """The face used to import ka.integrations (an upper layer) to re-export socket_options."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, ka; print(sorted(m for m in sys.modules if m.startswith('ka.')))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    loaded = set(eval(done.stdout))
+    upper = {
+        "ka.integrations",
+        "ka.server",
+        "ka.aio",
+        "ka.listen",
+        "ka.live",
+        "ka.cli",
+        "ka.http",
+        "ka.bench",
+    }
+    assert not loaded & upper, loaded & upper
+
+
+def test_the_version_is_the_distributions() -> None:
+    """Written once, in ka.__version__; setuptools reads the distribution's version from it."""
+    from importlib import metadata
+
+    try:
+        installed = metadata.version("ka")
+    except metadata.PackageNotFoundError:
+        pytest.skip("ka is not installed as a distribution here")
+    assert ka.__version__ == installed
+
+
+def test_listener_facts_have_one_source() -> None:
+    from ka.server import Platform
+
+    caps = ka.capabilities()
+    here = Platform.current()
+    assert (here.name, here.listener_inherits, here.listener_safe) == (
+        caps.platform,
+        caps.listener_inherits,
+        caps.listener_safe,
+    )

@@ -9,6 +9,7 @@ import pickle
 import pytest
 
 import ka
+import ka.system
 from ka.policy import KeepAlive
 
 CAPS = ka.capabilities()
@@ -76,11 +77,29 @@ def test_within_rejects_too_short() -> None:
         KeepAlive.within(1)
 
 
-def test_detection_time_fills_system_defaults() -> None:
-    d = ka.system_defaults()
-    assert KeepAlive().detection_time == d.idle + d.interval * d.count
-    assert KeepAlive(idle=5).detection_time == 5 + d.interval * d.count
+def test_detection_time_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15: the property used to read /proc (system_defaults) for a partial policy."""
+
+    def no_io() -> ka.SystemDefaults:
+        raise AssertionError("detection_time read the system defaults")
+
+    monkeypatch.setattr(ka.system, "system_defaults", no_io)
+    monkeypatch.setattr(ka, "system_defaults", no_io)
+    assert KeepAlive().detection_time is None
+    assert KeepAlive(idle=5, count=3).detection_time is None
+    assert KeepAlive(5, 2, 3).detection_time == 11.0
     assert KeepAlive.disabled().detection_time is None
+
+
+def test_detection_time_with_defaults() -> None:
+    linux = ka.SystemDefaults(7200, 75, 9, "Linux's defaults")
+    assert KeepAlive().detection_time_with(linux) == 7875.0
+    assert KeepAlive(idle=5).detection_time_with(linux) == 5 + 75 * 9
+    assert KeepAlive(5, 2, 3).detection_time_with(linux) == 11.0  # nothing left to the defaults
+    assert KeepAlive(idle=5).detection_time_with(None) is None
+    assert KeepAlive.disabled().detection_time_with(linux) is None
+    d = ka.system_defaults()
+    assert KeepAlive(idle=5).detection_time_with(d) == 5 + d.interval * d.count
 
 
 def test_value_semantics() -> None:

@@ -32,9 +32,7 @@ def tcp_options(policy: KeepAlive) -> dict[str, int]:
     """pika's ``tcp_options``: ``{"TCP_KEEPIDLE": 60, ...}`` (seconds, seconds, probes, ms)."""
     policy = require_policy(policy)
     options = {
-        _PIKA_NAMES[option]: value
-        for option, value in policy.spec.steps()
-        if option is not Option.KEEPALIVE
+        _PIKA_NAMES[option]: value for option, value in policy.spec.steps() if option is not Option.KEEPALIVE
     }
     if policy.enabled and not {"TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"} & options.keys():
         raise ValueError(
