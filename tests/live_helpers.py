@@ -6,6 +6,7 @@ The live tests check what ``ka apply`` did through these, so a bug in ka.live ca
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import shutil
@@ -16,12 +17,13 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
 from helpers import kernel_values
 from ka.bench.pool import stop_child
+from ka.cli import EXIT_OK
 
 SERVER = Path(__file__).with_name("echo_server.py")
 SYS_PIDFD_GETFD = 438
@@ -191,3 +193,19 @@ def wait_for_timers(
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="ka show/apply/defaults --set are Linux only"
+)
+root_only = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root (another user, dropped capabilities, namespaces)"
+)
+KEEPALIVE_FILES = [Path("/proc/sys/net/ipv4") / f"tcp_keepalive_{n}" for n in ("time", "intvl", "probes")]
+
+
+def run_json(*args: str, expect: int = EXIT_OK, user: Sequence[str] = ()) -> Any:
+    """``ka ARGS --json``: its output, parsed, after checking the exit status."""
+    out = ka_command(*args, "--json", user=user)
+    assert out.returncode == expect, out.stderr + out.stdout
+    return json.loads(out.stdout)
