@@ -58,10 +58,10 @@ need = ["setup.py", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "sr
         "src/ka/_ka_bulk.h", "src/ka/_ka_c.pyi", "src/ka/py.typed", "src/ka/_ka_py.py",
         "src/ka/__init__.py", "tests/conftest.py", "tests/helpers.py", "tools/test_wheel.py"]
 missing = [n for n in need if n not in names]
-# tests/standin/*.c is the recording stand-in's source (tests/test_platforms.py), not a build product.
+# tests/standin/*.c is the recording stand-in's source (tests/adapters/test_platforms.py), not a build product.
 built = [n for n in names if (re.search(r"\.(c|so|pyd|o|pyc|html)$", n) and not n.startswith("tests/standin/"))
          or "__pycache__" in n]
-print(f"{len(names)} files; tests: {sum(n.startswith('tests/test_') for n in names)} modules")
+print(f"{len(names)} files; tests: {sum(re.search(r'^tests/(.+/)?test_[^/]+[.]py$', n) is not None for n in names)} modules")
 if missing or built:
     sys.exit(f"sdist is missing {missing} or holds built files {built}")
 EOF
