@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "tools" / "check_imports.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "check_imports.py"
 
 pytestmark = pytest.mark.skipif(not SCRIPT.exists(), reason="tools/ is not next to the tests")
 
