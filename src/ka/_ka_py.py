@@ -59,7 +59,7 @@ def _fileno(target: Any, where: str) -> int:
         if not -(2**63) <= target < 2**63:
             raise target_error(where, target, "range")
         if not _is_c_int(target):
-            raise target_error(where, target, "c-int")
+            raise target_error(where, int(target), "c-int")
         return int(target)
     try:
         method = getattr(target, "fileno", None)
@@ -78,7 +78,7 @@ def _fileno(target: Any, where: str) -> int:
     if not -(2**63) <= value < 2**63:
         raise target_error(where, target, "returned-range", value)
     if not _is_c_int(value):
-        raise target_error(where, target, "returned-c-int", value)
+        raise target_error(where, target, "returned-c-int", int(value))
     return int(value)
 
 

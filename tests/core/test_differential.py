@@ -284,3 +284,28 @@ def test_single_apply_and_read_agree(pool: Pool, entry: tuple[str, int, str], po
     for op in ("apply", "read"):
         results = [outcome(pool, core, functools.partial(single, op=op)) for core in (_ka_c, _ka_py)]
         assert results[0] == results[1]
+
+
+class _ShownOddly(int):
+    """An int subclass whose str() is not its number."""
+
+    def __str__(self) -> str:
+        return "odd"
+
+
+class _FilenoOddly:
+    def fileno(self) -> int:
+        return _ShownOddly(2**40)
+
+
+@pytest.mark.parametrize("target", [_ShownOddly(2**40), _FilenoOddly()], ids=["int subclass", "fileno()"])
+def test_beyond_a_c_int_is_named_by_its_number_in_both(target: object) -> None:
+    """The twin used to format an int subclass with its own str() ("target is odd")."""
+    policy = ka.KeepAlive(idle=60)
+    messages = []
+    for core in (_ka_c, _ka_py):
+        with pytest.raises(ValueError, match="expected a C int") as info:
+            core.apply(target, policy)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert "1099511627776" in messages[0] and "odd" not in messages[0]

@@ -56,7 +56,7 @@ def _read_chunks(proc: Process, conns: Sequence[Connection], states: list[Connec
 
 def dead_peer_after(settings: KeepAliveSettings) -> float | None:
     """Seconds of silence after which the kernel drops a connection with these values (see
-    ``ka.policy.detection_time``); None when keepalive is off or a value is unknown."""
+    ``ka.units.detection_time``); None when keepalive is off or a value is unknown."""
     return settings.detection_time
 
 
