@@ -24,7 +24,11 @@ PLATFORM_NAMES = {
     "windows": "Windows",
     "other": "this platform",
 }
-HERE = PLATFORM_NAMES[PLATFORM]
+
+
+def platform_name() -> str:
+    """This platform's name in messages ("Linux", "macOS", ...), read from PLATFORM when asked."""
+    return PLATFORM_NAMES[PLATFORM]
 
 
 def microseconds(field: str, value: object, *, check_sign: bool = True) -> int:
@@ -81,7 +85,9 @@ def whole_seconds(field: str, value: object, maximum: int) -> int:
     """Seconds rounded up (never to 0), checked against [1, maximum]."""
     seconds = seconds_up(field, value)
     if seconds > maximum:
-        raise ValueError(f"{field}={value!r} is out of range: {field} takes 1 to {maximum} seconds on {HERE}")
+        raise ValueError(
+            f"{field}={value!r} is out of range: {field} takes 1 to {maximum} seconds on {platform_name()}"
+        )
     return seconds
 
 
@@ -96,7 +102,9 @@ def probe_count(value: object, maximum: int = LIMITS.max_count) -> int:
             f"count must be a whole number of probes (int), not {type(value).__name__} {value!r}"
         ) from None
     if not 1 <= count <= maximum:
-        raise ValueError(f"count={value!r} is out of range: count takes 1 to {maximum} probes on {HERE}")
+        raise ValueError(
+            f"count={value!r} is out of range: count takes 1 to {maximum} probes on {platform_name()}"
+        )
     return count
 
 
@@ -105,7 +113,7 @@ def user_timeout_ms(value: object, maximum: int) -> int:
     behaviour (refused on Windows, where 0 is a zero timeout)."""
     if maximum == 0:
         raise ValueError(
-            f"user_timeout={value!r} cannot be set: {HERE} has no user "
+            f"user_timeout={value!r} cannot be set: {platform_name()} has no user "
             "timeout option (use user_timeout=None, or 'auto' to set it only where supported)"
         )
     zero = datetime.timedelta(0) if isinstance(value, datetime.timedelta) else 0
@@ -123,7 +131,7 @@ def user_timeout_ms(value: object, maximum: int) -> int:
     if ms > maximum:
         raise ValueError(
             f"user_timeout={value!r} is out of range: user_timeout takes 0.001 to "
-            f"{maximum / 1000:g} seconds on {HERE}"
+            f"{maximum / 1000:g} seconds on {platform_name()}"
         )
     return ms
 
