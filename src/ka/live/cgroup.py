@@ -1,0 +1,165 @@
+"""Linux cgroup v2: where it is mounted, which cgroup a process or a systemd unit runs in, and the
+processes a cgroup holds.
+
+The v2 hierarchy is found in ``/proc/self/mountinfo`` (filesystem type ``cgroup2``), wherever it
+is mounted: ``/sys/fs/cgroup`` on a unified layout, ``/sys/fs/cgroup/unified`` on systemd's hybrid
+layout. A process's cgroup is the ``0::PATH`` line of ``/proc/PID/cgroup``, relative to that
+mount (the caller's cgroup namespace). A unit's cgroup comes from systemd
+(``systemctl show --property=ControlGroup``) where it runs, else from a search of the hierarchy
+for a directory of that name (``system.slice/NAME.service``, ``user.slice/.../NAME.service``).
+
+Used by ``ka audit --cgroup/--unit`` and ``ka guard``; the rest of ka does not need cgroups.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from .._options import PLATFORM
+
+MOUNTINFO = Path("/proc/self/mountinfo")
+PROC = Path("/proc")
+
+# systemd.unit(5): unit names are at most 255 characters of ASCII letters, digits, ":-_.\"; a
+# name without a suffix is taken as a service, as systemctl does.
+_UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]{1,255}")
+_UNIT_SUFFIXES = (".service", ".scope", ".slice", ".socket", ".mount", ".swap", ".target")
+
+
+class CgroupError(LookupError):
+    """No cgroup v2 hierarchy, or no cgroup for the process, unit or path asked about."""
+
+
+class Cgroup(NamedTuple):
+    """A cgroup of the v2 hierarchy: its directory and its path as ``/proc/PID/cgroup`` shows it."""
+
+    directory: Path  # e.g. /sys/fs/cgroup/unified/system.slice/redis.service
+    path: str  # e.g. /system.slice/redis.service ("/" for the root)
+
+    def __str__(self) -> str:
+        return self.path
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as three octal digits."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def cgroup2_mount(mountinfo: Path = MOUNTINFO) -> Path:
+    """The directory where the cgroup v2 hierarchy is mounted; ``CgroupError`` if it is not."""
+    if PLATFORM != "linux":
+        raise CgroupError(f"cgroups are a Linux feature; this system is {PLATFORM}")
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError as exc:
+        raise CgroupError(f"cannot read {mountinfo} to find the cgroup v2 mount: {exc.strerror}") from exc
+    for line in lines:
+        # mountinfo(5): ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if sep and right.split()[:1] == ["cgroup2"] and len(fields) >= 5 and fields[3] == "/":
+            return Path(_unescape(fields[4]))
+    raise CgroupError(
+        "no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified, or boot "
+        "with systemd.unified_cgroup_hierarchy=1)"
+    )
+
+
+def resolve(path: str | os.PathLike[str], mount: Path | None = None) -> Cgroup:
+    """The cgroup at ``path``: a directory under the v2 mount, or a path relative to its root
+    (``/system.slice/x.service`` as ``/proc/PID/cgroup`` shows it). ``CgroupError`` if there is
+    no such cgroup."""
+    root = cgroup2_mount() if mount is None else mount
+    given = Path(path)
+    directory = given if given.is_relative_to(root) else root / str(given).lstrip("/")
+    directory = Path(os.path.normpath(directory))
+    if not directory.is_relative_to(root):
+        raise CgroupError(f"cgroup path {str(path)!r} leaves the cgroup v2 hierarchy at {root}")
+    if not (directory / "cgroup.procs").is_file():
+        raise CgroupError(f"no cgroup {str(path)!r}: {directory} is not a cgroup v2 directory")
+    relative = directory.relative_to(root).as_posix()
+    return Cgroup(directory, "/" if relative == "." else "/" + relative)
+
+
+def of_pid(pid: int, mount: Path | None = None, proc: Path = PROC) -> Cgroup:
+    """The cgroup v2 that process ``pid`` runs in. ``ProcessLookupError`` if there is no such
+    process, ``CgroupError`` if it has no v2 cgroup (or runs in another cgroup namespace's)."""
+    try:
+        lines = (proc / str(pid) / "cgroup").read_text().splitlines()
+    except FileNotFoundError:
+        raise ProcessLookupError(3, f"no process with pid {pid}") from None
+    for line in lines:
+        if line.startswith("0::"):
+            relative = line[3:]
+            if relative.endswith(" (deleted)") or not relative.startswith("/"):
+                raise CgroupError(f"process {pid}'s cgroup {relative!r} is not reachable from here")
+            return resolve(relative, mount)
+    raise CgroupError(f"process {pid} is in no cgroup v2 (its /proc/{pid}/cgroup has no 0:: line)")
+
+
+def unit_name(name: str) -> str:
+    """A systemd unit name checked, with ``.service`` added when it has no unit suffix;
+    ``ValueError`` naming it if it cannot be a unit name."""
+    if not _UNIT_NAME.fullmatch(name) or name.startswith(".") or "/" in name:
+        raise ValueError(f"unit {name!r}: expected a systemd unit name such as myapp.service")
+    return name if name.endswith(_UNIT_SUFFIXES) else name + ".service"
+
+
+def _from_systemd(unit: str) -> str | None:
+    """The ControlGroup systemd reports for a loaded unit, or None (no systemd, not loaded)."""
+    systemctl = shutil.which("systemctl")
+    if systemctl is None or not Path("/run/systemd/system").is_dir():
+        return None
+    try:
+        done = subprocess.run(
+            [systemctl, "show", "--property=ControlGroup", "--value", unit],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    value = done.stdout.strip()
+    return value if done.returncode == 0 and value.startswith("/") else None
+
+
+def of_unit(name: str, mount: Path | None = None) -> Cgroup:
+    """The cgroup of a systemd unit (``myapp`` means ``myapp.service``). ``CgroupError`` if the
+    unit has no cgroup (not running, or not found)."""
+    unit = unit_name(name)
+    root = cgroup2_mount() if mount is None else mount
+    from_systemd = _from_systemd(unit)
+    if from_systemd is not None:
+        return resolve(from_systemd, root)
+    found = sorted(_named(root, unit), key=lambda d: (len(d.parts), str(d)))
+    if not found:
+        raise CgroupError(f"unit {unit}: no cgroup of that name under {root} (is the unit running?)")
+    return resolve(found[0], root)
+
+
+def _named(root: Path, name: str) -> Iterable[Path]:
+    for directory, subdirs, _files in os.walk(root):
+        if name in subdirs:
+            yield Path(directory) / name
+        subdirs[:] = [d for d in subdirs if d != name]
+
+
+def pids(cgroup: Cgroup, recursive: bool = True) -> list[int]:
+    """The processes in the cgroup (and, with ``recursive``, in every cgroup below it), sorted.
+    A cgroup removed while it is read contributes nothing."""
+    found: set[int] = set()
+    walk = os.walk(cgroup.directory) if recursive else [(str(cgroup.directory), [], [])]
+    for directory, _subdirs, _files in walk:
+        try:
+            text = (Path(directory) / "cgroup.procs").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        found.update(int(pid) for pid in text.split())
+    return sorted(found)

@@ -1,0 +1,117 @@
+"""ka.live.cgroup against this machine's cgroup v2 hierarchy: a cgroup made by the test, a child
+process moved into it, a unit found by name; mountinfo parsing from text."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ka.live import cgroup
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="cgroups are Linux only")
+
+
+def _v2_or_skip() -> Path:
+    try:
+        return cgroup.cgroup2_mount()
+    except cgroup.CgroupError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def made() -> Iterator[cgroup.Cgroup]:
+    """A slice and a service cgroup below the root, made for this test and always removed."""
+    root = _v2_or_skip()
+    if os.geteuid() != 0:
+        pytest.skip("making a cgroup needs root (CI runs the suite as root)")
+    top = root / f"ka-test-{os.getpid()}.slice"
+    unit = top / f"ka-test-{os.getpid()}.service"
+    unit.mkdir(parents=True)
+    try:
+        yield cgroup.resolve(unit)
+    finally:
+        for directory in (unit, top):
+            for pid in (directory / "cgroup.procs").read_text().split():
+                (root / "cgroup.procs").write_text(pid)
+            directory.rmdir()
+
+
+def test_mountinfo_names_the_v2_mount_wherever_it_is(tmp_path: Path) -> None:
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+        "40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n"
+        "41 31 0:38 / /sys/fs/cgroup/un\\040ified rw,relatime shared:9 - cgroup2 cgroup2 rw\n"
+    )
+    assert cgroup.cgroup2_mount(info) == Path("/sys/fs/cgroup/un ified")
+
+
+def test_no_v2_mount_is_a_clear_error(tmp_path: Path) -> None:
+    info = tmp_path / "mountinfo"
+    info.write_text("40 31 0:37 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n")
+    with pytest.raises(cgroup.CgroupError, match="no cgroup v2 hierarchy is mounted"):
+        cgroup.cgroup2_mount(info)
+
+
+def test_this_process_is_in_the_cgroup_proc_says() -> None:
+    root = _v2_or_skip()
+    line = next(x for x in Path("/proc/self/cgroup").read_text().splitlines() if x.startswith("0::"))
+    found = cgroup.of_pid(os.getpid())
+    assert found.path == line[3:]
+    assert found.directory == (root / line[4:] if line[3:] != "/" else root)
+    assert os.getpid() in cgroup.pids(found, recursive=False)
+
+
+def test_a_missing_process_is_a_lookup_error() -> None:
+    _v2_or_skip()
+    with pytest.raises(ProcessLookupError, match="no process with pid"):
+        cgroup.of_pid(2**22 + 1)
+
+
+def test_paths_outside_the_hierarchy_or_not_cgroups_are_refused(tmp_path: Path) -> None:
+    root = _v2_or_skip()
+    with pytest.raises(cgroup.CgroupError, match="leaves the cgroup v2 hierarchy"):
+        cgroup.resolve("/../../etc", root)
+    with pytest.raises(cgroup.CgroupError, match="is not a cgroup v2 directory"):
+        cgroup.resolve("/no-such-cgroup-here", root)
+    assert cgroup.resolve("/", root) == cgroup.Cgroup(root, "/")
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", ".hidden", "x" * 256, "sp ace.service"])
+def test_bad_unit_names_are_refused_before_any_lookup(bad: str) -> None:
+    with pytest.raises(ValueError, match="expected a systemd unit name"):
+        cgroup.unit_name(bad)
+
+
+def test_unit_names_get_the_service_suffix() -> None:
+    assert cgroup.unit_name("myapp") == "myapp.service"
+    assert cgroup.unit_name("myapp.scope") == "myapp.scope"
+    assert cgroup.unit_name("getty@tty1.service") == "getty@tty1.service"
+
+
+def test_a_process_moved_into_a_made_cgroup_is_found_there(made: cgroup.Cgroup) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (made.directory / "cgroup.procs").write_text(str(child.pid))
+        assert cgroup.of_pid(child.pid) == made
+        assert cgroup.pids(made) == [child.pid]
+        parent = cgroup.resolve(made.directory.parent)
+        assert cgroup.pids(parent, recursive=False) == []
+        assert cgroup.pids(parent) == [child.pid]  # sub-cgroups are counted
+        name = made.directory.name
+        assert cgroup.of_unit(name) == made
+        assert cgroup.of_unit(name.removesuffix(".service")) == made
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_unit_that_does_not_run_is_named_in_the_error() -> None:
+    _v2_or_skip()
+    with pytest.raises(cgroup.CgroupError, match=r"unit ka-never-\d+\.service: no cgroup"):
+        cgroup.of_unit(f"ka-never-{os.getpid()}")
