@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from helpers import fresh_values
+from ka.cli import human
 from ka.cli import (
     EXIT_FAILED,
     EXIT_OK,
@@ -243,7 +244,15 @@ def test_show_reports_the_live_values(server: EchoServer) -> None:
     lines = text.stdout.splitlines()
     assert lines[0].startswith(f"process {server.pid} (python") and f"{N4 + N6} TCP connections" in lines[0]
     assert lines[1].split()[:5] == ["FD", "LOCAL", "REMOTE", "STATE", "KEEPALIVE"]
-    assert sum(" on " in line for line in lines[2:]) == 1 and "keepalive 4" in text.stdout
+    rows = lines[2 : 2 + N4 + N6]
+    assert sum(" on " in line for line in rows) == 1 and "keepalive 4" in text.stdout
+    # The table, then the sums: one line per set of values, most common first.
+    assert lines[2 + N4 + N6 :] == [
+        "",
+        f"{N4 + N6} TCP connections of process {server.pid}:",
+        f"  {N4 + N6 - 1}  off 7200/75/9  keepalive off: a silent dead peer is never found",
+        f"   1  on 45/5/6      a silent dead peer is found after {human(45 + 5 * 6)}",
+    ]
 
 
 @linux_only

@@ -95,7 +95,8 @@ def test_defaults_set_without_root_is_refused() -> None:
     [
         (["idle=0"], "idle must be positive"),
         (["count=128"], "count=128 is out of range"),
-        (["speed=3"], "--set takes KEY=VALUE with KEY one of idle, interval, count"),
+        (["speed=3"], "--set takes KEY=VALUE with KEY one of idle (time, tcp_keepalive_time"),
+        (["count=\u00b2"], "count '\u00b2' is not a whole number of probes"),
         (["idle=5", "time=6"], "--set names idle twice"),
     ],
 )

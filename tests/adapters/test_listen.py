@@ -15,7 +15,7 @@ import pytest
 
 import ka
 from helpers import kernel_values
-from ka.listen import ListenError, create_listeners, fd_names, parse_address, split_command
+from ka.listen import ListenError, create_listeners, fd_names, own_pidfd_id, parse_address, split_command
 from server_helpers import (
     EXAMPLES,
     assert_every_connection_has,
@@ -152,7 +152,10 @@ REPORT = textwrap.dedent(
         })
         s.detach()
     env = {k: v for k, v in os.environ.items() if k.startswith(("LISTEN_", "KA_POLICY"))}
-    print(json.dumps({"pid": os.getpid(), "fds": fds, "sockets": socks, "env": env}))
+    pidfd = os.pidfd_open(os.getpid())
+    pidfd_id = os.fstat(pidfd).st_ino  # what sd_listen_fds() compares LISTEN_PIDFDID with (pidfs)
+    os.close(pidfd)
+    print(json.dumps({"pid": os.getpid(), "fds": fds, "sockets": socks, "env": env, "pidfd_id": pidfd_id}))
     """
 )
 
@@ -178,11 +181,13 @@ def test_the_command_gets_the_sockets_as_fds_3_and_on() -> None:
         "127.0.0.1:0", "[::1]:0", "--policy", POLICY_TEXT, "--fdname", "web", "--fdname", "admin"
     )
     assert report["pid"] == proc.pid  # exec in place: LISTEN_PID is the command's own pid
+    pidfd_id = {"LISTEN_PIDFDID": str(report["pidfd_id"])} if own_pidfd_id() is not None else {}
     assert report["env"] == {
         "LISTEN_FDS": "2",
         "LISTEN_PID": str(proc.pid),
         "LISTEN_FDNAMES": "web:admin",
         "KA_POLICY": POLICY_TEXT,
+        **pidfd_id,
     }
     sockets = report["sockets"]
     assert isinstance(sockets, list)
