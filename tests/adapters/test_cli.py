@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import pytest
 
 from helpers import fresh_values
-from ka.cli import human
 from ka.cli import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_PERMISSION,
     EXIT_USAGE,
+    human,
 )
 from live_helpers import (
     NOBODY,
