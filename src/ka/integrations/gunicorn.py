@@ -51,7 +51,8 @@ from typing import Any
 
 from ..policy import KeepAlive, resolve_policy
 from ..server import PER_ACCEPT, ListenerPlan, Platform, prepare_listener
-from ._serving import combined_plan, keepalive_protocol
+from ._serving import keepalive_protocol
+from .serving import AcceptHook
 
 # Only the hooks are gunicorn setting names: gunicorn reads every module-level name of a config
 # module, so nothing else here may share a name with one of its settings.
@@ -163,7 +164,8 @@ def post_fork(server: Any, worker: Any) -> None:
         return  # the kernel copies the policy into every accepted socket
     config = _uvicorn_config(worker)
     if config is not None:
-        config.http = keepalive_protocol(_resolved_protocol(config), combined_plan(plans, policy, platform))
+        # One hook over every listener: it tells which one accepted each socket (their queues differ).
+        config.http = keepalive_protocol(_resolved_protocol(config), AcceptHook(plans))
         return
     for listener in listeners:
         plan = _State.plans.get(listener.fileno())
