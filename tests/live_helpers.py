@@ -30,7 +30,6 @@ SYS_PIDFD_GETFD = 438
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
-
 def _why_nobody_cannot_run_ka() -> str | None:
     """None when this Python can import ka as user nobody; else the reason (e.g. a pyenv Python
     whose shared library is not readable by other users)."""

@@ -18,6 +18,7 @@ SYNTAX = (
 KEYS = ("idle", "interval", "count", "user_timeout", "within")
 _SEPARATORS = re.compile(r"[\s,]+")
 _AROUND_EQUALS = re.compile(r"\s*=\s*")
+_MAX_COUNT_DIGITS = 9  # far above any platform's probe limit; KeepAlive checks the real range
 
 Seconds = Union[int, float, None]
 
@@ -83,9 +84,14 @@ def parse_fields(text: str) -> PolicyFields:
 
     count: int | None = None
     if "count" in values:
-        if not values["count"].isdigit():
-            raise bad(f"count={values['count']}", "is not a whole number of probes: expected count=5")
-        count = int(values["count"])
+        digits = values["count"]
+        # ASCII only: str.isdigit() takes "²", which int() refuses with a message of its own.
+        if not (digits.isascii() and digits.isdigit()):
+            raise bad(f"count={digits}", "is not a whole number of probes: expected count=5")
+        if len(digits.lstrip("0")) > _MAX_COUNT_DIGITS:  # before int(): no 5000-digit conversion
+            shown = digits if len(digits) <= 20 else f"{digits[:12]}... ({len(digits)} digits)"
+            raise bad(f"count={shown}", "is out of range: expected a count of probes such as count=5")
+        count = int(digits)
     user_timeout: Seconds | Literal["auto"] = (
         "auto" if values.get("user_timeout") == "auto" else duration("user_timeout")
     )

@@ -15,8 +15,11 @@ import ctypes.util
 import errno
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from ._options import LIMITS, PLATFORM
 from ._signals import signals_deferred
@@ -28,6 +31,13 @@ LINUX_FILES = {
     "interval": "tcp_keepalive_intvl",
     "count": "tcp_keepalive_probes",
 }
+SYSCTL_D = Path("/etc/sysctl.d")  # read by systemd-sysctl (and procps' sysctl --system) at boot
+PERSIST_FILE = SYSCTL_D / "90-ka-keepalive.conf"
+CLONE_NEWNET = 0x40000000  # <linux/sched.h>
+_TCP_RTO_MIN = 0.2  # seconds, include/net/tcp.h TCP_RTO_MIN (HZ / 5)
+_TCP_RTO_MAX = 120.0  # seconds, TCP_RTO_MAX (120 * HZ)
+
+T = TypeVar("T")
 
 
 class SystemDefaults(NamedTuple):
@@ -107,7 +117,11 @@ def system_defaults() -> SystemDefaults:
 
 
 def set_system_defaults(
-    idle: int | None = None, interval: int | None = None, count: int | None = None
+    idle: int | None = None,
+    interval: int | None = None,
+    count: int | None = None,
+    *,
+    persist: str | os.PathLike[str] | None = None,
 ) -> SystemDefaults:
     """Write the Linux sysctls for the caller's network namespace (root only); returns the new values.
 
@@ -118,7 +132,13 @@ def set_system_defaults(
     called from the main thread); any other exception raised during the writes, KeyboardInterrupt
     included, restores the values already written before it propagates. Raises PermissionError
     naming the file when the caller may not write it (root or CAP_NET_ADMIN over the namespace
-    is needed), and NotImplementedError on other platforms.
+    is needed), an OSError with ``errno.EROFS`` when ``/proc/sys`` is mounted read-only (as in
+    most containers), and NotImplementedError on other platforms.
+
+    ``persist``: a file (``PERSIST_FILE``, under ``/etc/sysctl.d``) that makes the values last
+    across reboots: written with all three values as they are after the change, in the same all
+    or nothing: it is created (as a temporary file beside it) before any sysctl is written, and
+    if it cannot be completed the sysctls are put back. A change without it lasts until reboot.
     """
     if PLATFORM != "linux":
         raise NotImplementedError(
@@ -132,10 +152,12 @@ def set_system_defaults(
         wanted["interval"] = whole_seconds("interval", interval, LIMITS.max_interval)
     if count is not None:
         wanted["count"] = probe_count(count)
-    if not wanted:
+    if not wanted and persist is None:
         return system_defaults()
     previous = system_defaults()
+    target = None if persist is None else Path(persist)
     opened: dict[str, int] = {}
+    temporary: Path | None = None
     try:
         for field in wanted:
             path = PROC_DIR / LINUX_FILES[field]
@@ -143,6 +165,8 @@ def set_system_defaults(
                 opened[field] = os.open(path, os.O_WRONLY)
             except OSError as exc:
                 raise _write_error(exc, path) from None
+        if target is not None:
+            temporary = _create_beside(target)
         written: list[str] = []
         with signals_deferred():
             try:
@@ -153,24 +177,146 @@ def set_system_defaults(
                         os.write(opened[field], f"{int(value)}\n".encode())
                     except OSError as exc:
                         raise _write_error(exc, path) from None
+                if target is not None and temporary is not None:
+                    now = system_defaults()
+                    _complete(temporary, target, sysctl_conf(now))
+                    temporary = None
             except BaseException:
                 _restore(previous, written)
                 raise
     finally:
         for fd in opened.values():
             os.close(fd)
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
     return system_defaults()
 
 
-def _write_error(exc: OSError, path: Path) -> OSError:
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return PermissionError(
-            exc.errno,
-            f"{exc.strerror}: writing {path} needs root or CAP_NET_ADMIN over this network namespace",
-            str(path),
+def sysctl_conf(defaults: SystemDefaults) -> str:
+    """The text of a ``sysctl.d`` file that sets these three values at boot."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    lines = [f"# TCP keepalive defaults, written by ka defaults --set --persist on {stamp}."]
+    lines += [f"net.ipv4.{LINUX_FILES[field]} = {getattr(defaults, field)}" for field in LINUX_FILES]
+    return "\n".join(lines) + "\n"
+
+
+def _create_beside(target: Path) -> Path:
+    """An empty temporary file in ``target``'s directory (so a rename replaces ``target`` in one step)."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise _write_error(exc, target, persist=True) from None
+    os.close(fd)
+    return temporary
+
+
+def _complete(temporary: Path, target: Path, text: str) -> None:
+    try:
+        with open(temporary, "w", encoding="ascii") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, target)
+    except OSError as exc:
+        raise _write_error(exc, target, persist=True) from None
+
+
+def tcp_retries2() -> int | None:
+    """``net.ipv4.tcp_retries2`` of the caller's network namespace (Linux; None elsewhere or if
+    unreadable): how many times unacknowledged data is retransmitted before the connection is
+    dropped, when no ``TCP_USER_TIMEOUT`` is set. Keepalive does not cover that case: probes are
+    sent only while nothing is in flight."""
+    if PLATFORM != "linux":
+        return None
+    try:
+        return int((PROC_DIR / "tcp_retries2").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def retransmission_timeout(retries: int) -> float:
+    """Seconds until a connection with unacknowledged data is dropped after ``retries``
+    retransmissions (``tcp_retries2``), with the minimum RTO of 200 ms doubling up to 120 s: the
+    kernel's ``tcp_model_timeout``. The default 15 gives 924.6 s (Documentation/networking/
+    ip-sysctl.rst); a longer round-trip time makes it longer."""
+    if retries <= 0:
+        return 0.0
+    doublings = 0
+    while _TCP_RTO_MIN * (2 << doublings) <= _TCP_RTO_MAX:  # ilog2(TCP_RTO_MAX / TCP_RTO_MIN)
+        doublings += 1
+    if retries <= doublings:
+        return round(((2 << retries) - 1) * _TCP_RTO_MIN, 3)
+    return round(((2 << doublings) - 1) * _TCP_RTO_MIN + (retries - doublings) * _TCP_RTO_MAX, 3)
+
+
+def in_network_namespace(path: str | os.PathLike[str], call: Callable[[], T]) -> T:
+    """``call()`` run in the network namespace at ``path`` (``/proc/PID/ns/net``,
+    ``/run/netns/NAME``) and its result; its exceptions propagate.
+
+    A short-lived thread joins the namespace with ``setns(CLONE_NEWNET)`` (only that thread
+    moves; it ends after the call), so ``/proc/sys/net`` there shows that namespace's sysctls.
+    Needs CAP_SYS_ADMIN over the namespace's owner (PermissionError otherwise); a path that is
+    not a network namespace is a ValueError. Linux only.
+    """
+    if PLATFORM != "linux":
+        raise NotImplementedError(f"network namespaces are a Linux feature, not {sys.platform}'s")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, f"there is no network namespace at {path}", str(path)) from None
+    except PermissionError as exc:
+        raise PermissionError(
+            exc.errno, f"opening {path} needs ptrace permission over its process (or root)", str(path)
+        ) from None
+    outcome: dict[str, object] = {}
+
+    def joined() -> None:
+        try:
+            _setns(fd, path)
+            outcome["result"] = call()
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    try:
+        worker = threading.Thread(target=joined, name="ka-netns")
+        worker.start()
+        worker.join()
+    finally:
+        os.close(fd)
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["result"]  # type: ignore[return-value]
+
+
+def _setns(fd: int, path: str | os.PathLike[str]) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(ctypes.c_int(fd), ctypes.c_int(CLONE_NEWNET)) == 0:
+        return
+    err = ctypes.get_errno()
+    if err == errno.EINVAL:
+        raise ValueError(f"{path} is not a network namespace")
+    if err == errno.EPERM:
+        raise PermissionError(
+            err, f"joining the network namespace at {path} needs CAP_SYS_ADMIN over it (root)", str(path)
         )
+    raise OSError(err, f"{os.strerror(err)}: joining the network namespace at {path}", str(path))
+
+
+def _write_error(exc: OSError, path: Path, *, persist: bool = False) -> OSError:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        need = "root" if persist else "root or CAP_NET_ADMIN over this network namespace"
+        return PermissionError(exc.errno, f"{exc.strerror}: writing {path} needs {need}", str(path))
     if exc.errno == errno.EROFS:
-        return OSError(exc.errno, f"{exc.strerror}: {path} is read-only here (a container?)", str(path))
+        where = (
+            f"{path.parent} is on a read-only file system"
+            if persist
+            else f"{path} is read-only here: /proc/sys is mounted read-only (as in most containers); "
+            "set the values where the namespace is made (a pod's securityContext.sysctls, docker run "
+            "--sysctl) or from the host (ka defaults --pid PID)"
+        )
+        return OSError(exc.errno, where, str(path))
     return OSError(exc.errno, f"{exc.strerror}: writing {path}", str(path))
 
 

@@ -5,17 +5,19 @@ accepted sockets are read back under load."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 import ka
 from helpers import kernel_values
-from ka.listen import ListenError, create_listeners, fd_names, parse_address, split_command
+from ka.listen import ListenError, create_listeners, fd_names, own_pidfd_id, parse_address, split_command
 from server_helpers import (
     EXAMPLES,
     assert_every_connection_has,
@@ -152,7 +154,10 @@ REPORT = textwrap.dedent(
         })
         s.detach()
     env = {k: v for k, v in os.environ.items() if k.startswith(("LISTEN_", "KA_POLICY"))}
-    print(json.dumps({"pid": os.getpid(), "fds": fds, "sockets": socks, "env": env}))
+    pidfd = os.pidfd_open(os.getpid())
+    pidfd_id = os.fstat(pidfd).st_ino  # what sd_listen_fds() compares LISTEN_PIDFDID with (pidfs)
+    os.close(pidfd)
+    print(json.dumps({"pid": os.getpid(), "fds": fds, "sockets": socks, "env": env, "pidfd_id": pidfd_id}))
     """
 )
 
@@ -178,11 +183,13 @@ def test_the_command_gets_the_sockets_as_fds_3_and_on() -> None:
         "127.0.0.1:0", "[::1]:0", "--policy", POLICY_TEXT, "--fdname", "web", "--fdname", "admin"
     )
     assert report["pid"] == proc.pid  # exec in place: LISTEN_PID is the command's own pid
+    pidfd_id = {"LISTEN_PIDFDID": str(report["pidfd_id"])} if own_pidfd_id() is not None else {}
     assert report["env"] == {
         "LISTEN_FDS": "2",
         "LISTEN_PID": str(proc.pid),
         "LISTEN_FDNAMES": "web:admin",
         "KA_POLICY": POLICY_TEXT,
+        **pidfd_id,
     }
     sockets = report["sockets"]
     assert isinstance(sockets, list)
@@ -354,3 +361,215 @@ def test_hypercorn_bind_fd_3(tmp_path: Path) -> None:
     )
     with running(argv, server_env(KA_POLICY=POLICY_TEXT), tmp_path / "hypercorn.log", port) as proc:
         assert_every_connection_has(read_back_under_load(proc.pid, port), POLICY)
+
+
+# -- edges from issue 19 (section 4.2) and issue 23: exit 2 naming the argument, descriptors,
+# LISTEN_PIDFDID, --inherited under another activator, --nodelay and --defer-accept -------------
+
+
+@linux_only
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["127.0.0.1:\u00b2"], "'127.0.0.1:\u00b2': port '\u00b2' is not a TCP port: expected 0 to 65535"),
+        (["127.0.0.1:" + "0" * 30 + "1"], "is not a TCP port"),
+        (["[fe80::1%nonexistent0]:8000"], "the zone 'nonexistent0' is not a network interface here"),
+        (
+            ["127.0.0.1:0", "--backlog", "99999999999"],
+            "--backlog 99999999999 is not a queue length: expected 1 to",
+        ),
+        (["127.0.0.1:0", "--defer-accept", "soon"], "--defer-accept 'soon' is not a duration"),
+        (["127.0.0.1:0", "--inherited"], "--inherited takes the listeners it was passed: give no address"),
+        (["--inherited"], "--inherited takes the listeners a socket activator passed in LISTEN_FDS"),
+        ([], "no address: expected ka listen ADDR"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_them(args: list[str], message: str, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    out = ka_listen(*args, "--idle", "3", "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')")
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not marker.exists()
+
+
+@linux_only
+def test_too_few_descriptors_is_named_before_anything_is_made(tmp_path: Path) -> None:
+    # 8 listeners need 3 + 2 x 8 = 19 descriptors; the limit is 16.
+    addresses = " ".join(["127.0.0.1:0"] * 8)
+    marker = tmp_path / "ran"
+    out = subprocess.run(
+        [
+            "sh",
+            "-c",
+            f"ulimit -n 16 && exec {sys.executable} -m ka listen {addresses} --idle 3 -- "
+            f"{sys.executable} -c \"open('{marker}', 'w')\"",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=server_env(),
+        check=False,
+    )
+    assert out.returncode == 2, out.stderr
+    assert (
+        "cannot make the listener for 127.0.0.1:0: ka listen needs 19 descriptors for 8 listeners "
+        "(3 + 2 x 8) and the limit is 16 (RLIMIT_NOFILE)" in out.stderr
+    ), out.stderr
+    assert not marker.exists()
+
+
+@linux_only
+def test_a_descriptor_shortage_while_making_listeners_names_the_address() -> None:
+    # The limit passes the count but the process holds other descriptors: socket() gets EMFILE.
+    script = textwrap.dedent(
+        """
+        import os, resource, ka
+        from ka.listen import ListenError, create_listeners, parse_address
+        used = len(os.listdir("/proc/self/fd"))  # one more than open now: listdir's own
+        resource.setrlimit(resource.RLIMIT_NOFILE, (used, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        try:
+            create_listeners([parse_address("127.0.0.1:0"), parse_address("[::1]:0")], ka.KeepAlive(3))
+        except ListenError as exc:
+            print(exc)
+        print(len(os.listdir("/proc/self/fd")) - used)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    message, leaked = out.stdout.strip().splitlines()
+    assert message.startswith(
+        "cannot make the listener for [::1]:0: Too many open files [errno 24]: ka listen"
+    )
+    assert leaked == "0"  # the first listener was closed again
+
+
+ACCEPT_REPORT = textwrap.dedent(
+    """
+    import json, os, socket, sys
+    listener = socket.socket(fileno=3)
+    queued = []
+    if "--queued" in sys.argv:  # the connection that woke the activator, made before ka's policy
+        conn, _ = listener.accept()
+        queued.append(conn.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
+    client = socket.create_connection(listener.getsockname()[:2])
+    client.sendall(b"x")  # a deferring listener hands a connection over once data arrived
+    conn, _ = listener.accept()
+    def values(s):
+        return {
+            "keepalive": s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            "idle": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            "nodelay": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+            "defer_accept": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT),
+        }
+    env = {k: v for k, v in os.environ.items() if k.startswith(("LISTEN_", "KA_POLICY"))}
+    pidfd = os.pidfd_open(os.getpid())
+    print(json.dumps({"listener": values(listener), "accepted": values(conn), "queued": queued, "env": env,
+                      "pid": os.getpid(), "pidfd_id": os.fstat(pidfd).st_ino}))
+    """
+)
+
+
+@linux_only
+def test_nodelay_and_defer_accept_reach_the_listener_and_accepted_sockets() -> None:
+    out = ka_listen(
+        "127.0.0.1:0",
+        "--policy",
+        POLICY_TEXT,
+        "--nodelay",
+        "--defer-accept",
+        "5",
+        "--",
+        sys.executable,
+        "-c",
+        ACCEPT_REPORT,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["listener"]["nodelay"] == 1 and report["listener"]["defer_accept"] >= 5
+    # Read back from the kernel on the accepted socket: the policy and TCP_NODELAY came with it.
+    assert report["accepted"]["keepalive"] == 1 and report["accepted"]["idle"] == 37
+    assert report["accepted"]["nodelay"] == 1
+    plain = json.loads(
+        ka_listen("127.0.0.1:0", "--policy", POLICY_TEXT, "--", sys.executable, "-c", ACCEPT_REPORT).stdout
+    )
+    assert plain["accepted"]["nodelay"] == 0 and plain["listener"]["defer_accept"] == 0
+
+
+@linux_only
+def test_an_inherited_listen_pidfdid_is_replaced_by_the_commands_own() -> None:
+    out = ka_listen(
+        "127.0.0.1:0",
+        "--policy",
+        POLICY_TEXT,
+        "--",
+        sys.executable,
+        "-c",
+        ACCEPT_REPORT,
+        env={"LISTEN_PIDFDID": "12345"},
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    if own_pidfd_id() is None:  # no pidfs: removed, so libsystemd checks LISTEN_PID alone
+        assert "LISTEN_PIDFDID" not in report["env"]
+    else:
+        assert report["env"]["LISTEN_PIDFDID"] == str(report["pidfd_id"]) != "12345"
+
+
+@linux_only
+@pytest.mark.skipif(
+    shutil.which("systemd-socket-activate") is None, reason="needs systemd-socket-activate (systemd)"
+)
+def test_inherited_keeps_the_activators_socket_and_adds_the_policy() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "systemd-socket-activate",
+            "-l",
+            f"127.0.0.1:{port}",
+            "--fdname",
+            "web",
+            sys.executable,
+            "-m",
+            "ka",
+            "listen",
+            "--inherited",
+            "--policy",
+            POLICY_TEXT,
+            "--nodelay",
+            "--",
+            sys.executable,
+            "-c",
+            ACCEPT_REPORT,
+            "--queued",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=server_env(),
+    )
+    try:
+        # systemd-socket-activate starts its command at the first connection.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                wake = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "systemd-socket-activate did not listen"
+                time.sleep(0.05)
+        with wake:
+            out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    assert report["env"]["LISTEN_FDS"] == "1" and report["env"]["LISTEN_FDNAMES"] == "web"
+    assert report["env"]["LISTEN_PID"] == str(report["pid"])
+    assert report["listener"]["keepalive"] == 1 and report["listener"]["idle"] == 37
+    assert report["accepted"] == {"keepalive": 1, "idle": 37, "nodelay": 1, "defer_accept": 0}
+    assert report["queued"] == [0]  # made before ka's policy: keeps what it had, as documented
+    assert f"fd 3 (web) listens on 127.0.0.1:{port} with {POLICY_TEXT}" in err
+    assert "1 connection(s) already queued on fd 3" in err

@@ -83,9 +83,7 @@ def test_keepalive_timer_agrees_with_ss(pair: tuple[socket.socket, socket.socket
     assert abs(seconds - conn.timer.expires) <= 1.5
 
 
-def test_read_through_duplicates_matches_the_kernel(
-    pair: tuple[socket.socket, socket.socket]
-) -> None:
+def test_read_through_duplicates_matches_the_kernel(pair: tuple[socket.socket, socket.socket]) -> None:
     client, accepted = pair
     ka.apply(accepted, ka.KeepAlive(41, 6, 4, user_timeout=12.5))
     before = open_fds()
@@ -98,9 +96,7 @@ def test_read_through_duplicates_matches_the_kernel(
     assert states[1].settings == (True, 41, 6, 4, 12.5)
 
 
-def test_apply_through_duplicates_changes_the_socket(
-    pair: tuple[socket.socket, socket.socket]
-) -> None:
+def test_apply_through_duplicates_changes_the_socket(pair: tuple[socket.socket, socket.socket]) -> None:
     client, accepted = pair
     policy = ka.KeepAlive(33, 7, 4, user_timeout="auto")
     report = live.apply(os.getpid(), own(client, accepted), policy)

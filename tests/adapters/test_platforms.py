@@ -362,5 +362,3 @@ def test_bulk_path_on_old_windows(standins: dict[str, ctypes.CDLL]) -> None:
     assert list(errnos) == [WSAENOPROTOOPT] * n and list(options) == [Option.COUNT] * n
     one = twin_apply("windows", FULL, OLD_WINDOWS)[0]
     assert _calls(lib) == one * n
-
-

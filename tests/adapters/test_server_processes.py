@@ -84,6 +84,12 @@ def test_gunicorn_config_module_gthread(tmp_path: Path) -> None:
         wait_processes(proc.pid, 3)
         assert_every_connection_has(read_back_under_load(proc.pid, port), POLICY)
         assert listeners(proc.pid, port)[0]["idle"] == 37  # on Linux the listener carries it
+        # One info line through gunicorn's own log, as ka listen prints one (issue 23).
+        log = (tmp_path / "log").read_text()
+        assert (
+            f"[INFO] ka: keepalive {POLICY_TEXT} on 127.0.0.1:{port}, inherited by accepted connections"
+            in log
+        ), log
 
 
 def test_gunicorn_own_config_file_uvicorn_worker(tmp_path: Path) -> None:
@@ -194,6 +200,15 @@ def test_uvicorn_cli_workers(tmp_path: Path) -> None:
         assert_every_connection_has(read_back_under_load(proc.pid, port), POLICY)
 
 
+def test_uvicorn_logs_what_it_set(tmp_path: Path) -> None:
+    port = free_port()
+    with running(uvicorn_argv(port), server_env(KA_POLICY=POLICY_TEXT), tmp_path / "log", port):
+        log = (tmp_path / "log").read_text()
+    assert (
+        f"INFO:     ka: keepalive {POLICY_TEXT} on 127.0.0.1:{port}, inherited by accepted connections" in log
+    )
+
+
 def test_uvicorn_cli_reload(tmp_path: Path) -> None:
     port = free_port()
     argv = uvicorn_argv(port, "--reload", "--reload-dir", str(tmp_path), "--keepalive-policy", POLICY_TEXT)
@@ -264,6 +279,42 @@ def test_hypercorn_cli_workers(tmp_path: Path) -> None:
     with running(argv, server_env(KA_POLICY=POLICY_TEXT), tmp_path / "log", port) as proc:
         wait_processes(proc.pid, 3)
         assert_every_connection_has(read_back_under_load(proc.pid, port), POLICY)
+
+
+def test_hypercorn_cli_keepalive_policy_and_log(tmp_path: Path) -> None:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "ka.integrations.hypercorn",
+        "hello_app:asgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--keepalive-policy",
+        POLICY_TEXT,
+    ]
+    with running(argv, server_env(KA_POLICY="idle=1"), tmp_path / "log", port) as proc:  # the flag wins
+        assert_every_connection_has(read_back_under_load(proc.pid, port), POLICY)
+        log = (tmp_path / "log").read_text()
+    assert f"[INFO] ka: keepalive {POLICY_TEXT} on 127.0.0.1:{port}, inherited by accepted connections" in log
+
+
+def test_hypercorn_cli_help_and_bad_policy() -> None:
+    def hypercorn(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ka.integrations.hypercorn", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=server_env(),
+            check=False,
+        )
+
+    out = hypercorn("--help")
+    assert out.returncode == 0 and out.stdout.startswith("usage: python -m ka.integrations.hypercorn ")
+    assert "hypercorn.py" not in out.stdout and "--keepalive-policy POLICY" in out.stdout
+    out = hypercorn("hello_app:asgi", "--keepalive-policy", "count=x")
+    assert out.returncode == 2 and "--keepalive-policy: keepalive policy 'count=x'" in out.stderr, out.stderr
 
 
 def test_hypercorn_config_file_and_refusals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,6 +45,11 @@ def test_parse(text: str, policy: KeepAlive) -> None:
         ("interval=5parsecs", r"part 'interval=5parsecs' is not a duration"),
         ("count=1.5", r"part 'count=1.5' is not a whole number of probes"),
         ("count=many", r"part 'count=many' is not a whole number"),
+        # Digits str.isdigit() takes and int() refuses, and a count int() refuses to convert (issue 19).
+        ("count=\u00b2", r"part 'count=\u00b2' is not a whole number of probes: expected count=5"),
+        ("count=\u0663", r"part 'count=\u0663' is not a whole number of probes"),
+        ("count=" + "9" * 5000, r"part 'count=999999999999\.\.\. \(5000 digits\)' is out of range"),
+        ("count=0000000000000000000005 idle=0", r"idle must be positive"),  # leading zeros are fine
         ("foo=3", r"part 'foo=3' names no setting: expected one of idle, interval, count"),
         ("idle=1 idle=2", r"part 'idle=2' repeats idle \(already '1'\)"),
         ("idle=", r"part 'idle=' has no value: expected idle=VALUE"),

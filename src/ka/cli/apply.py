@@ -4,22 +4,67 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from typing import Any
 
 from .. import live
 from .checks import EXIT_FAILED, EXIT_OK
-from .filters import check_pid, check_ports, filters_text, select, states
+from .filters import add_filters, check_pid, check_ports, filters_text, select, states
 from .format import (
     connection_data,
     human,
+    keepalive_style,
+    paint,
     print_json,
+    screenful,
     settings_data,
     settings_text,
+    status_style,
     table,
     timer_data,
     timer_text,
 )
-from .policy_args import policy_from
+from .policy_args import add_policy_arguments, policy_from
+
+EXAMPLES: tuple[str, ...] = (
+    "ka apply --pid 1234 --idle 60 --interval 10 --count 5 --dry-run  # what would change, changing nothing",
+    "ka apply --pid 1234 --policy within=30s --local-port 8080  # the connections of port 8080, in place",
+    "ka apply --pid 1234 --idle 2m --interval 10s --count 3 --state listen  # connections accepted later",
+)
+
+_HEADERS = ("FD", "LOCAL", "REMOTE", "STATE", "BEFORE", "AFTER", "TIMER", "RESULT")
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], json_parent: argparse.ArgumentParser
+) -> None:
+    apply = sub.add_parser(
+        "apply",
+        parents=[json_parent],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="change the keepalive of connections a running process holds, in place (Linux)",
+        description="Set keepalive on the TCP connections a running, unmodified process holds:\n"
+        "its descriptors are duplicated with pidfd_getfd (Linux 5.6+, ptrace permission), the\n"
+        "options set on the shared sockets and read back. Every value is checked before\n"
+        "anything is touched. Connections accepted later keep the listener's values unless\n"
+        "the listener is changed too (--state listen): Linux copies them to new connections.\n"
+        "More rows than fit the terminal are summed up (--full prints every row, --summary\n"
+        "only the sums); failed connections are always listed.",
+        epilog="examples:\n"
+        "  ka apply --pid 1234 --idle 60 --interval 10 --count 5 --user-timeout auto --dry-run\n"
+        "  ka apply --pid 1234 --idle 2m --interval 10s --count 3 --local-port 8080\n"
+        "  ka apply --pid 1234 --idle 60 --interval 10 --count 5 --state listen   (new connections)",
+    )
+    apply.add_argument("--pid", type=int, required=True, help="the process whose connections change")
+    add_policy_arguments(apply, "the policy (at least one, or KA_POLICY; values left out stay as they are)")
+    add_filters(apply, "connected")
+    apply.add_argument(
+        "--dry-run", action="store_true", help="read and show what would change; change nothing"
+    )
+    rows = apply.add_mutually_exclusive_group()
+    rows.add_argument("--summary", action="store_true", help="only the sums of what changed, and failures")
+    rows.add_argument("--full", action="store_true", help="one row per connection, however many")
+    apply.set_defaults(func=run)
 
 
 def _change_data(change: live.Change) -> dict[str, Any]:
@@ -48,6 +93,40 @@ def _change_row(change: live.Change) -> list[str]:
         timer_text(change.timer),
         status if change.error is None else f"{status}: {change.error}",
     ]
+
+
+def _styles(column: int, cell: str) -> str | None:
+    if column in (4, 5):
+        return keepalive_style(cell)
+    return status_style(cell) if column == 7 else None
+
+
+def changes_table(changes: list[live.Change], after: str) -> str:
+    headers = (*_HEADERS[:5], after, *_HEADERS[6:])
+    return table(headers, [_change_row(c) for c in changes], right={0}, styles=_styles)
+
+
+def summary_lines(changes: list[live.Change]) -> list[str]:
+    """One line per (result, before, after), most common first: ``300  applied  off 7200/75/9 ->
+    on 60/10/5``; failed connections are not summed here (they are listed one by one)."""
+    groups = Counter(
+        (c.status.value, settings_text(c.before), settings_text(c.after))
+        for c in changes
+        if c.status != live.Status.FAILED
+    )
+    if not groups:
+        return []
+    count_width = max(len(str(n)) for n in groups.values())
+    status_width = max(len(status) for status, _, _ in groups)
+    before_width = max(len(before) for _, before, _ in groups)
+    lines = []
+    for (status, before, after), n in groups.most_common():
+        lines.append(
+            f"  {str(n).rjust(count_width)}  {paint(status, status_style(status))}"
+            f"{' ' * (status_width - len(status))}  {paint(before, keepalive_style(before))}"
+            f"{' ' * (before_width - len(before))} -> {paint(after, keepalive_style(after))}"
+        )
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,10 +165,20 @@ def run(args: argparse.Namespace) -> int:
     if not conns:
         print("nothing matched: no connection was changed.", file=sys.stderr)
         return code
-    rows = [_change_row(c) for c in report.changes]
     after = "WOULD BE" if args.dry_run else "AFTER"
-    print(table(("FD", "LOCAL", "REMOTE", "STATE", "BEFORE", after, "TIMER", "RESULT"), rows, right={0}))
-    print(", ".join(f"{n} {status}" for status, n in summary.items()) + ".")
+    limit = screenful()
+    summed = args.summary or (not args.full and limit is not None and len(report.changes) > limit)
+    if summed:
+        print("\n".join(summary_lines(report.changes)))
+        failed = [c for c in report.changes if c.status == live.Status.FAILED]
+        if failed:
+            print(changes_table(failed, after))
+    else:
+        print(changes_table(report.changes, after))
+    totals = ", ".join(
+        paint(f"{n} {status}", status_style(status) if n else None) for status, n in summary.items()
+    )
+    print(totals + "." + (" (--full prints every connection)" if summed and not args.summary else ""))
     found_after = {
         live.dead_peer_after(c.after)
         for c in report.changes

@@ -8,10 +8,21 @@ from typing import Any, TypeVar
 from .. import _durations as durations
 
 EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_PERMISSION = 3
-EXIT_UNSUPPORTED = 4
+EXIT_FAILED = 1  # a socket failed, a check did not hold, nothing matched
+EXIT_USAGE = 2  # bad usage or input, found before anything was touched
+EXIT_PERMISSION = 3  # missing permission (ptrace over a process, root for a sysctl)
+EXIT_UNSUPPORTED = 4  # not supported on this platform
+EXIT_READ_ONLY = 5  # the setting lives on a read-only file system (a container's /proc/sys)
+
+# What ``ka --help`` and docs/cli.md say about each code.
+EXIT_CODES = {
+    EXIT_OK: "ok",
+    EXIT_FAILED: "a socket failed or nothing matched",
+    EXIT_USAGE: "bad usage or input",
+    EXIT_PERMISSION: "missing permission",
+    EXIT_UNSUPPORTED: "not supported on this platform",
+    EXIT_READ_ONLY: "the sysctls are read-only here (a container)",
+}
 
 T = TypeVar("T")
 

@@ -3,10 +3,54 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+import os
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
 
 from .. import live
+
+# SGR codes of the few styles ka uses.
+_SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
+
+
+class _Colour:
+    enabled = False  # set once per command line by ``use_colour``
+
+
+def colour_wanted(when: str, stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether text output gets colour: ``when`` is ``always``, ``never`` or ``auto``; auto is on
+    for a terminal (not ``TERM=dumb``), off for pipes and files. ``NO_COLOR`` (set and not empty,
+    no-color.org) turns it off; ``FORCE_COLOR`` (set and not empty, force-color.org) on."""
+    if when != "auto":
+        return when == "always"
+    if environ.get("NO_COLOR"):
+        return False
+    if environ.get("FORCE_COLOR"):
+        return True
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and environ.get("TERM") != "dumb"
+
+
+def use_colour(enabled: bool) -> None:
+    _Colour.enabled = enabled
+
+
+def paint(text: str, style: str | None) -> str:
+    """``text`` in ``style`` (bold, dim, red, green, yellow, cyan) when colour is on."""
+    if not _Colour.enabled or not style or not text:
+        return text
+    return f"\x1b[{_SGR[style]}m{text}\x1b[0m"
+
+
+def width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: wide (East Asian) characters 2, combining marks 0."""
+    if text.isascii():
+        return len(text)
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        for ch in text
+    )
 
 
 def human(seconds: float) -> str:
@@ -34,19 +78,59 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2))
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
-    """Columns padded to their widest cell (right-aligned for the indexes in ``right``)."""
-    widths = [len(h) for h in headers]
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    right: set[int],
+    styles: Callable[[int, str], str | None] | None = None,
+) -> str:
+    """Columns padded to their widest cell (right-aligned for the indexes in ``right``), however
+    long a name; ``styles(column, cell)`` names a cell's colour, the header row is bold."""
+    widths = [width(h) for h in headers]
     for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
+        widths = [max(w, width(cell)) for w, cell in zip(widths, row)]
     lines = []
-    for row in [list(headers), *rows]:
-        cells = [
-            cell.rjust(width) if i in right else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(row, widths))
-        ]
+    for n, row in enumerate([list(headers), *rows]):
+        cells = []
+        for i, (cell, size) in enumerate(zip(row, widths)):
+            pad = " " * (size - width(cell))
+            style = "bold" if n == 0 else styles(i, cell) if styles else None
+            last = i == len(widths) - 1
+            cells.append(
+                pad + paint(cell, style) if i in right else paint(cell, style) + ("" if last else pad)
+            )
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def keepalive_style(text: str) -> str | None:
+    """The colour of a keepalive cell: off yellow, on green, unknown red."""
+    if text.startswith("off"):
+        return "yellow"
+    if text.startswith("on"):
+        return "green"
+    return "red" if text.startswith("?") else None
+
+
+def status_style(text: str) -> str | None:
+    """The colour of a result: applied green, failed red, gone and would change yellow."""
+    word = text.split(":")[0]
+    return {"applied": "green", "already set": "green", "failed": "red", "gone": "yellow"}.get(
+        word, "cyan" if word == "would change" else None
+    )
+
+
+def screenful(stream: TextIO | None = None) -> int | None:
+    """How many table rows fit the terminal above a few lines of text (its height, or ``LINES``);
+    None (no limit) when the output is not a terminal: pipes and files always get every row."""
+    import shutil
+    import sys
+
+    out = sys.stdout if stream is None else stream
+    isatty = getattr(out, "isatty", None)
+    if not (isatty and isatty()):
+        return None
+    return max(5, shutil.get_terminal_size().lines - 6)
 
 
 def endpoint_data(endpoint: live.Endpoint) -> dict[str, Any]:

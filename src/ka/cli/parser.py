@@ -1,16 +1,49 @@
-"""The ka command's argument parser: its subcommands, their flags and help."""
+"""The ka command's argument parser: the top level, and one registration per command.
+
+Each command lives in its own module with ``register(sub, json_parent)`` (its subparser, flags,
+help, epilog and ``set_defaults(func=run)``) and ``EXAMPLES`` (one-line examples, ``ka ...  # what
+it does``). ``ka --help`` ends with every command's examples, so adding a command is two lines
+here: its import and its entry in ``COMMANDS``.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+import sys
+from collections.abc import Sequence
+from typing import NoReturn, Protocol, cast
 
-from .apply import run as run_apply
-from .defaults import run as run_defaults
-from .filters import add_filters
-from .listen import run as run_listen
-from .policy_args import add_policy_arguments
-from .show import run as run_show
+from . import apply as apply_command
+from . import bench as bench_command
+from . import completion as completion_command
+from . import defaults as defaults_command
+from . import listen as listen_command
+from . import show as show_command
+from .checks import EXIT_CODES
+
+__all__ = ["COMMANDS", "ArgumentError", "Command", "Parser", "build_parser", "examples_text"]
+
+
+class Command(Protocol):
+    """What a command module provides (a module satisfies this protocol)."""
+
+    @property
+    def EXAMPLES(self) -> tuple[str, ...]: ...
+
+    def register(
+        self, sub: argparse._SubParsersAction[argparse.ArgumentParser], json_parent: argparse.ArgumentParser
+    ) -> None: ...
+
+
+# In the order ``ka --help`` lists them.
+COMMANDS: tuple[Command, ...] = (
+    defaults_command,
+    show_command,
+    apply_command,
+    listen_command,
+    bench_command,
+    completion_command,
+)
 
 
 class ArgumentError(Exception):
@@ -30,19 +63,34 @@ class Parser(argparse.ArgumentParser):
         raise ArgumentError(self, message)
 
 
-_EPILOG = """\
-examples:
-  ka defaults                                  the three sysctls and what they mean
-  sudo ka defaults --set idle=600 interval=30 count=4
-  ka show --pid 1234                           keepalive of every TCP connection of process 1234
-  ka show --state established --json           every process you may see, for scripts
-  ka apply --pid 1234 --idle 60 --interval 10 --count 5 --user-timeout auto --local-port 8080
-  ka apply --pid 1234 --idle 2m --interval 10s --count 3 --dry-run
-  ka bench                                     ka against a plain setsockopt loop
+_COMMENT = "  # "
+_COMMAND_WIDTH = 44  # a longer example has its comment on the next line, in the same column
 
-exit codes: 0 ok, 1 a socket failed (or nothing matched), 2 bad usage or input,
-3 missing permission, 4 not supported on this platform.
-"""
+
+def examples_text(examples: Sequence[str]) -> str:
+    """``examples:`` and the lines, their ``# ...`` comments lined up in one column."""
+    split = [line.partition(_COMMENT) for line in examples]
+    width = max((len(command) for command, _, _ in split if len(command) <= _COMMAND_WIDTH), default=0)
+    lines = ["examples:"]
+    for command, sep, comment in split:
+        if not sep:
+            lines.append(f"  {command}")
+        elif len(command) <= width:
+            lines.append(f"  {command.ljust(width)}  # {comment}")
+        else:
+            lines += [f"  {command}", f"  {' ' * width}  # {comment}"]
+    return "\n".join(lines)
+
+
+def _exit_codes_text() -> str:
+    return "exit codes: " + ", ".join(f"{code} {reason}" for code, reason in EXIT_CODES.items()) + "."
+
+
+def _version() -> str:
+    import ka
+
+    core = "compiled" if ka.IMPLEMENTATION == "c" else "pure-Python"
+    return f"ka {ka.__version__} ({core} core, Python {sys.version.split()[0]}, {sys.platform})"
 
 
 def _json_parent() -> Parser:
@@ -52,111 +100,34 @@ def _json_parent() -> Parser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole parser: the top level and every command of ``COMMANDS``."""
+    import textwrap
+
+    every_example = [line for command in COMMANDS for line in command.EXAMPLES]
+    exit_codes = textwrap.fill(_exit_codes_text(), width=100, subsequent_indent="  ")
     parser = Parser(
         prog="ka",
         description="TCP keepalive for one socket or a whole pool: see, set and measure it. "
-        "Durations are seconds, or a number with a unit: 500ms, 90s, 2m, 1h30m.",
-        epilog=_EPILOG,
+        "Durations are seconds, or a number with a unit: 500ms, 90s, 2m, 1h30m. "
+        "'ka COMMAND --help' tells more about each.",
+        epilog=f"{examples_text(every_example)}\n\n{exit_codes}\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour in text output (default auto: on a terminal, unless NO_COLOR is set; "
+        "FORCE_COLOR forces it)",
+    )
+    # Typed as argparse's own (the subparsers are Parser instances, which the class argument makes).
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser),
+    )
     json_parent = _json_parent()
-
-    raw = argparse.RawDescriptionHelpFormatter
-    defaults = sub.add_parser(
-        "defaults",
-        parents=[json_parent],
-        formatter_class=raw,
-        help="the system's keepalive defaults and what they mean; --set changes them (root)",
-        description="Show the keepalive values a socket gets when nothing sets them (Linux:\n"
-        "net.ipv4.tcp_keepalive_time/intvl/probes of this network namespace) and how long a\n"
-        "dead peer then goes unnoticed. --set writes them: root or CAP_NET_ADMIN; all or none\n"
-        "change.",
-        epilog="examples:\n  ka defaults --json\n  sudo ka defaults --set idle=10m interval=30 count=4",
-    )
-    defaults.add_argument(
-        "--set",
-        nargs="+",
-        metavar="KEY=VALUE",
-        help="write idle=DURATION, interval=DURATION and/or count=N (keys may also be the "
-        "sysctl names: time, intvl, probes)",
-    )
-    defaults.set_defaults(func=run_defaults)
-
-    show = sub.add_parser(
-        "show",
-        parents=[json_parent],
-        formatter_class=raw,
-        help="the keepalive state of a running process's TCP connections (Linux)",
-        description="List the TCP connections of a process (or of every process you may see)\n"
-        "with their keepalive values, read from the live sockets through pidfd_getfd (Linux\n"
-        "5.6+, ptrace permission), and the timer the kernel runs on each now (from\n"
-        "/proc/PID/net/tcp, as ss -tno shows it). Processes you may not reach are skipped\n"
-        "with a note.",
-        epilog="examples:\n  ka show --pid 1234 --state established\n  sudo ka show --local-port 443 --json",
-    )
-    show.add_argument("--pid", type=int, help="this process only (default: every process you may see)")
-    add_filters(show, "all")
-    show.set_defaults(func=run_show)
-
-    apply = sub.add_parser(
-        "apply",
-        parents=[json_parent],
-        formatter_class=raw,
-        help="change the keepalive of connections a running process holds, in place (Linux)",
-        description="Set keepalive on the TCP connections a running, unmodified process holds:\n"
-        "its descriptors are duplicated with pidfd_getfd (Linux 5.6+, ptrace permission), the\n"
-        "options set on the shared sockets and read back. Every value is checked before\n"
-        "anything is touched. Connections accepted later keep the listener's values unless\n"
-        "the listener is changed too (--state listen): Linux copies them to new connections.",
-        epilog="examples:\n"
-        "  ka apply --pid 1234 --idle 60 --interval 10 --count 5 --user-timeout auto --dry-run\n"
-        "  ka apply --pid 1234 --idle 2m --interval 10s --count 3 --local-port 8080\n"
-        "  ka apply --pid 1234 --idle 60 --interval 10 --count 5 --state listen   (new connections)",
-    )
-    apply.add_argument("--pid", type=int, required=True, help="the process whose connections change")
-    add_policy_arguments(apply, "the policy (at least one, or KA_POLICY; values left out stay as they are)")
-    add_filters(apply, "connected")
-    apply.add_argument(
-        "--dry-run", action="store_true", help="read and show what would change; change nothing"
-    )
-    apply.set_defaults(func=run_apply)
-
-    from .. import listen as listen_module
-
-    listen = sub.add_parser(
-        "listen",
-        formatter_class=raw,
-        usage="ka listen ADDR [ADDR ...] [policy] [options] -- COMMAND [ARGS ...]",
-        help="make listening sockets with a keepalive policy and exec a server on them (socket activation)",
-        description="Make each listening socket with the policy (bind, the policy, then listen), pass\n"
-        "them to COMMAND as descriptors 3, 4, ... and exec it with the systemd socket-activation\n"
-        "variables LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES (and KA_POLICY). On Linux and FreeBSD\n"
-        "accepted sockets inherit the listener's keepalive options: the server needs nothing\n"
-        "else. On macOS they do not (use the in-process glue, ka.integrations.*). Bad addresses,\n"
-        "ports in use and bad policies end ka with exit code 2 before COMMAND starts.",
-        epilog="examples:\n"
-        '  KA_POLICY="idle=60 interval=10 count=5" ka listen 0.0.0.0:8000 -- gunicorn -w 2 app:app\n'
-        "  ka listen 127.0.0.1:8000 --policy within=30s -- uvicorn --fd 3 app:app\n"
-        "  ka listen [::]:8000 --idle 10m --interval 30s --count 4 -- hypercorn --bind fd://3 app:app",
-    )
-    add_policy_arguments(listen, "the policy (or KA_POLICY)")
-    listen_module.add_arguments(listen)
-    listen.add_argument(
-        "rest", nargs=argparse.REMAINDER, metavar="ADDR ... -- COMMAND ...", help=argparse.SUPPRESS
-    )
-    listen.set_defaults(func=run_listen)
-
-    from ..bench.harness import add_arguments as add_bench_arguments
-    from ..bench.harness import run_cli as run_bench
-
-    bench = sub.add_parser(
-        "bench",
-        help="compare a plain setsockopt loop with ka on a pool of live loopback connections",
-        description="Compare a plain socket.setsockopt loop with ka.apply_many (and more) on pools "
-        "of established loopback TCP connections; prints ns per socket and ratios.",
-    )
-    add_bench_arguments(bench)
-    bench.set_defaults(func=run_bench)
+    for command in COMMANDS:
+        command.register(sub, json_parent)
+    parser.set_defaults(root_parser=parser)  # for commands that read the whole tree (completion)
     return parser

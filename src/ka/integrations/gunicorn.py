@@ -20,7 +20,9 @@ The hooks, and the gunicorn code each relies on:
 - ``on_starting(server)``: reads the policy, so a bad or missing one stops gunicorn before it
   binds anything (``Arbiter.start``; a ``RuntimeError`` is printed as ``Error: ...``, exit 1).
 - ``when_ready(server)`` and ``on_reload(server)``: give every TCP listener in
-  ``server.LISTENERS`` the policy. gunicorn calls ``listen()`` in ``sock.create_sockets`` before
+  ``server.LISTENERS`` the policy, and say so in one info line per listener through gunicorn's
+  log (``ka: keepalive idle=60 interval=10 count=5 on 127.0.0.1:8000, inherited by accepted
+  connections``). gunicorn calls ``listen()`` in ``sock.create_sockets`` before
   any hook runs; on Linux the connections already queued are counted and get the policy when a
   worker accepts them. Listeners from ``LISTEN_FDS`` (``ka listen``, systemd) get it too.
 - ``post_fork(server, worker)``: in each worker. With ``reuse_port`` every worker makes its own
@@ -51,7 +53,8 @@ from typing import Any
 
 from ..policy import KeepAlive, resolve_policy
 from ..server import PER_ACCEPT, ListenerPlan, Platform, prepare_listener
-from ._serving import combined_plan, keepalive_protocol
+from ._serving import keepalive_protocol
+from .serving import AcceptHook
 
 # Only the hooks are gunicorn setting names: gunicorn reads every module-level name of a config
 # module, so nothing else here may share a name with one of its settings.
@@ -98,10 +101,23 @@ def _tcp(listener: Any) -> bool:
     return getattr(listener, "family", None) in (_socket.AF_INET, _socket.AF_INET6)
 
 
-def _prepare(listeners: Sequence[Any], policy: KeepAlive, platform: Platform) -> None:
+def _prepare(listeners: Sequence[Any], policy: KeepAlive, platform: Platform, log: Any = None) -> None:
     for listener in listeners:
         if _tcp(listener):
-            _State.plans[listener.fileno()] = prepare_listener(listener, policy, platform=platform)
+            plan = prepare_listener(listener, policy, platform=platform)
+            _State.plans[listener.fileno()] = plan
+            _log_plan(log, listener, plan)
+
+
+def _log_plan(log: Any, listener: Any, plan: ListenerPlan) -> None:
+    """One info line through gunicorn's own logger (``server.log``), as ``ka listen`` prints."""
+    info = getattr(log, "info", None)
+    if info is None:
+        return
+    host, port = listener.getsockname()[:2]
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    how = "inherited by accepted connections" if plan.inherits else "applied to each accepted connection"
+    info("ka: keepalive %s on %s, %s", plan.policy, where, how)
 
 
 def on_starting(server: Any) -> None:
@@ -113,14 +129,14 @@ def on_starting(server: Any) -> None:
 def when_ready(server: Any) -> None:
     """Gives every TCP listener of the arbiter the policy (once they exist, before any worker)."""
     policy, platform = _loaded(server.cfg)
-    _prepare(server.LISTENERS, policy, platform)
+    _prepare(server.LISTENERS, policy, platform, getattr(server, "log", None))
 
 
 def on_reload(server: Any) -> None:
     """After ``SIGHUP``: the config is read again and new listeners (a changed ``bind``) get the policy."""
     _State.policy = None
     policy, platform = _load(server.cfg)
-    _prepare(server.LISTENERS, policy, platform)
+    _prepare(server.LISTENERS, policy, platform, getattr(server, "log", None))
 
 
 def _accepting(accept: Callable[[], tuple[Any, Any]], plan: ListenerPlan) -> Callable[[], tuple[Any, Any]]:
@@ -157,13 +173,14 @@ def post_fork(server: Any, worker: Any) -> None:
     policy, platform = _loaded(server.cfg)
     listeners = [lnr for lnr in worker.sockets if _tcp(lnr)]
     if server.cfg.reuse_port:
-        _prepare(listeners, policy, platform)  # made by this worker, after when_ready
+        _prepare(listeners, policy, platform, getattr(worker, "log", None))  # this worker's own
     plans = [_State.plans[lnr.fileno()] for lnr in listeners if lnr.fileno() in _State.plans]
     if not any(plan.mode == PER_ACCEPT or plan.pending for plan in plans):
         return  # the kernel copies the policy into every accepted socket
     config = _uvicorn_config(worker)
     if config is not None:
-        config.http = keepalive_protocol(_resolved_protocol(config), combined_plan(plans, policy, platform))
+        # One hook over every listener: it tells which one accepted each socket (their queues differ).
+        config.http = keepalive_protocol(_resolved_protocol(config), AcceptHook(plans))
         return
     for listener in listeners:
         plan = _State.plans.get(listener.fileno())

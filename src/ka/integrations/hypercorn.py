@@ -1,10 +1,11 @@
 """hypercorn with a keepalive policy on its listening sockets (checked against Hypercorn 0.18.0).
 
-From the shell, hypercorn's own options; the policy from ``KA_POLICY`` or ``keepalive_policy``
-in a hypercorn config file (``-c file:conf.py``, ``-c python:module``, ``-c conf.toml``)::
+From the shell, hypercorn's own options plus ``--keepalive-policy`` (default: ``keepalive_policy``
+in a hypercorn config file (``-c file:conf.py``, ``-c python:module``, ``-c conf.toml``), else
+``KA_POLICY``)::
 
-    export KA_POLICY="idle=60 interval=10 count=5"
-    python -m ka.integrations.hypercorn app:app --bind 0.0.0.0:8000 -w 4
+    python -m ka.integrations.hypercorn app:app --bind 0.0.0.0:8000 -w 4 --keepalive-policy within=30s
+    KA_POLICY="idle=60 interval=10 count=5" python -m ka.integrations.hypercorn app:app -w 4
 
 From code, this ``Config`` in place of hypercorn's::
 
@@ -18,7 +19,9 @@ asyncio and trio workers call ``listen()``), in the parent before any worker pro
 ``Config.create_sockets`` gives every TCP socket the policy there, so each accepted socket in every
 worker inherits it (Linux, FreeBSD). ``fd://N`` sockets (``ka listen``) get it too, but connections
 already queued on one keep the values they were made with (under ``ka listen`` that is the policy).
-Unix and QUIC (UDP) sockets are left alone.
+Unix and QUIC (UDP) sockets are left alone. One line per socket goes to hypercorn's error log at
+info level (``ka: keepalive idle=60 interval=10 count=5 on 0.0.0.0:8000, inherited by accepted
+connections``).
 
 Per-accept is not possible: where accepted sockets do not inherit the listener's options (macOS,
 Windows) ``create_sockets`` raises ``NotImplementedError``. hypercorn accepts inside
@@ -32,6 +35,7 @@ ka does not depend on hypercorn: importing this module imports it.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import socket
 import sys
@@ -44,6 +48,14 @@ from ..server import PER_ACCEPT, Platform, prepare_listener
 
 __all__ = ["Config", "main"]
 
+PROG = "python -m ka.integrations.hypercorn"
+
+
+class _CommandLine:
+    """``--keepalive-policy`` as given to ``main`` in this process (None: the config's, or KA_POLICY)."""
+
+    policy: str | None = None
+
 
 class Config(hypercorn.config.Config):
     """``hypercorn.config.Config`` plus ``keepalive_policy`` (a ``KeepAlive``, a policy string, or
@@ -54,7 +66,8 @@ class Config(hypercorn.config.Config):
     keepalive_platform: Platform | None = None
 
     def create_sockets(self) -> hypercorn.config.Sockets:
-        policy = resolve_policy(self.keepalive_policy)
+        given = _CommandLine.policy  # the command line wins over a config file (hypercorn's rule)
+        policy = resolve_policy(given if given is not None else self.keepalive_policy)
         platform = Platform.check(self.keepalive_platform)
         if platform.mode == PER_ACCEPT:
             raise NotImplementedError(
@@ -67,25 +80,67 @@ class Config(hypercorn.config.Config):
             for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     prepare_listener(sock, policy, platform=platform)
+                    self._log_listener(sock, policy)
         except BaseException:
             for sock in [*sockets.secure_sockets, *sockets.insecure_sockets, *sockets.quic_sockets]:
                 sock.close()
             raise
         return sockets
 
+    def _log_listener(self, sock: socket.socket, policy: KeepAlive) -> None:
+        """One info line in hypercorn's error log (``hypercorn.error``), as ``ka listen`` prints."""
+        # A logger made for this line, not ``self.log``: that one is cached on the config, and a
+        # config holding it no longer pickles for the worker processes.
+        logger = getattr(self.logger_class(self), "error_logger", None)
+        if logger is not None:
+            host, port = sock.getsockname()[:2]
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            logger.info("ka: keepalive %s on %s, inherited by accepted connections", policy, where)
+
+
+class _Parser(argparse.ArgumentParser):
+    """hypercorn's parser, named for this module and with ``--keepalive-policy``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["prog"] = PROG
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "--keepalive-policy",
+            default=None,
+            metavar="POLICY",
+            help="TCP keepalive policy for accepted connections: 'idle=60 interval=10 count=5', "
+            "'within=30s' (default: keepalive_policy in the config file, else the KA_POLICY "
+            "environment variable)",
+        )
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed = super().parse_args(args, namespace)
+        if parsed.keepalive_policy is not None:
+            try:
+                resolve_policy(parsed.keepalive_policy)  # a usage error now, before anything starts
+            except ValueError as exc:
+                self.error(f"--keepalive-policy: {exc}")
+        _CommandLine.policy = parsed.keepalive_policy
+        return parsed
+
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ka.integrations.hypercorn``: hypercorn's command line with this ``Config``."""
+    """``python -m ka.integrations.hypercorn``: hypercorn's command line with this ``Config`` and
+    ``--keepalive-policy``."""
     cli: Any = importlib.import_module("hypercorn.__main__")
-    original = cli.Config
+    original_config, original_argparse = cli.Config, cli.argparse
     cli.Config = Config  # hypercorn's _load_config builds its Config through this name
+    # hypercorn builds its parser with argparse.ArgumentParser(): ours, through a stand-in module.
+    cli.argparse = type(sys)("argparse")
+    cli.argparse.__dict__.update(vars(argparse))
+    cli.argparse.ArgumentParser = _Parser
     try:
-        return int(cli.main(argv))
+        return int(cli.main(argv if argv is not None else sys.argv[1:]))
     except ValueError as exc:  # a bad or missing policy, found before any socket is made
         print(f"ka.integrations.hypercorn: {exc}", file=sys.stderr)
         return 2
     finally:
-        cli.Config = original
+        cli.Config, cli.argparse = original_config, original_argparse
 
 
 if __name__ == "__main__":

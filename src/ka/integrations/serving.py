@@ -11,13 +11,45 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
-from .. import apply
+from .. import apply, read
 from ..policy import KeepAlive, resolve_policy
 from ..server import ListenerPlan, Platform, create_server, prepare_listener
 
 __all__ = ["AcceptHook", "listen_address", "open_listener", "prepare_listeners"]
+
+_WILDCARDS = ("0.0.0.0", "::")
+
+
+class _Address(NamedTuple):
+    family: int
+    host: str
+    port: int
+
+
+def _local_address(sock: Any) -> _Address | None:
+    """A socket's (family, host, port), or None for anything that has none to give."""
+    getsockname = getattr(sock, "getsockname", None)
+    family = getattr(sock, "family", None)
+    if getsockname is None or family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    try:
+        name = getsockname()
+    except OSError:
+        return None
+    return _Address(int(family), str(name[0]).partition("%")[0], int(name[1]))
+
+
+def _inherited(sock: Any, listener: Any) -> bool:
+    """True when ``sock`` already has the listener's keepalive values (it was made after the
+    listener got the policy); False when they differ or either cannot be read."""
+    if listener is None:
+        return False
+    try:
+        return bool(read(sock) == read(listener))
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def listen_address(host: str | None, port: int) -> tuple[int, tuple[Any, ...]]:
@@ -82,17 +114,26 @@ class AcceptHook:
 
     ``needed`` is False when no listener can need a call per accept (inherit mode with no
     connection queued before the policy was set): the server's hook is then not installed at all.
-    ``__call__(sock)`` applies the policy when a plan asks for it and returns True if it did;
-    a failed call raises ``OSError`` (with ``fd`` and ``option``) and leaves the socket open.
+    ``__call__(sock)`` applies the policy when the plan of the listener that accepted ``sock``
+    asks for it and returns True if it did; a failed call raises ``OSError`` (with ``fd`` and
+    ``option``) and leaves the socket open.
+
+    Which listener accepted a socket: the one whose address is the socket's local address (the
+    same family and port, the same host or a wildcard one), so connections queued on one listener
+    before the policy are counted against that listener only, whichever listener accepts first.
+    Where several listeners share an address (``SO_REUSEPORT``) or a listener's address is not
+    known, the socket itself decides: it gets the policy if its values differ from the
+    listener's (which carries the policy), and only then is a queued connection counted.
     """
 
-    __slots__ = ("plans", "policy")
+    __slots__ = ("_addresses", "plans", "policy")
 
     def __init__(self, plans: Iterable[ListenerPlan]) -> None:
         self.plans = list(plans)
         if not self.plans:
             raise ValueError("AcceptHook needs at least one ListenerPlan")
         self.policy = self.plans[0].policy
+        self._addresses = [_local_address(plan.listener) for plan in self.plans]
 
     @property
     def needed(self) -> bool:
@@ -104,10 +145,42 @@ class AcceptHook:
         return self.plans[0].mode
 
     def __call__(self, sock: Any) -> bool:
-        if any(plan.needs_apply() for plan in self.plans):
+        if not self.needed:  # the common case: no system call at all
+            return False
+        candidates = self.plans if len(self.plans) == 1 else self._candidates(sock)
+        if len(candidates) == 1:
+            if candidates[0].needs_apply():
+                apply(sock, self.policy)
+                return True
+            return False
+        if any(not plan.inherits for plan in candidates):
+            apply(sock, self.policy)
+            return True
+        queued = [plan for plan in candidates if plan.pending]
+        if not queued or _inherited(sock, queued[0].listener):
+            return False
+        if queued[0].needs_apply():  # counts one of the connections queued before the policy
             apply(sock, self.policy)
             return True
         return False
+
+    def _candidates(self, sock: Any) -> list[ListenerPlan]:
+        """The plans of the listeners that may have accepted ``sock``: those with its exact local
+        address, else those listening on its family's wildcard address and port, else those
+        whose address is unknown."""
+        local = _local_address(sock)
+        if local is None:
+            return self.plans
+        exact, wildcard, unknown = [], [], []
+        for plan, address in zip(self.plans, self._addresses):
+            if address is None:
+                unknown.append(plan)
+            elif address.family == local.family and address.port == local.port:
+                if address.host == local.host:
+                    exact.append(plan)
+                elif address.host in _WILDCARDS:
+                    wildcard.append(plan)
+        return exact or wildcard or unknown or self.plans
 
     def connection_made(self, transport: asyncio.BaseTransport, protocol: asyncio.BaseProtocol) -> None:
         """The step for an asyncio protocol's ``connection_made``, before the protocol's own: a

@@ -20,7 +20,8 @@ serving starts, so ``Config.bind_socket`` gives the socket the policy in between
 FreeBSD every accepted socket inherits it, in every worker (``--workers N`` and ``--reload`` pass
 that socket to their processes). Where accepted sockets do not inherit (macOS, Windows) the listener
 is left alone and the HTTP protocol class is replaced by a subclass whose ``connection_made``
-applies the policy to each accepted socket first (any event loop: asyncio or uvloop). With
+applies the policy to each accepted socket first (any event loop: asyncio or uvloop). One info line
+through uvicorn's logger (``uvicorn.error``) says which socket got which policy. With
 ``--fd`` (a socket from ``ka listen`` or systemd, already listening) the policy is applied to it
 too, and connections already queued get it when accepted. Unix sockets (``--uds``) carry no TCP
 keepalive: refused. Without ka's glue, ``ka listen ADDR -- uvicorn --fd 3 app:app`` does the
@@ -31,6 +32,7 @@ ka does not depend on uvicorn: importing this module imports it.
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from typing import Any
@@ -75,6 +77,11 @@ class Config(uvicorn.Config):
     def bind_socket(self) -> socket.socket:
         sock = super().bind_socket()
         plan = prepare_listener(sock, self.keepalive, platform=self.keepalive_platform)
+        host, port = sock.getsockname()[:2]
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        how = "inherited by accepted connections" if plan.inherits else "applied to each accepted connection"
+        # uvicorn's own logger, as uvicorn reports its socket ("Uvicorn running on ...").
+        logging.getLogger("uvicorn.error").info("ka: keepalive %s on %s, %s", plan.policy, where, how)
         # Saved on the config: worker processes get a pickled copy and apply to as many.
         self.keepalive_pending = plan.pending
         return sock
