@@ -69,6 +69,20 @@ LIMITS_BY_PLATFORM = {
     "other": Limits(32767, 32767, 127, 0),
 }
 
+# The largest idle + interval * count (seconds) a kernel's keepalive timer holds where it adds them
+# in 32 bits; a larger sum wraps and the connection is dropped at the first expiry, without a probe.
+# XNU: uint32 milliseconds (tcp_timer.h TCP_CONN_KEEPIDLE + TCP_CONN_MAXIDLE, compared in
+# tcp_timer.c tcp_timers TCPT_KEEP). FreeBSD: u_int ticks (tcp_timer.c tcp_timer_keep,
+# TP_KEEPIDLE + TP_MAXIDLE), UINT_MAX / 2000 for any kern.hz up to 2000, as the idle cap assumes.
+# Linux counts probes and Windows documents no such sum: no limit there.
+MAX_DETECTION_BY_PLATFORM: dict[str, int | None] = {
+    "linux": None,
+    "darwin": 4294967,
+    "freebsd": 2147483,
+    "windows": None,
+    "other": None,
+}
+
 
 class ListenerFacts(NamedTuple):
     """How an OS treats keepalive on listening sockets: the one table ``ka.capabilities()`` and
