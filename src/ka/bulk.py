@@ -99,3 +99,10 @@ def read_many(targets: Any, *, threads: int | None = None) -> ReadResult:
     """
     nthreads = _threads_for(threads, _size_hint(targets))
     return ReadResult.from_columns(core.read_many(targets, nthreads))
+
+
+def check_arguments(threads: int | None, backend: str) -> None:
+    """Raise what ``apply_many`` raises for ``threads`` and ``backend``, before any socket call:
+    for callers that make other calls first (``ka.retrofit`` reads TCP states)."""
+    _threads_for(threads, 0)
+    _backend(backend)
