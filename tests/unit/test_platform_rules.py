@@ -5,7 +5,7 @@ bits). Other platforms are simulated by patching ``ka.units.PLATFORM`` and the l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -14,14 +14,14 @@ from ka import _options, units
 
 
 @pytest.fixture
-def on(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+def on(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     """``on("darwin")`` makes ka validate and count as that platform does."""
 
     def switch(platform: str) -> None:
         monkeypatch.setattr(units, "PLATFORM", platform)
         monkeypatch.setattr(ka.policy, "LIMITS", _options.LIMITS_BY_PLATFORM[platform])
 
-    yield switch
+    return switch
 
 
 POLICY_ARGS = (60, 10, 5)
@@ -46,8 +46,8 @@ def test_elsewhere_a_user_timeout_does_not_shorten_keepalive(platform: str) -> N
     assert units.detection_time(60, 10, 5, 30, platform="linux") == 70.0
 
 
-def test_the_platform_figure_is_this_platforms_by_default(on: object) -> None:
-    on("darwin")  # type: ignore[operator]
+def test_the_platform_figure_is_this_platforms_by_default(on: Callable[[str], None]) -> None:
+    on("darwin")
     policy = ka.KeepAlive(*POLICY_ARGS, user_timeout=30)
     assert policy.detection_time == 110.0
     assert policy.detection_time_with(ka.SystemDefaults(7200, 75, 8, "test")) == 110.0
@@ -66,11 +66,13 @@ def test_an_unknown_platform_is_named() -> None:
     ("platform", "maximum", "unit"),
     [("darwin", 4294967, "milliseconds"), ("freebsd", 2147483, "timer ticks")],
 )
-def test_a_sum_beyond_32_bits_is_refused(on: object, platform: str, maximum: int, unit: str) -> None:
+def test_a_sum_beyond_32_bits_is_refused(
+    on: Callable[[str], None], platform: str, maximum: int, unit: str
+) -> None:
     """xnu adds idle and interval * count as uint32 milliseconds (tcp_timer.h TCP_CONN_KEEPIDLE +
     TCP_CONN_MAXIDLE), FreeBSD as u_int ticks (TP_KEEPIDLE + TP_MAXIDLE): past that the sum wraps
     and the connection is dropped at the first expiry (test_retrofit_model.py shows it)."""
-    on(platform)  # type: ignore[operator]
+    on(platform)
     assert ka.KeepAlive(1, 1, maximum - 1).detection_time == maximum
     with pytest.raises(ValueError) as caught:
         ka.KeepAlive(1, 1, maximum)
@@ -85,8 +87,8 @@ def test_a_sum_beyond_32_bits_is_refused(on: object, platform: str, maximum: int
 
 
 @pytest.mark.parametrize("platform", ["darwin", "freebsd"])
-def test_the_recipes_fit_the_sum(on: object, platform: str) -> None:
-    on(platform)  # type: ignore[operator]
+def test_the_recipes_fit_the_sum(on: Callable[[str], None], platform: str) -> None:
+    on(platform)
     maximum = _options.MAX_DETECTION_BY_PLATFORM[platform]
     assert maximum is not None
     for policy in (
