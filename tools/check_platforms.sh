@@ -55,6 +55,12 @@ for t in x86_64-macos aarch64-macos x86_64-freebsd x86_64-netbsd; do
         fail "ka bench's C floor does not compile for $t"
 done
 echo "ka bench C floor compiles for macOS, FreeBSD, NetBSD"
+# ka/system.py's sysctl numbers and units for NetBSD and OpenBSD, against their headers.
+for t in x86_64-netbsd x86_64-openbsd; do
+    "${ZIG[@]}" cc -target "$t" -std=c11 -Wall -Wextra -Werror -c tools/sysctl_constants.c \
+        -o "$WORK/sysctl-$t.o" || fail "ka/system.py's sysctl constants differ from the $t headers"
+done
+echo "system_defaults() sysctl numbers and units match NetBSD and OpenBSD"
 # A knob that compiles out must fail loudly: FreeBSD hides TCP_KEEP* without __BSD_VISIBLE.
 if "${ZIG[@]}" cc -target x86_64-freebsd -D_XOPEN_SOURCE=700 -Wall -Werror -I src/ka -c tools/win_compile_check.c \
     -o "$WORK/xopen.o" 2>"$WORK/xopen.log"; then
@@ -93,6 +99,8 @@ apply_user_timeout=10042 option=5
 read=0 option=0
 values=1,-1,-1,-1,-1
 bulk_failed=0 errnos=0,0 first_bad=-1 platform=4
+first_bad_unsigned=1
+probe=10042,10042,10042,10042,10042
 WANT
 wineserver -w 2>/dev/null || true  # let Wine finish before the prefix is removed
 diff -u "$WORK/wine.want" "$WORK/wine.out" || fail "the Windows branch under Wine did not answer as expected"

@@ -185,11 +185,15 @@ def apply(target: Any, policy: KeepAlive) -> None:
 
 
 def _read_knob(sock: Any, number: int, calls: OSCalls) -> int:
-    """One IPPROTO_TCP value; -1 where this Windows build lacks the option. Raises OSError."""
+    """One IPPROTO_TCP value; -1 where this Windows build lacks the option, or where NetBSD
+    refuses to read it back. Raises OSError."""
     try:
         return int(sock.getsockopt(IPPROTO_TCP, number))
     except OSError as exc:
-        if calls.windows and _errno_of(exc, calls) in _MISSING_ON_WINDOWS:
+        err = _errno_of(exc, calls)
+        if (calls.windows and err in _MISSING_ON_WINDOWS) or (
+            calls.knob_reads_refused and err == errno.ENOPROTOOPT
+        ):
             return -1
         raise
 

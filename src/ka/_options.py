@@ -142,6 +142,8 @@ class OSCalls(NamedTuple):
     ``numbers``: the IPPROTO_TCP option number of each knob, None where the OS has none.
     ``user_timeout_unit_ms``: 1 where the user timeout takes milliseconds, 1000 for seconds.
     ``user_timeout_fallback``: Windows' TCP_MAXRT (seconds), tried where TCP_MAXRTMS is missing.
+    ``knob_reads_refused``: getsockopt of the knobs answers ENOPROTOOPT (NetBSD's tcp_ctloutput,
+    tcp_usrreq.c 1.209): read as unknown, not as a failure.
     """
 
     name: str
@@ -151,12 +153,13 @@ class OSCalls(NamedTuple):
     user_timeout_unit_ms: int
     user_timeout_fallback: int | None
     windows: bool
+    knob_reads_refused: bool = False
 
 
 def _calls(name: str, sol: int, keepalive: int, numbers: tuple[int | None, ...], unit: int = 1) -> OSCalls:
     knobs = dict(zip((Option.IDLE, Option.INTERVAL, Option.COUNT, Option.USER_TIMEOUT), numbers))
     windows = name == "windows"
-    return OSCalls(name, sol, keepalive, knobs, unit, 5 if windows else None, windows)
+    return OSCalls(name, sol, keepalive, knobs, unit, 5 if windows else None, windows, name == "netbsd")
 
 
 # Each OS's SDK header values (tools/platform_constants.c checks them against the real headers).

@@ -8,6 +8,7 @@ part-way included, and that the twin (``_ka_py``) issues the same sequence for t
 
 from __future__ import annotations
 
+import array
 import ctypes
 import errno
 import os
@@ -269,3 +270,49 @@ def test_bulk_path_on_old_windows(standins: dict[str, ctypes.CDLL]) -> None:
     assert list(errnos) == [WSAENOPROTOOPT] * n and list(options) == [Option.COUNT] * n
     one = twin_apply("windows", FULL, OLD_WINDOWS)[0]
     assert recorded_calls(lib) == one * n
+
+
+@needs_standin
+@pytest.mark.parametrize("name", OSES)
+def test_unsigned_buffers_agree_with_the_twin(
+    standins: dict[str, ctypes.CDLL], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19 item 8: on Windows (8-byte SOCKET handles) the compiled core took an unsigned
+    8-byte value past INT64_MAX as a handle where the twin refuses it. The shim's fast-path check
+    (ka_first_bad_fd, compiled for each OS) and the twin, run as on that OS, now name the same entry."""
+    lib = standins[name]
+    lib.rec_first_bad_fd.restype = ctypes.c_longlong
+    monkeypatch.setattr(_ka_py, "_WINDOWS", name == "windows")
+    monkeypatch.setattr(_ka_py, "_FD_TYPECODE", "q" if name == "windows" else "i")
+
+    def c_first_bad(values: array.array[int]) -> int:
+        address, count = values.buffer_info()
+        return int(lib.rec_first_bad_fd(ctypes.c_void_p(address), 8, 1, ctypes.c_size_t(count)))
+
+    past = array.array("Q", [5, 2**63, 7])
+    assert c_first_bad(past) == 1
+    with pytest.raises(ValueError, match="targets\\[1\\] is 9223372036854775808: not a descriptor number"):
+        _ka_py.collect_fds(past)
+    largest = array.array("Q", [5, 2**63 - 1])
+    if name == "windows":  # a handle number: both take it
+        assert c_first_bad(largest) == -1 and list(_ka_py.collect_fds(largest)) == [5, 2**63 - 1]
+    else:  # no C int: both refuse it
+        assert c_first_bad(largest) == 1
+        with pytest.raises(ValueError, match="targets\\[1\\] is 9223372036854775807"):
+            _ka_py.collect_fds(largest)
+
+
+@needs_standin
+def test_netbsd_reads_back_unknown_where_getsockopt_is_refused(standins: dict[str, ctypes.CDLL]) -> None:
+    """Issue 19 item 7: NetBSD's tcp_ctloutput (tcp_usrreq.c 1.209, the newest read) sets
+    TCP_KEEPIDLE/INTVL/CNT but answers their getsockopt with ENOPROTOOPT: ka.read reported that as
+    a failure of the whole read; it is now an unknown value (None), as on Windows."""
+    sol, ka_opt, idle, intvl, cnt, _ = N["netbsd"]
+    refused = tuple((GET, 6, name, ENOPROTO) for name in (idle, intvl, cnt))
+    preset = ((sol, ka_opt, 1),)
+    c = c_read(standins["netbsd"], refused, preset)
+    assert c == twin_read("netbsd", refused, preset)
+    assert c[1:] == (0, 0, (1, -1, -1, -1, -1))
+    # Elsewhere ENOPROTOOPT on a read still fails it (a UDP socket, for one).
+    freebsd = tuple((GET, 6, name, ENOPROTO) for name in N["freebsd"][2:5])
+    assert c_read(standins["freebsd"], freebsd, preset)[1:3] == (ENOPROTO, Option.IDLE)
