@@ -7,7 +7,9 @@
 #      numbers against each SDK; a FreeBSD build with _XOPEN_SOURCE must fail loudly;
 #   2. the Cython output compiled for macOS and Windows against this host's CPython headers
 #      (a syntax and type check of the generated C only: no target pyconfig.h, nothing linked);
-#   3. the recording stand-in (tests/adapters/test_platforms.py): every OS branch's exact call sequences;
+#   3. the recording stand-in (tests/adapters/test_platforms.py): every OS branch's exact call sequences,
+#      and those of macOS and FreeBSD replayed on the model of their keepalive timers
+#      (tests/adapters/test_retrofit_model.py: the retrofit drop and ka.retrofit's bridge);
 #   4. the mingw build of the Windows branch run under Wine (tools/wine_check.c).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -80,9 +82,9 @@ done
 # Windows: CPython's headers for Windows need PC/pyconfig.h, which a Linux CPython does not ship.
 echo "Windows: not compiled (no Windows pyconfig.h here); the shim itself is compiled above"
 
-step "recording stand-in: every OS branch's call sequences (tests/adapters/test_platforms.py)"
+step "recording stand-in: every OS branch's call sequences, and the keepalive timer model"
 KA_NO_EXTENSIONS=1 PYTHONPATH="$ROOT/src" python -m pytest -q -p no:cacheprovider \
-    tests/adapters/test_platforms.py
+    tests/adapters/test_platforms.py tests/adapters/test_retrofit_model.py
 
 step "Windows branch under Wine (mingw build; Wine has no TCP_KEEP*/TCP_MAXRT*: the old-Windows path)"
 if ! command -v wine >/dev/null; then
