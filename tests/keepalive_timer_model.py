@@ -18,7 +18,7 @@ xnu-11417.101.15 (apple-oss-distributions/xnu)
                                       MAXIDLE: drop; else send a probe, TCPT_KEEP = now + KEEPINTVL;
                                       SO_KEEPALIVE off: TCPT_KEEP = now + KEEPIDLE
   bsd/netinet/tcp_timer.c 537-540     timers compare as int32: an offset >= 2^31 ms has expired
-  bsd/netinet/tcp_timer.h 219-228     TCPT_KEEP is a slow timer (500 ms quantum): it may fire late
+  bsd/netinet/tcp_timer.h 222-233     TCPT_KEEP is a slow timer (500 ms quantum): it may fire late
   bsd/netinet/tcp_input.c 3083-3090   every segment in: t_rcvtime = now; tcp_keepalive_reset
   bsd/netinet/tcp_input.c 908-914     tcp_keepalive_reset: TCPT_KEEP = now + TCP_CONN_KEEPIDLE
 FreeBSD (main, 14.x timer code: sys/netinet/tcp_timer.c with tcp_timersw)

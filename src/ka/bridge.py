@@ -47,8 +47,8 @@ from .results import BulkResult
 from .units import platform_name, platform_named
 
 # Seconds between the bridge and the policy: the bridge's 1 s idle, plus xnu's keepalive timer
-# running on a 500 ms quantum (tcp_timer.h IS_TIMER_HZ_500MS; tcp_timer.c
-# tcp_timer_list_access), plus half a second to spare: the bridge's probe has left by then.
+# running on a 500 ms quantum (tcp_timer.h 222-233 IS_TIMER_HZ_500MS; tcp_timer.c 1936-1974
+# need_to_resched_timerlist), plus half a second to spare: the bridge's probe has left by then.
 BRIDGE_WAIT = 2.0
 # The smallest interval * count (seconds) ``retrofit`` takes where it bridges. The bridge's first
 # probe leaves 1 s after it (at the earliest), so when the policy lands 2 s after the bridge the
@@ -157,6 +157,11 @@ class RetrofitResult(BulkResult):
     spent between the bridge and the policy; 0 where nothing was bridged)."""
 
     __slots__ = ("routes", "waited")
+
+    routes: array.array[int]
+    """How each input went: a ``Route`` value per input, in input order (an ``array('B')``)."""
+    waited: float
+    """Seconds between the bridge and the policy (0.0 where nothing was bridged)."""
 
     def __init__(
         self,
