@@ -42,7 +42,7 @@ from ._impl import core
 from ._options import HERE, IPPROTO_TCP, MAX_DETECTION_BY_PLATFORM, Option
 from .bulk import apply_many, check_arguments, read_many
 from .policy import KeepAlive, require_policy
-from .protocol import Spec
+from .protocol import AppliedColumns, Spec
 from .results import BulkResult
 from .units import platform_name, platform_named
 
@@ -163,16 +163,8 @@ class RetrofitResult(BulkResult):
     waited: float
     """Seconds between the bridge and the policy (0.0 where nothing was bridged)."""
 
-    def __init__(
-        self,
-        fds: array.array[int],
-        errnos: array.array[int],
-        options: array.array[int],
-        failed_count: int,
-        routes: array.array[int],
-        waited: float,
-    ) -> None:
-        super().__init__(fds, errnos, options, failed_count)
+    def __init__(self, columns: AppliedColumns, routes: array.array[int], waited: float) -> None:
+        super().__init__(columns.fds, columns.errnos, columns.options, columns.failed)
         self.routes = routes
         self.waited = waited
 
@@ -270,7 +262,12 @@ class Retrofit:
         return max(0.0, self.wait - (time.monotonic() - self._started)) if self.bridged else 0.0
 
     def finish(self) -> RetrofitResult:
-        """Read the bridged sockets back and apply the policy to those still carrying the bridge."""
+        """Read the bridged sockets back and apply the policy to those still carrying the bridge.
+        A ``RuntimeError`` before ``wait`` seconds have passed since ``start()``: the bridge's probe
+        may not have left yet, and the policy would then drop the quiet connections."""
+        early = self.remaining()
+        if early > 0:
+            raise RuntimeError(f"Retrofit.finish() came {early:.3f} s before the bridge's wait was over")
         waited = time.monotonic() - self._started if self.bridged else 0.0
         if self.bridged:
             assert self.bridge is not None
@@ -294,7 +291,8 @@ class Retrofit:
                     self.routes[i] = Route.LOST
             self._apply(same, self.policy, Route.BRIDGED)
         failed = sum(1 for err in self.errnos if err)
-        return RetrofitResult(self.fds, self.errnos, self.options, failed, self.routes, waited)
+        columns = AppliedColumns(self.fds, self.errnos, self.options, failed)
+        return RetrofitResult(columns, self.routes, waited)
 
 
 def retrofit(

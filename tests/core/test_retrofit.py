@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -95,6 +96,7 @@ def test_established_connections_are_bridged_the_rest_applied_at_once(
     # Between the halves: the connections carry the bridge, the listener already the policy.
     assert kernel_values(client)[:4] == kernel_values(accepted)[:4] == (1, 1, 1, 127)
     assert kernel_values(listener)[:4] == APPLIED
+    time.sleep(run.remaining())
     result = run.finish()
     assert list(result.routes) == [Route.BRIDGED, Route.BRIDGED, Route.DIRECT, Route.DIRECT, Route.DIRECT]
     assert kernel_values(client)[:4] == kernel_values(accepted)[:4] == APPLIED
@@ -103,6 +105,17 @@ def test_established_connections_are_bridged_the_rest_applied_at_once(
         (4, errno.EBADF, ka.Option.KEEPALIVE),
     ]
     assert result.applied + result.failed_count == len(targets) and result.bridged == 2
+
+
+def test_finish_refuses_to_come_early(linux_bridge: Bridge) -> None:
+    with loopback_pair() as (client, _):
+        run = ka.bridge.Retrofit([client], POLICY)
+        assert run.start() == linux_bridge.wait
+        with pytest.raises(RuntimeError, match="came .* s before the bridge's wait was over"):
+            run.finish()
+        assert kernel_values(client)[:4] == (1, 1, 1, 127)  # still the bridge
+        time.sleep(run.remaining())
+        assert run.finish().ok and kernel_values(client)[:4] == APPLIED
 
 
 def test_the_sync_call_waits_between_the_halves(linux_bridge: Bridge) -> None:
@@ -121,6 +134,7 @@ def test_a_descriptor_closed_or_reused_during_the_wait_is_left_alone(linux_bridg
         run.start()
         os.dup2(newcomer.fileno(), reused)  # the number now names a fresh, unrelated socket
         os.close(freed)  # and this one names nothing
+        time.sleep(run.remaining())
         result = run.finish()
         try:
             assert list(result.routes) == [Route.BRIDGED, Route.LOST, Route.LOST]
