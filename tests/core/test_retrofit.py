@@ -111,7 +111,7 @@ def test_finish_refuses_to_come_early(linux_bridge: Bridge) -> None:
     with loopback_pair() as (client, _):
         run = ka.bridge.Retrofit([client], POLICY)
         assert run.start() == linux_bridge.wait
-        with pytest.raises(RuntimeError, match="came .* s before the bridge's wait was over"):
+        with pytest.raises(RuntimeError, match=r"came .* s before the bridge's wait was over"):
             run.finish()
         assert kernel_values(client)[:4] == (1, 1, 1, 127)  # still the bridge
         time.sleep(run.remaining())
