@@ -197,7 +197,9 @@ class Retrofit:
     ) -> None:
         self.policy = require_policy(policy)
         check_arguments(threads, backend)
-        bridge = bridge_for() if self.policy.enabled else None
+        # SO_KEEPALIVE and the user timeout alone re-arm no timer: one step is safe for them.
+        times = (self.policy.idle, self.policy.interval, self.policy.count)
+        bridge = bridge_for() if self.policy.enabled and times != (None, None, None) else None
         if bridge is not None:
             check_bridgeable(self.policy, bridge)
             spec = bridge.spec
@@ -309,7 +311,8 @@ def retrofit(
     meanwhile is left alone (``Route.LOST``), and so is whatever took its number.
 
     Where it bridges, the policy must set idle, interval and count, with interval * count of at
-    least 3 s (``ValueError`` before any system call). Interrupted during the wait
+    least 2 s, else a ``ValueError`` before any system call; a policy that sets none of them, or
+    turns keepalive off, re-arms no timer and is applied in one step. Interrupted during the wait
     (``KeyboardInterrupt``), the bridged sockets keep the bridge: probed every second, never
     dropped by it; call ``retrofit`` again.
     """

@@ -198,10 +198,13 @@ def test_bad_arguments_are_refused_before_any_call(linux_bridge: Bridge) -> None
         assert kernel_values(client) == before
 
 
-def test_a_disabled_policy_is_one_step(linux_bridge: Bridge) -> None:
+def test_a_policy_that_sets_no_times_is_one_step(linux_bridge: Bridge) -> None:
+    """Turning keepalive off, or on with the socket's own times, re-arms no timer."""
     with loopback_pair() as (client, _):
         result = ka.retrofit([client], ka.KeepAlive.disabled())
         assert result.ok and list(result.routes) == [Route.DIRECT] and kernel_values(client)[0] == 0
+        result = ka.retrofit([client], ka.KeepAlive())
+        assert result.ok and list(result.routes) == [Route.DIRECT] and kernel_values(client)[0] == 1
 
 
 def test_aio_awaits_the_wait(linux_bridge: Bridge) -> None:
