@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib
 import os
 import socket
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import standin_build
 from helpers import loopback_pair
 from ka.bench.pool import LoopbackPool
 
@@ -36,6 +38,12 @@ def core(request: pytest.FixtureRequest) -> ModuleType:
         if os.environ.get("KA_REQUIRE_EXTENSIONS"):
             raise
         pytest.skip(f"the compiled core cannot be imported here: {exc}")
+
+
+@pytest.fixture(scope="session")
+def standins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ctypes.CDLL]:
+    """The C shim compiled for every OS against the recording stand-in (tests/standin_build.py)."""
+    return standin_build.build_all(tmp_path_factory.mktemp("standin"))
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ LAYERS: dict[str, list[str]] = {
     # the two implementations of the core protocol, and the choice between them
     "core": ["ka._ka_c", "ka._ka_py", "ka._impl"],
     # the public face: names (ka/__init__), the bulk calls, capabilities()
-    "face": ["ka", "ka.bulk", "ka.facts"],
+    "face": ["ka", "ka.bulk", "ka.bridge", "ka.facts"],
     "upper": [
         "ka.__main__",
         "ka.server",

@@ -7,7 +7,9 @@
 #      numbers against each SDK; a FreeBSD build with _XOPEN_SOURCE must fail loudly;
 #   2. the Cython output compiled for macOS and Windows against this host's CPython headers
 #      (a syntax and type check of the generated C only: no target pyconfig.h, nothing linked);
-#   3. the recording stand-in (tests/adapters/test_platforms.py): every OS branch's exact call sequences;
+#   3. the recording stand-in (tests/adapters/test_platforms.py): every OS branch's exact call sequences,
+#      and those of macOS and FreeBSD replayed on the model of their keepalive timers
+#      (tests/adapters/test_retrofit_model.py: the retrofit drop and ka.retrofit's bridge);
 #   4. the mingw build of the Windows branch run under Wine (tools/wine_check.c).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,6 +57,12 @@ for t in x86_64-macos aarch64-macos x86_64-freebsd x86_64-netbsd; do
         fail "ka bench's C floor does not compile for $t"
 done
 echo "ka bench C floor compiles for macOS, FreeBSD, NetBSD"
+# ka/system.py's sysctl numbers and units for NetBSD and OpenBSD, against their headers.
+for t in x86_64-netbsd x86_64-openbsd; do
+    "${ZIG[@]}" cc -target "$t" -std=c11 -Wall -Wextra -Werror -c tools/sysctl_constants.c \
+        -o "$WORK/sysctl-$t.o" || fail "ka/system.py's sysctl constants differ from the $t headers"
+done
+echo "system_defaults() sysctl numbers and units match NetBSD and OpenBSD"
 # A knob that compiles out must fail loudly: FreeBSD hides TCP_KEEP* without __BSD_VISIBLE.
 if "${ZIG[@]}" cc -target x86_64-freebsd -D_XOPEN_SOURCE=700 -Wall -Werror -I src/ka -c tools/win_compile_check.c \
     -o "$WORK/xopen.o" 2>"$WORK/xopen.log"; then
@@ -74,9 +82,9 @@ done
 # Windows: CPython's headers for Windows need PC/pyconfig.h, which a Linux CPython does not ship.
 echo "Windows: not compiled (no Windows pyconfig.h here); the shim itself is compiled above"
 
-step "recording stand-in: every OS branch's call sequences (tests/adapters/test_platforms.py)"
+step "recording stand-in: every OS branch's call sequences, and the keepalive timer model"
 KA_NO_EXTENSIONS=1 PYTHONPATH="$ROOT/src" python -m pytest -q -p no:cacheprovider \
-    tests/adapters/test_platforms.py
+    tests/adapters/test_platforms.py tests/adapters/test_retrofit_model.py
 
 step "Windows branch under Wine (mingw build; Wine has no TCP_KEEP*/TCP_MAXRT*: the old-Windows path)"
 if ! command -v wine >/dev/null; then
@@ -93,6 +101,8 @@ apply_user_timeout=10042 option=5
 read=0 option=0
 values=1,-1,-1,-1,-1
 bulk_failed=0 errnos=0,0 first_bad=-1 platform=4
+first_bad_unsigned=1
+probe=10042,10042,10042,10042,10042
 WANT
 wineserver -w 2>/dev/null || true  # let Wine finish before the prefix is removed
 diff -u "$WORK/wine.want" "$WORK/wine.out" || fail "the Windows branch under Wine did not answer as expected"

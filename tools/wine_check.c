@@ -62,6 +62,23 @@ int main(void)
         printf("bulk_failed=%d errnos=%d,%d first_bad=%lld platform=%d\n", (int)failed, errnos[0],
                errnos[1], ka_first_bad_fd(fds, 8, 0, 2), ka_platform_code());
     }
+    {
+        /* An 8-byte unsigned buffer: a value past INT64_MAX is no handle number (the twin agrees). */
+        uint64_t handles[2] = {5u, 9223372036854775808u};
+        printf("first_bad_unsigned=%lld\n", ka_first_bad_fd(handles, 8, 1, 2));
+    }
+    {
+        /* ka.capabilities() on Windows asks as Go does: setsockopt 1 on a fresh socket, for
+         * TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_MAXRTMS and TCP_MAXRT. */
+        SOCKET fresh = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+        int names[5] = {TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_MAXRTMS, TCP_MAXRT};
+        int k;
+        printf("probe=");
+        for (k = 0; k < 5; k++)
+            printf("%s%d", k ? "," : "", ka_set_int(fresh, IPPROTO_TCP, names[k], 1));
+        printf("\n");
+        closesocket(fresh);
+    }
     closesocket(client);
     closesocket(listener);
     WSACleanup();

@@ -7,13 +7,14 @@ result = ka.apply_many(pool, policy)                    # every input applied or
 ka.read(sock)                                           # the values the kernel reports
 
 The face only: every name here is defined in a module below it (``ka.policy``, ``ka.results``,
-``ka.system``, ``ka.bulk``, ``ka.facts``) or is the active core's own (``apply``, ``read``).
+``ka.system``, ``ka.bulk``, ``ka.bridge``, ``ka.facts``) or is the active core's own (``apply``, ``read``).
 """
 
 from __future__ import annotations
 
 from ._impl import IMPLEMENTATION, core
 from ._options import Option
+from .bridge import RetrofitResult, retrofit
 from .bulk import apply_many, read_many
 from .facts import Capabilities, capabilities
 from .policy import KeepAlive, resolve_policy
@@ -36,6 +37,7 @@ __all__ = [
     "KeepAliveSettings",
     "Option",
     "ReadResult",
+    "RetrofitResult",
     "SystemDefaults",
     "__version__",
     "apply",
@@ -44,6 +46,7 @@ __all__ = [
     "read",
     "read_many",
     "resolve_policy",
+    "retrofit",
     "system_defaults",
 ]
 

@@ -21,8 +21,18 @@ static inline ka_fd_t ka_fd_at(const void *fds, int width, size_t i)
 static long long ka_first_bad_fd(const void *fds, int width, int is_unsigned, size_t n)
 {
     size_t i;
-    if (!KA_FD_IS_INT)
-        return -1; /* a SOCKET is pointer-sized: every 8-byte value is a handle number */
+    if (!KA_FD_IS_INT) {
+        /* A SOCKET is pointer-sized: every signed 8-byte value is a handle number. An unsigned
+         * one above INT64_MAX is not: the fds column is signed (the twin refuses it too). */
+        if (width == 8 && is_unsigned) {
+            const uint64_t *u = (const uint64_t *)fds;
+            for (i = 0; i < n; i++) {
+                if (u[i] > (uint64_t)INT64_MAX)
+                    return (long long)i;
+            }
+        }
+        return -1;
+    }
     if (width == 8) {
         const int64_t *a = (const int64_t *)fds;
         for (i = 0; i < n; i++) {

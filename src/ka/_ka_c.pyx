@@ -257,6 +257,10 @@ Apply ``policy`` to one socket: a ``socket.socket``, an int fd, or anything with
     ``ka.Option``) when a call fails; the options before it stay applied (order: SO_KEEPALIVE,
     idle, interval, count, user timeout), so a socket whose later option failed has keepalive on
     with the values set so far and the OS's for the rest.
+
+    For fresh sockets. On macOS and the BSDs a connection that received nothing for interval x
+    count seconds is dropped ``idle`` seconds after a policy lands on it (the idle restarts the
+    kernel's timer, not its receive clock): give existing connections ``ka.retrofit``.
     """
     cdef ka_policy p
     cdef int option = 0

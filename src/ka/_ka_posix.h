@@ -211,6 +211,23 @@ static int ka_apply_one(ka_fd_t fd, const ka_policy *p, int *option)
     return 0;
 }
 
+/* NetBSD's tcp_ctloutput (tcp_usrreq.c 1.209) sets TCP_KEEPIDLE/INTVL/CNT but answers their
+ * getsockopt with ENOPROTOOPT: read as unknown (-1), as on Windows builds that lack them. */
+#if defined(__NetBSD__)
+#  define KA_KNOB_UNREADABLE(err) ((err) == ENOPROTOOPT)
+#else
+#  define KA_KNOB_UNREADABLE(err) 0
+#endif
+static inline int ka_get_knob(ka_fd_t fd, int name, int *value)
+{
+    int err = ka_get_int(fd, IPPROTO_TCP, name, value);
+    if (err && KA_KNOB_UNREADABLE(err)) {
+        *value = -1;
+        err = 0;
+    }
+    return err;
+}
+
 /* One knob's value in ka's units (seconds, probes, milliseconds), for ka_read_one (_platform.h).
  * A knob this platform lacks leaves *value as it is (-1: unknown) and is not an error. */
 static int ka_read_knob(ka_fd_t fd, int option, int *value)
@@ -219,15 +236,15 @@ static int ka_read_knob(ka_fd_t fd, int option, int *value)
     switch (option) {
 #if KA_HAVE_IDLE
     case KA_OPT_IDLE:
-        return ka_get_int(fd, IPPROTO_TCP, KA_IDLE_OPTNAME, value);
+        return ka_get_knob(fd, KA_IDLE_OPTNAME, value);
 #endif
 #if KA_HAVE_INTERVAL
     case KA_OPT_INTERVAL:
-        return ka_get_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, value);
+        return ka_get_knob(fd, TCP_KEEPINTVL, value);
 #endif
 #if KA_HAVE_COUNT
     case KA_OPT_COUNT:
-        return ka_get_int(fd, IPPROTO_TCP, TCP_KEEPCNT, value);
+        return ka_get_knob(fd, TCP_KEEPCNT, value);
 #endif
 #if KA_HAVE_USER_TIMEOUT
     case KA_OPT_USER_TIMEOUT:

@@ -176,6 +176,10 @@ def apply(target: Any, policy: KeepAlive) -> None:
     ``ka.Option``) when a call fails; the options before it stay applied (order: SO_KEEPALIVE,
     idle, interval, count, user timeout), so a socket whose later option failed has keepalive on
     with the values set so far and the OS's for the rest.
+
+    For fresh sockets. On macOS and the BSDs a connection that received nothing for interval x
+    count seconds is dropped ``idle`` seconds after a policy lands on it (the idle restarts the
+    kernel's timer, not its receive clock): give existing connections ``ka.retrofit``.
     """
     spec = require_policy(policy).spec
     fd = _fileno(target, "target")
@@ -185,11 +189,15 @@ def apply(target: Any, policy: KeepAlive) -> None:
 
 
 def _read_knob(sock: Any, number: int, calls: OSCalls) -> int:
-    """One IPPROTO_TCP value; -1 where this Windows build lacks the option. Raises OSError."""
+    """One IPPROTO_TCP value; -1 where this Windows build lacks the option, or where NetBSD
+    refuses to read it back. Raises OSError."""
     try:
         return int(sock.getsockopt(IPPROTO_TCP, number))
     except OSError as exc:
-        if calls.windows and _errno_of(exc, calls) in _MISSING_ON_WINDOWS:
+        err = _errno_of(exc, calls)
+        if (calls.windows and err in _MISSING_ON_WINDOWS) or (
+            calls.knob_reads_refused and err == errno.ENOPROTOOPT
+        ):
             return -1
         raise
 

@@ -69,6 +69,20 @@ LIMITS_BY_PLATFORM = {
     "other": Limits(32767, 32767, 127, 0),
 }
 
+# The largest idle + interval * count (seconds) a kernel's keepalive timer holds where it adds them
+# in 32 bits; a larger sum wraps and the connection is dropped at the first expiry, without a probe.
+# XNU: uint32 milliseconds (tcp_timer.h TCP_CONN_KEEPIDLE + TCP_CONN_MAXIDLE, compared in
+# tcp_timer.c tcp_timers TCPT_KEEP). FreeBSD: u_int ticks (tcp_timer.c tcp_timer_keep,
+# TP_KEEPIDLE + TP_MAXIDLE), UINT_MAX / 2000 for any kern.hz up to 2000, as the idle cap assumes.
+# Linux counts probes and Windows documents no such sum: no limit there.
+MAX_DETECTION_BY_PLATFORM: dict[str, int | None] = {
+    "linux": None,
+    "darwin": 4294967,
+    "freebsd": 2147483,
+    "windows": None,
+    "other": None,
+}
+
 
 class ListenerFacts(NamedTuple):
     """How an OS treats keepalive on listening sockets: the one table ``ka.capabilities()`` and
@@ -128,6 +142,8 @@ class OSCalls(NamedTuple):
     ``numbers``: the IPPROTO_TCP option number of each knob, None where the OS has none.
     ``user_timeout_unit_ms``: 1 where the user timeout takes milliseconds, 1000 for seconds.
     ``user_timeout_fallback``: Windows' TCP_MAXRT (seconds), tried where TCP_MAXRTMS is missing.
+    ``knob_reads_refused``: getsockopt of the knobs answers ENOPROTOOPT (NetBSD's tcp_ctloutput,
+    tcp_usrreq.c 1.209): read as unknown, not as a failure.
     """
 
     name: str
@@ -137,12 +153,13 @@ class OSCalls(NamedTuple):
     user_timeout_unit_ms: int
     user_timeout_fallback: int | None
     windows: bool
+    knob_reads_refused: bool = False
 
 
 def _calls(name: str, sol: int, keepalive: int, numbers: tuple[int | None, ...], unit: int = 1) -> OSCalls:
     knobs = dict(zip((Option.IDLE, Option.INTERVAL, Option.COUNT, Option.USER_TIMEOUT), numbers))
     windows = name == "windows"
-    return OSCalls(name, sol, keepalive, knobs, unit, 5 if windows else None, windows)
+    return OSCalls(name, sol, keepalive, knobs, unit, 5 if windows else None, windows, name == "netbsd")
 
 
 # Each OS's SDK header values (tools/platform_constants.c checks them against the real headers).

@@ -10,6 +10,7 @@ FreeBSD) the listening sockets get the policy before they start listening and no
 connection; elsewhere (macOS, Windows) the listeners are left alone and every accepted socket gets
 the policy before the protocol's ``connection_made`` (or the ``client_connected_cb``) runs.
 ``ka.aio.plans(server)`` returns the ``ListenerPlan`` of each listening socket.
+``await ka.aio.retrofit(sockets, policy)`` is ``ka.retrofit`` with its wait awaited.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, Union
 
 from . import apply
+from .bridge import Retrofit, RetrofitResult
 from .policy import KeepAlive, require_policy
 from .server import (
     PER_ACCEPT,
@@ -28,7 +30,7 @@ from .server import (
     prepare_listener,
 )
 
-__all__ = ["create_connection", "create_server", "open_connection", "plans", "start_server"]
+__all__ = ["create_connection", "create_server", "open_connection", "plans", "retrofit", "start_server"]
 
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
 ClientConnectedCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Union[Awaitable[None], None]]
@@ -205,3 +207,19 @@ async def open_connection(
         writer.transport.abort()
         raise
     return reader, writer
+
+
+async def retrofit(
+    targets: Any, policy: KeepAlive, *, threads: int | None = None, backend: str = "auto"
+) -> RetrofitResult:
+    """``ka.retrofit`` for a running event loop: the wait between the bridge and the policy (2 s
+    on macOS and the BSDs, none elsewhere) is awaited, so the loop serves other tasks meanwhile.
+
+    Same arguments, result and errors. A socket another task closes during the wait is left alone
+    (``Route.LOST``), and so is whatever socket takes its number. Cancelled during the wait, the
+    bridged sockets keep the bridge (probed every second, never dropped by it).
+    """
+    run = Retrofit(targets, policy, threads=threads, backend=backend)
+    if run.start():
+        await asyncio.sleep(run.remaining())
+    return run.finish()

@@ -86,6 +86,10 @@ def apply_many(
     measured faster), ``"syscalls"``, or ``"io_uring"`` to send every socket's options in batched
     io_uring submissions (Linux 6.7+; an ``OSError`` naming why, raised before any setsockopt,
     where it cannot be used). Results are the same either way, errno and option included.
+
+    On macOS and the BSDs, an established connection that received nothing for interval x count
+    seconds is dropped ``idle`` seconds after the policy lands, without a probe: for a pool of
+    existing connections use ``ka.retrofit``, which bridges them first (docs/HAZARDS.md).
     """
     require_policy(policy)
     nthreads = _threads_for(threads, _size_hint(targets))
@@ -99,3 +103,10 @@ def read_many(targets: Any, *, threads: int | None = None) -> ReadResult:
     """
     nthreads = _threads_for(threads, _size_hint(targets))
     return ReadResult.from_columns(core.read_many(targets, nthreads))
+
+
+def check_arguments(threads: int | None, backend: str) -> None:
+    """Raise what ``apply_many`` raises for ``threads`` and ``backend``, before any socket call:
+    for callers that make other calls first (``ka.retrofit`` reads TCP states)."""
+    _threads_for(threads, 0)
+    _backend(backend)

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import functools
 import socket
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ._impl import IMPLEMENTATION, core
-from ._options import LIMITS, LISTENERS, PLATFORM, USER_TIMEOUT_SEMANTICS
+from ._options import (
+    IPPROTO_TCP,
+    LIMITS,
+    LISTENERS,
+    OS_CALLS,
+    PLATFORM,
+    USER_TIMEOUT_SEMANTICS,
+    WSAEINVAL,
+    WSAENOPROTOOPT,
+    Option,
+)
 from .bulk import AUTO_BACKEND, backend_note
 
 
@@ -35,14 +45,43 @@ class Capabilities(NamedTuple):
     bulk_backend_note: str
 
 
+# Windows answers these where an option is missing (ka's shim: ka_is_missing_option).
+_MISSING = (WSAENOPROTOOPT, WSAEINVAL)
+_WINDOWS = OS_CALLS["windows"]
+
+
+def _fresh_socket() -> Any:
+    return socket.socket()
+
+
+def windows_knobs(probe: Any) -> tuple[bool, bool, bool, bool]:
+    """Which of TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT and TCP_MAXRTMS/TCP_MAXRT a Windows build
+    takes (10 1709, 1709, 1703; Wine has none), asked as Go asks (internal/syscall/windows
+    version_windows.go ``initTCPKeepAlive``): ``setsockopt(probe, IPPROTO_TCP, option, 1)`` on a
+    fresh socket, an option counting as missing only where it answers WSAENOPROTOOPT (or
+    WSAEINVAL, which ka's shim also treats as missing). Reading a fresh socket instead would need
+    a value above 0 back, and TCP_MAXRT reads -1 ("retransmit forever") where it exists."""
+
+    def takes(number: int | None) -> bool:
+        if number is None:
+            return False
+        try:
+            probe.setsockopt(IPPROTO_TCP, number, 1)
+        except OSError as exc:  # CPython keeps the Winsock code in winerror, errno is mapped
+            return (getattr(exc, "winerror", None) or exc.errno) not in _MISSING
+        return True
+
+    numbers = _WINDOWS.numbers
+    idle, interval, count = (takes(numbers[o]) for o in (Option.IDLE, Option.INTERVAL, Option.COUNT))
+    user_timeout = takes(numbers[Option.USER_TIMEOUT]) or takes(_WINDOWS.user_timeout_fallback)
+    return idle, interval, count, user_timeout
+
+
 @functools.lru_cache(maxsize=1)
 def _windows_knobs() -> tuple[bool, bool, bool, bool]:
-    """Which of TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_MAXRTMS/TCP_MAXRT this Windows
-    build has (10 1709, 1709, 1703; Wine has none): read back from a fresh socket, where a
-    missing option reads as None."""
-    with socket.socket() as probe:
-        settings = core.read(probe)
-    return tuple(value is not None for value in settings[1:5])  # type: ignore[return-value]
+    """``windows_knobs`` of a fresh socket, asked once per process."""
+    with _fresh_socket() as probe:
+        return windows_knobs(probe)
 
 
 def capabilities() -> Capabilities:
@@ -55,8 +94,10 @@ def capabilities() -> Capabilities:
     ``user_timeout_semantics``: what ``user_timeout`` maps to here ("" where unsupported):
     Linux TCP_USER_TIMEOUT also bounds keepalive probing; macOS TCP_RXT_CONNDROPTIME and Windows
     TCP_MAXRTMS/TCP_MAXRT bound retransmission of unacknowledged data only.
-    On Windows ``count`` is what this machine does (TCP_KEEPCNT since 10 1703); idle and interval
-    are always settable (through SIO_KEEPALIVE_VALS before 10 1709, idle required there).
+    On Windows ``count`` and ``user_timeout`` are what this machine does (TCP_KEEPCNT since 10
+    1703), asked once as Go asks: setsockopt 1 on a fresh socket, missing only where that answers
+    WSAENOPROTOOPT (or WSAEINVAL); idle and interval are always settable (through
+    SIO_KEEPALIVE_VALS before 10 1709, idle required there).
     ``bulk_backend``: what ``apply_many(..., backend="auto")`` uses here (``"syscalls"``: one
     system call per option); ``bulk_backend_note`` says whether ``backend="io_uring"`` (Linux
     6.7+ socket commands, one submission for many sockets) can be used, and if not why (for

@@ -18,7 +18,9 @@ from .errors import policy_error
 from .protocol import LEAVE, Spec
 from .syntax import PolicyFields, parse_fields
 from .units import (
+    check_detection_span,
     detection_budget,
+    detection_cap,
     detection_time,
     fit_budget,
     probe_count,
@@ -113,6 +115,7 @@ class KeepAlive:
         idle_s = None if idle is None else whole_seconds("idle", idle, limits.max_idle)
         interval_s = None if interval is None else whole_seconds("interval", interval, limits.max_interval)
         count_n = None if count is None else probe_count(count, limits.max_count)
+        check_detection_span(idle_s, interval_s, count_n)
 
         ut_ms: int | None
         if user_timeout is None:
@@ -164,7 +167,7 @@ class KeepAlive:
         deadline is too short for ``count`` probes, fewer are used. ``user_timeout="auto"`` (the
         default) makes the promise hold while data is in flight too, where the platform allows.
         """
-        total = detection_budget("deadline", deadline)
+        total = detection_cap(detection_budget("deadline", deadline))
         idle, interval, probes = fit_budget(total, probe_count(count), LIMITS.max_idle, LIMITS.max_interval)
         return cls(idle, interval, probes, user_timeout=user_timeout)
 
@@ -192,7 +195,11 @@ class KeepAlive:
         total = seconds_up("seconds", seconds)
         probes = probe_count(count)
         interval = min(max(1, total // (3 * probes)), LIMITS.max_interval)
-        return cls(min(total, LIMITS.max_idle), interval, probes, user_timeout=user_timeout)
+        idle = min(total, LIMITS.max_idle)
+        span = idle + interval * probes
+        if detection_cap(span) < span:  # macOS, BSD: the kernel adds the three in 32 bits
+            idle, interval, probes = fit_budget(detection_cap(span), probes, idle, interval)
+        return cls(idle, interval, probes, user_timeout=user_timeout)
 
     @classmethod
     def for_middlebox(
@@ -228,10 +235,12 @@ class KeepAlive:
         margin = max(2, math.ceil(limit / 10))
         idle = min(limit - margin, LIMITS.max_idle)
         interval = min(max(1, margin // 2), LIMITS.max_interval)
+        budget = idle + interval * probes
         if detect_within is not None:
             budget = detection_budget("detect_within", detect_within)
-            if idle + interval * probes > budget:
-                idle, interval, probes = fit_budget(budget, probes, idle, interval)
+        budget = detection_cap(budget)  # macOS, BSD: the kernel adds the three in 32 bits
+        if idle + interval * probes > budget:
+            idle, interval, probes = fit_budget(budget, probes, idle, interval)
         return cls(idle, interval, probes, user_timeout=user_timeout)
 
     @classmethod
@@ -286,15 +295,21 @@ class KeepAlive:
 
         None for a disabled policy, and for a policy that leaves idle, interval or count to the
         socket: ``detection_time_with(ka.system_defaults())`` counts those with the system's.
+        This platform's rule: only Linux lets a user timeout cut probing short; on macOS
+        (``TCP_RXT_CONNDROPTIME``), Windows and the BSDs it is idle + interval * count whatever
+        the user timeout. ``detection_time_with(None, platform="darwin")`` gives another
+        platform's figure.
         """
         if self._idle is None or self._interval is None or self._count is None:
             return None
         return self.detection_time_with(None)
 
-    def detection_time_with(self, defaults: Defaults | None) -> float | None:
+    def detection_time_with(self, defaults: Defaults | None, *, platform: str | None = None) -> float | None:
         """``detection_time``, with the fields this policy leaves as they are taken from
         ``defaults`` (such as ``ka.system_defaults()``); None for a disabled policy, or where a
-        field is left and no defaults are given."""
+        field is left and no defaults are given. ``platform`` (``"linux"``, ``"darwin"`` or
+        ``"macos"``, ``"freebsd"`` or ``"bsd"``, ``"windows"``; this platform by default) picks
+        whose rule counts (``ka.units.detection_time``)."""
         if not self._enabled:
             return None
         idle, interval, count = self._idle, self._interval, self._count
@@ -304,7 +319,7 @@ class KeepAlive:
             count = defaults.count if count is None else count
         if idle is None or interval is None or count is None:
             return None
-        return detection_time(idle, interval, count, self.user_timeout)
+        return detection_time(idle, interval, count, self.user_timeout, platform=platform)
 
     def as_dict(self) -> dict[str, Any]:
         """The policy's fields, as the constructor takes them."""

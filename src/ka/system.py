@@ -1,7 +1,10 @@
 """The system's own keepalive defaults: what an untouched socket gets.
 
 Linux: ``/proc/sys/net/ipv4/tcp_keepalive_{time,intvl,probes}`` of the caller's network namespace.
-macOS and BSD: the ``net.inet.tcp.keepidle`` / ``keepintvl`` (milliseconds) and ``keepcnt`` sysctls.
+macOS and FreeBSD: the ``net.inet.tcp.keepidle`` / ``keepintvl`` (milliseconds) and ``keepcnt``
+sysctls. NetBSD: the same names in slow-timer ticks (``net.inet.tcp.slowhz`` a second, 2). OpenBSD
+(no ``sysctlbyname``): ``net.inet.tcp.keepidle`` / ``keepintvl`` in seconds by MIB; its count is
+fixed at 8.
 Windows: the ``KeepAliveTime`` / ``KeepAliveInterval`` registry values (milliseconds) under
 ``HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters``, else the documented 2 h and 1 s;
 the probe count is fixed at 10 on Vista and later.
@@ -21,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-from ._options import LIMITS, PLATFORM
+from ._options import HERE, LIMITS, PLATFORM
 from ._signals import signals_deferred
 from .units import detection_time, probe_count, whole_seconds
 
@@ -59,21 +62,65 @@ def _linux(proc_dir: Path) -> SystemDefaults:
     return SystemDefaults(values["idle"], values["interval"], values["count"], str(proc_dir))
 
 
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
 def _sysctl_int(name: str) -> int | None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    """An int sysctl by name (``sysctlbyname``: macOS, FreeBSD, NetBSD), None where unreadable."""
     value = ctypes.c_int(0)
     size = ctypes.c_size_t(ctypes.sizeof(value))
-    rc = libc.sysctlbyname(name.encode(), ctypes.byref(value), ctypes.byref(size), None, ctypes.c_size_t(0))
+    rc = _libc().sysctlbyname(
+        name.encode(), ctypes.byref(value), ctypes.byref(size), None, ctypes.c_size_t(0)
+    )
     return value.value if rc == 0 else None
 
 
-def _bsd() -> SystemDefaults:
-    idle_ms = _sysctl_int("net.inet.tcp.keepidle")
-    interval_ms = _sysctl_int("net.inet.tcp.keepintvl")
+def _sysctl_mib(mib: tuple[int, ...]) -> int | None:
+    """An int sysctl by MIB (``sysctl(2)``: OpenBSD has no ``sysctlbyname``), None where unreadable."""
+    name = (ctypes.c_int * len(mib))(*mib)
+    value = ctypes.c_int(0)
+    size = ctypes.c_size_t(ctypes.sizeof(value))
+    rc = _libc().sysctl(
+        name, ctypes.c_uint(len(mib)), ctypes.byref(value), ctypes.byref(size), None, ctypes.c_size_t(0)
+    )
+    return value.value if rc == 0 else None
+
+
+# OpenBSD sys/sysctl.h CTL_NET, PF_INET, IPPROTO_TCP, netinet/tcp_var.h TCPCTL_KEEPIDLE/KEEPINTVL
+# (tools/sysctl_constants.c checks them against the SDK): seconds (tcp_usrreq.c tcpctl_vars,
+# tcp_keepidle_sec); the count is TCPTV_KEEPCNT (tcp_timer.h), no sysctl.
+OPENBSD_KEEPIDLE = (4, 2, 6, 3)
+OPENBSD_KEEPINTVL = (4, 2, 6, 4)
+OPENBSD_KEEPCNT = 8
+NETBSD_SLOWHZ = 2  # PR_SLOWHZ (sys/protosw.h), where net.inet.tcp.slowhz cannot be read
+
+
+def _seconds(value: int | None, per_second: int, default: int) -> int:
+    return default if value is None else max(1, value // per_second)
+
+
+def _bsd(system: str) -> SystemDefaults:
+    """macOS and the BSDs; ``system``: ``darwin``, ``freebsd``, ``netbsd``, ``openbsd``."""
+    if system == "openbsd":
+        return SystemDefaults(
+            _seconds(_sysctl_mib(OPENBSD_KEEPIDLE), 1, 7200),
+            _seconds(_sysctl_mib(OPENBSD_KEEPINTVL), 1, 75),
+            OPENBSD_KEEPCNT,
+            "sysctl net.inet.tcp.keepidle/keepintvl (s); count fixed at 8 (TCPTV_KEEPCNT)",
+        )
     count = _sysctl_int("net.inet.tcp.keepcnt")
+    if system == "netbsd":  # tcp_timer.h: the timers count PR_SLOWHZ ticks a second
+        hz = _sysctl_int("net.inet.tcp.slowhz") or NETBSD_SLOWHZ
+        return SystemDefaults(
+            _seconds(_sysctl_int("net.inet.tcp.keepidle"), hz, 7200),
+            _seconds(_sysctl_int("net.inet.tcp.keepintvl"), hz, 75),
+            count if count is not None else 8,
+            f"sysctl net.inet.tcp.keepidle/keepintvl ({hz} ticks a second)/keepcnt",
+        )
     return SystemDefaults(
-        max(1, (idle_ms if idle_ms is not None else 7_200_000) // 1000),
-        max(1, (interval_ms if interval_ms is not None else 75_000) // 1000),
+        _seconds(_sysctl_int("net.inet.tcp.keepidle"), 1000, 7200),
+        _seconds(_sysctl_int("net.inet.tcp.keepintvl"), 1000, 75),
         count if count is not None else 8,
         "sysctl net.inet.tcp.keepidle/keepintvl/keepcnt",
     )
@@ -110,7 +157,7 @@ def system_defaults() -> SystemDefaults:
     if PLATFORM == "linux":
         return _linux(PROC_DIR)
     if PLATFORM in ("darwin", "freebsd"):
-        return _bsd()
+        return _bsd(HERE.name)
     if PLATFORM == "windows":
         return _windows()
     return SystemDefaults(7200, 75, 9, "RFC 1122 defaults (unknown platform)")

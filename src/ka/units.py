@@ -12,7 +12,7 @@ import math
 import numbers
 import operator
 
-from ._options import LIMITS, PLATFORM
+from ._options import LIMITS, MAX_DETECTION_BY_PLATFORM, PLATFORM
 
 US_PER_S = 1_000_000
 US_PER_MS = 1_000
@@ -26,9 +26,39 @@ PLATFORM_NAMES = {
 }
 
 
-def platform_name() -> str:
-    """This platform's name in messages ("Linux", "macOS", ...), read from PLATFORM when asked."""
-    return PLATFORM_NAMES[PLATFORM]
+# Names ``platform_named`` takes besides the keys of PLATFORM_NAMES (sys.platform spellings too).
+PLATFORM_ALIASES = {
+    "macos": "darwin",
+    "bsd": "freebsd",
+    "netbsd": "freebsd",
+    "openbsd": "freebsd",
+    "dragonfly": "freebsd",
+    "win32": "windows",
+    "cygwin": "other",
+}
+
+
+def platform_name(platform: str | None = None) -> str:
+    """A platform's name in messages ("Linux", "macOS", ...); this one's (PLATFORM, read when
+    asked) by default."""
+    return PLATFORM_NAMES[PLATFORM if platform is None else platform]
+
+
+def platform_named(name: str | None) -> str:
+    """The platform key (``linux``, ``darwin``, ``freebsd``, ``windows``, ``other``) for ``name``:
+    a key, ``macos``, ``bsd``, ``win32`` or a ``sys.platform`` value; None means this platform."""
+    if name is None:
+        return PLATFORM
+    if not isinstance(name, str):
+        raise TypeError(f"platform must be a str or None, not {type(name).__name__} {name!r}")
+    key = name.lower()
+    if key not in PLATFORM_NAMES and key not in PLATFORM_ALIASES:
+        key = key.rstrip("0123456789")  # sys.platform spellings: freebsd14, linux2
+    key = PLATFORM_ALIASES.get(key, key)
+    if key not in PLATFORM_NAMES:
+        known = ", ".join(sorted({*PLATFORM_NAMES, *PLATFORM_ALIASES}))
+        raise ValueError(f"platform={name!r} is not a platform ka knows: expected one of {known}")
+    return key
 
 
 def microseconds(field: str, value: object, *, check_sign: bool = True) -> int:
@@ -136,17 +166,47 @@ def user_timeout_ms(value: object, maximum: int) -> int:
     return ms
 
 
-def detection_time(idle: float, interval: float, count: int, user_timeout: float | None = None) -> float:
-    """Seconds of silence after which the kernel drops a connection with these keepalive values.
+def detection_time(
+    idle: float,
+    interval: float,
+    count: int,
+    user_timeout: float | None = None,
+    *,
+    platform: str | None = None,
+) -> float:
+    """Seconds of silence after which the kernel drops a connection with these keepalive values,
+    on ``platform`` (a ``platform_named`` name; this platform by default).
 
-    Without a user timeout: idle + interval * count. With one (Linux ``TCP_USER_TIMEOUT``, in
-    seconds), the keepalive timer ignores count and drops the connection at the first probe tick
-    at or past the user timeout, once at least one probe went out (``tcp_keepalive_timer``):
-    idle + interval * max(1, ceil((user_timeout - idle) / interval)).
+    idle + interval * count everywhere. Only Linux lets a user timeout (``TCP_USER_TIMEOUT``, in
+    seconds) cut keepalive short: its keepalive timer then ignores count and drops the connection
+    at the first probe tick at or past the user timeout, once at least one probe went out
+    (net/ipv4/tcp_timer.c ``tcp_keepalive_timer``): idle + interval * max(1, ceil((user_timeout -
+    idle) / interval)). macOS checks ``TCP_RXT_CONNDROPTIME`` in the retransmit timer only (xnu
+    bsd/netinet/tcp_timer.c ``tcp_timers``, TCPT_REXMT), never in the keepalive timer (TCPT_KEEP);
+    Windows documents ``TCP_MAXRT`` as a retransmission timeout; the BSDs have no user timeout.
     """
-    if not user_timeout:
+    if platform_named(platform) != "linux" or not user_timeout:
         return float(idle + interval * count)
     return float(idle + interval * max(1, math.ceil((user_timeout - idle) / interval)))
+
+
+def check_detection_span(
+    idle: int | None, interval: int | None, count: int | None, platform: str | None = None
+) -> None:
+    """Refuse idle + interval * count beyond what the platform's keepalive timer adds without
+    wrapping (``MAX_DETECTION_BY_PLATFORM``), where it adds them in 32 bits (macOS, BSD): a larger
+    sum wraps and the kernel drops the connection at the first expiry. Fields left as None count
+    as 0 (the socket's own values are not known here)."""
+    key = platform_named(platform)
+    maximum = MAX_DETECTION_BY_PLATFORM[key]
+    span = (idle or 0) + (interval * count if interval is not None and count is not None else 0)
+    if maximum is not None and span > maximum:
+        unit = "milliseconds" if key == "darwin" else "timer ticks"
+        raise ValueError(
+            f"idle + interval * count = {idle} + {interval} * {count} = {span} s is out of range: "
+            f"{platform_name(key)} adds them as unsigned 32-bit {unit}, so the sum takes at most "
+            f"{maximum} s (a larger one wraps and drops the connection at the first expiry)"
+        )
 
 
 def detection_budget(field: str, value: object) -> int:
@@ -158,6 +218,13 @@ def detection_budget(field: str, value: object) -> int:
             "(1 s idle, then one 1 s probe)"
         )
     return total
+
+
+def detection_cap(budget: int, platform: str | None = None) -> int:
+    """``budget`` (seconds) lowered to the longest idle + interval * count the platform's
+    keepalive timer holds (``MAX_DETECTION_BY_PLATFORM``): what the recipes fit a policy into."""
+    maximum = MAX_DETECTION_BY_PLATFORM[platform_named(platform)]
+    return budget if maximum is None else min(budget, maximum)
 
 
 def fit_budget(budget: int, probes: int, idle_cap: int, interval_cap: int) -> tuple[int, int, int]:

@@ -8,119 +8,27 @@ part-way included, and that the twin (``_ka_py``) issues the same sequence for t
 
 from __future__ import annotations
 
+import array
 import ctypes
 import errno
 import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ka import _ka_py, _options
 from ka._options import OS_CALLS, SIO_KEEPALIVE_VALS, WSAEINVAL, WSAENOPROTOOPT, Option
-
-ROOT = Path(__file__).resolve().parents[2]
-STANDIN = ROOT / "tests" / "standin"
-# The shim headers under test; another directory (an older checkout) shows what a fix changed.
-SHIM = Path(os.environ.get("KA_SHIM_DIR", ROOT / "src" / "ka"))
-OSES = ["linux", "darwin", "freebsd", "netbsd", "openbsd", "windows"]
-CC = shutil.which("gcc") or shutil.which("cc")
-
-needs_standin = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or CC is None or not (ROOT / "src/ka/_platform.h").exists(),
-    reason="the stand-in builds with a Linux C compiler from the source tree",
+from standin_build import (
+    GET,
+    IOCTL,
+    OSES,
+    SET,
+    Call,
+    Read,
+    c_apply,
+    c_read,
+    needs_standin,
+    recorded_calls,
 )
-
-SET, GET, IOCTL = 0, 1, 2
-KIND_NAMES = {SET: "set", GET: "get", IOCTL: "ioctl"}
-Call = tuple[Any, ...]
-
-
-class RecCall(ctypes.Structure):
-    _fields_ = [  # ctypes layout, not a mutable default
-        ("kind", ctypes.c_int),
-        ("level", ctypes.c_int),
-        ("name", ctypes.c_int),
-        ("value", ctypes.c_longlong),
-        ("v2", ctypes.c_longlong),
-        ("v3", ctypes.c_longlong),
-        ("result", ctypes.c_int),
-    ]
-
-
-def _build(os_name: str, out: Path) -> subprocess.Popen[bytes]:
-    # No -Werror: this also runs in the wheel containers' older compilers; the warning-free
-    # builds for every real target are tools/check_platforms.sh's job.
-    family = "windows" if os_name == "windows" else "posix"
-    flags = [] if os_name == "linux" else ["-U__linux__", "-U__linux", "-Ulinux", "-U__unix__"]
-    assert CC is not None
-    return subprocess.Popen(
-        [CC, "-std=c99", "-Wall", "-Wextra", "-Wno-unused-function", "-shared", "-fPIC",
-         f"-DKA_STANDIN_{os_name.upper()}", "-DKA_NO_URING", *flags,
-         "-I", str(STANDIN / family), "-I", str(SHIM),
-         str(STANDIN / "recorder.c"), "-o", str(out), "-lpthread"],
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def standins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ctypes.CDLL]:
-    """One recorder library per OS, compiled in parallel."""
-    out = tmp_path_factory.mktemp("standin")
-    builds = {name: _build(name, out / f"rec-{name}.so") for name in OSES}
-    libs = {}
-    for name, proc in builds.items():
-        _, err = proc.communicate()
-        assert proc.returncode == 0, f"stand-in for {name} failed to compile:\n{err.decode()}"
-        lib = ctypes.CDLL(str(out / f"rec-{name}.so"))
-        lib.rec_calls.restype = ctypes.POINTER(RecCall)
-        lib.rec_limit.restype = ctypes.c_longlong
-        libs[name] = lib
-    return libs
-
-
-def c_apply(
-    lib: ctypes.CDLL, spec: tuple[int, ...], fail: tuple[Call, ...] = ()
-) -> tuple[list[Call], int, int]:
-    """(calls, error, option) of the shim's ka_apply_one; ``fail``: (kind, level, name, err)."""
-    lib.rec_reset()
-    for rule in fail:
-        lib.rec_fail(*rule)
-    option = ctypes.c_int(-9)
-    err = lib.rec_apply(*spec, ctypes.byref(option))
-    return _calls(lib), err, option.value
-
-
-Read = tuple[list[Call], int, int, tuple[int, ...]]
-
-
-def c_read(lib: ctypes.CDLL, fail: tuple[Call, ...] = (), preset: tuple[Call, ...] = ()) -> Read:
-    lib.rec_reset()
-    for rule in fail:
-        lib.rec_fail(*rule)
-    for level, name, value in preset:
-        lib.rec_preset(level, name, value)
-    out = (ctypes.c_int * 5)()
-    option = ctypes.c_int(-9)
-    err = lib.rec_read(out, ctypes.byref(option))
-    return _calls(lib), err, option.value, tuple(out)
-
-
-def _calls(lib: ctypes.CDLL) -> list[Call]:
-    calls = lib.rec_calls()
-    result: list[Call] = []
-    for i in range(lib.rec_count()):
-        c = calls[i]
-        if c.kind == IOCTL:
-            result.append(("ioctl", c.name & 0xFFFFFFFF, c.value, c.v2, c.v3))
-        elif c.kind == SET:
-            result.append(("set", c.level, c.name, c.value))
-        else:
-            result.append(("get", c.level, c.name))
-    return result
 
 
 class FakeSocket:
@@ -361,4 +269,50 @@ def test_bulk_path_on_old_windows(standins: dict[str, ctypes.CDLL]) -> None:
     assert failed == n
     assert list(errnos) == [WSAENOPROTOOPT] * n and list(options) == [Option.COUNT] * n
     one = twin_apply("windows", FULL, OLD_WINDOWS)[0]
-    assert _calls(lib) == one * n
+    assert recorded_calls(lib) == one * n
+
+
+@needs_standin
+@pytest.mark.parametrize("name", OSES)
+def test_unsigned_buffers_agree_with_the_twin(
+    standins: dict[str, ctypes.CDLL], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19 item 8: on Windows (8-byte SOCKET handles) the compiled core took an unsigned
+    8-byte value past INT64_MAX as a handle where the twin refuses it. The shim's fast-path check
+    (ka_first_bad_fd, compiled for each OS) and the twin, run as on that OS, now name the same entry."""
+    lib = standins[name]
+    lib.rec_first_bad_fd.restype = ctypes.c_longlong
+    monkeypatch.setattr(_ka_py, "_WINDOWS", name == "windows")
+    monkeypatch.setattr(_ka_py, "_FD_TYPECODE", "q" if name == "windows" else "i")
+
+    def c_first_bad(values: array.array[int]) -> int:
+        address, count = values.buffer_info()
+        return int(lib.rec_first_bad_fd(ctypes.c_void_p(address), 8, 1, ctypes.c_size_t(count)))
+
+    past = array.array("Q", [5, 2**63, 7])
+    assert c_first_bad(past) == 1
+    with pytest.raises(ValueError, match="targets\\[1\\] is 9223372036854775808: not a descriptor number"):
+        _ka_py.collect_fds(past)
+    largest = array.array("Q", [5, 2**63 - 1])
+    if name == "windows":  # a handle number: both take it
+        assert c_first_bad(largest) == -1 and list(_ka_py.collect_fds(largest)) == [5, 2**63 - 1]
+    else:  # no C int: both refuse it
+        assert c_first_bad(largest) == 1
+        with pytest.raises(ValueError, match="targets\\[1\\] is 9223372036854775807"):
+            _ka_py.collect_fds(largest)
+
+
+@needs_standin
+def test_netbsd_reads_back_unknown_where_getsockopt_is_refused(standins: dict[str, ctypes.CDLL]) -> None:
+    """Issue 19 item 7: NetBSD's tcp_ctloutput (tcp_usrreq.c 1.209, the newest read) sets
+    TCP_KEEPIDLE/INTVL/CNT but answers their getsockopt with ENOPROTOOPT: ka.read reported that as
+    a failure of the whole read; it is now an unknown value (None), as on Windows."""
+    sol, ka_opt, idle, intvl, cnt, _ = N["netbsd"]
+    refused = tuple((GET, 6, name, ENOPROTO) for name in (idle, intvl, cnt))
+    preset = ((sol, ka_opt, 1),)
+    c = c_read(standins["netbsd"], refused, preset)
+    assert c == twin_read("netbsd", refused, preset)
+    assert c[1:] == (0, 0, (1, -1, -1, -1, -1))
+    # Elsewhere ENOPROTOOPT on a read still fails it (a UDP socket, for one).
+    freebsd = tuple((GET, 6, name, ENOPROTO) for name in N["freebsd"][2:5])
+    assert c_read(standins["freebsd"], freebsd, preset)[1:3] == (ENOPROTO, Option.IDLE)

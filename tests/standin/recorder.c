@@ -234,6 +234,12 @@ int rec_read(int *out, int *option)
     return err;
 }
 
+/* The compiled core's check of a buffer of descriptors (its fast path), for this OS. */
+long long rec_first_bad_fd(const void *fds, int width, int is_unsigned, size_t n)
+{
+    return ka_first_bad_fd(fds, width, is_unsigned, n);
+}
+
 /* The bulk path on the same stand-in (one call per descriptor, in order). */
 size_t rec_apply_bulk(size_t n, int enable, int idle, int interval, int count, int user_timeout_ms,
                       int32_t *errnos, uint8_t *options)
