@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from asyncio.trsock import TransportSocket
+from collections.abc import Callable
 from typing import Any
 
 import ka
@@ -234,7 +235,8 @@ def ownership(seconds: float) -> None:
             return (*flags, -1)  # not a socket
 
     # Descriptors ka is never given: each must end exactly as it started.
-    foreign_objects: list[Any] = [listener, *keep, tcp_end(), open(os.devnull, "rb")]
+    null = open(os.devnull, "rb")  # noqa: SIM115  # held open for the whole run
+    foreign_objects: list[Any] = [listener, *keep, tcp_end(), null]
     pipe_r, pipe_w = os.pipe()
     foreign = {fd: state(fd) for fd in [o.fileno() for o in foreign_objects] + [pipe_r, pipe_w]}
     known_at_start = {int(n) for n in os.listdir("/proc/self/fd")}
@@ -254,7 +256,13 @@ def ownership(seconds: float) -> None:
                 problems.append(f"errnos {bad} from a call over reused numbers")
 
     def churner() -> None:
-        kinds = [tcp_end, lambda: open(os.devnull, "rb"), lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)]
+        def devnull() -> Any:
+            return open(os.devnull, "rb")  # a target: closed by the churner
+
+        def udp() -> Any:
+            return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+        kinds: list[Callable[[], Any]] = [tcp_end, devnull, udp]
         while not stop.is_set():
             with lock:
                 fd = random.choice(list(targets))

@@ -428,25 +428,40 @@ static void ka_uring_thread_exit(void *value)
         free(r);
 }
 
+/* When a thread last failed to make a ring (time(), seconds): ENOMEM under a low locked-memory
+ * limit, EBUSY with 16 registered rings taken. Not tried again within that second, so such a
+ * process does not pay a failing setup on every call. */
+static long long ka_uring_make_failed = -1;
+
 /* This thread's ring, made on its first batch; NULL: go by the system calls this time. */
 static ka_uring *ka_uring_for_thread(void)
 {
     ka_uring *r;
     unsigned long generation;
+    long long now;
     int err = 0;
     if (!ka_uring_key_ready || ka_uring_status() != 0)
         return NULL;
     generation = __atomic_load_n(&ka_uring_generation, __ATOMIC_RELAXED);
     r = (ka_uring *)pthread_getspecific(ka_uring_key);
-    if (r != NULL && r->generation != generation) {
+    if (r != NULL && r->generation == generation)
+        return r;
+    if (r != NULL) {
         free(r); /* made in the parent before fork(): not this process's slot, nor its pages */
-        r = NULL;
+        pthread_setspecific(ka_uring_key, NULL);
     }
+    now = (long long)time(NULL);
+    if (now == __atomic_load_n(&ka_uring_make_failed, __ATOMIC_RELAXED))
+        return NULL;
+    r = ka_uring_create(&err);
     if (r == NULL) {
-        r = ka_uring_create(&err);
-        if (r != NULL)
-            r->generation = generation;
-        pthread_setspecific(ka_uring_key, r);
+        __atomic_store_n(&ka_uring_make_failed, now, __ATOMIC_RELAXED);
+        return NULL;
+    }
+    r->generation = generation;
+    if (pthread_setspecific(ka_uring_key, r) != 0) {
+        ka_uring_destroy(r); /* a ring nothing would end: not made at all */
+        return NULL;
     }
     return r;
 }

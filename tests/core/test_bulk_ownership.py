@@ -9,6 +9,7 @@ timeout (a failed test), never a stuck run.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -319,18 +320,32 @@ def _threads_now() -> str:
 
 
 RELEASE = f"""
+import warnings
+
+def fork_warnings():  # CPython 3.12+ warns in the parent when it forks with threads alive
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    return [str(w.message) for w in seen if "multi-threaded" in str(w.message)]
+
 pool = LoopbackPool(1200)
 fds = pool.fds()
 base = {_threads_now()}
 assert ka.apply_many(fds, ka.KeepAlive(idle=71, interval=7, count=7), threads=4).ok
 busy = {_threads_now()}
 workers = c.worker_count()
+warned = fork_warnings()
 left = ka.release_workers()
 after = {_threads_now()}
 after_count = c.worker_count()
+quiet = fork_warnings()
 again = ka.apply_many(fds, ka.KeepAlive(idle=72, interval=7, count=7), threads=3).ok
 print(json.dumps({{"base": base, "busy": busy, "workers": workers, "left": left, "after": after,
-                  "after_count": after_count, "again": again, "again_workers": c.worker_count()}}))
+                  "after_count": after_count, "again": again, "again_workers": c.worker_count(),
+                  "warned": warned, "quiet": quiet}}))
 ka.release_workers()
 pool.close()
 """
@@ -344,6 +359,9 @@ def test_release_workers_ends_the_idle_workers_before_it_returns() -> None:
     assert out["workers"] == 3 and out["busy"] == out["base"] + 3, out
     assert out["left"] == 0 and out["after"] == out["base"] and out["after_count"] == 0, out
     assert out["again"] is True and out["again_workers"] == 2, out  # started again on need
+    assert out["quiet"] == [], out
+    if sys.version_info >= (3, 12):
+        assert len(out["warned"]) == 1, out  # the warning the workers caused, gone after release
 
 
 NPROC = """
@@ -384,3 +402,41 @@ def test_release_workers_frees_threads_for_a_program_at_its_thread_limit() -> No
     assert out["workers"] == 3, out
     assert "can't start new thread" in str(out["blocked"]), out
     assert out["left"] == 0 and out["freed"] == "started", out
+
+
+MEMLOCK = """
+import resource
+pool = LoopbackPool(300)
+fds = pool.fds()
+uid = 40000 + os.getpid() % 20000
+os.setgroups([])
+os.setresgid(uid, uid, uid)
+os.setresuid(uid, uid, uid)  # no CAP_IPC_LOCK now: a ring's pages count against RLIMIT_MEMLOCK
+resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
+caps = ka.capabilities()
+policy = ka.KeepAlive(idle=91, interval=9, count=9)
+auto = ka.apply_many(fds, policy)
+try:
+    ka.apply_many(fds, policy, backend="io_uring")
+    forced = "applied"
+except OSError as exc:
+    forced = exc.errno
+print(json.dumps({"backend": caps.bulk_backend, "note": caps.bulk_backend_note, "auto": auto.applied,
+                  "read": ka.read_many(fds).mismatches(policy), "forced": forced}))
+"""
+
+
+def test_no_locked_memory_for_a_ring_falls_back_to_the_system_calls() -> None:
+    """A ring's queues are pinned pages, counted against RLIMIT_MEMLOCK without CAP_IPC_LOCK
+    (Linux 6.13+): with none left, io_uring is refused for now (ENOMEM, asked again later),
+    "auto" applies through the system calls and a forced io_uring says why."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the child as a uid of its own")
+    probe = _child("print(json.dumps({'uring': list(c.uring_status())}))")
+    if probe["uring"][0] != 0:
+        pytest.skip(f"io_uring is not usable here at all: {probe['uring'][1]}")
+    out = _child(MEMLOCK)
+    if out["backend"] == "io_uring":
+        pytest.skip("this kernel does not count a ring's pages as locked memory (before 6.13)")
+    assert out["backend"] == "syscalls" and "ENOMEM" in out["note"] and "asks again" in out["note"], out
+    assert out["auto"] == 300 and out["read"] == [] and out["forced"] == errno.ENOMEM, out
