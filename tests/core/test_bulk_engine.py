@@ -27,7 +27,7 @@ from types import ModuleType
 import pytest
 
 import ka
-from helpers import kernel_values
+from helpers import build_shim_program, kernel_values
 from ka.bench.pool import LoopbackPool
 from ka.bench.strace import parse_strace_summary
 from ka.protocol import Spec
@@ -432,19 +432,7 @@ def test_one_page_rings_give_what_the_syscall_loop_gives(c: ModuleType, tmp_path
     errno and option as the system calls for live sockets and failing kinds placed across the
     submissions, and the values on every live socket."""
     _uring(c)
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    source = tmp_path / "one_page.c"
-    source.write_text(ONE_PAGE_RINGS_C)
-    binary = tmp_path / "one_page"
-    shim = Path(__file__).resolve().parents[2] / "src" / "ka"
-    build = subprocess.run(
-        [cc, "-O2", "-DKA_URING_ENTRIES=64u", "-I", str(shim), str(source), "-o", str(binary), "-lpthread"],
-        capture_output=True,
-        text=True,
-    )
-    assert build.returncode == 0, build.stderr
-    done = subprocess.run([str(binary)], capture_output=True, text=True, timeout=120)
+    binary = build_shim_program(ONE_PAGE_RINGS_C, tmp_path, "-DKA_URING_ENTRIES=64u")
+    done = subprocess.run([binary], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr}"
     assert done.stdout.strip() == "entries=64 failed=5"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from helpers import build_shim_program
 from reliability_helpers import run_python
 
 pytestmark = [
@@ -27,8 +27,6 @@ pytestmark = [
     pytest.mark.skipif(bool(os.environ.get("KA_NO_EXTENSIONS")), reason="KA_NO_EXTENSIONS: no compiled core"),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIM = Path(os.environ.get("KA_SHIM_DIR", ROOT / "src" / "ka"))
 
 # Shared by the children below: a pool of established loopback connections (far ends in a
 # grandchild), the descriptors open now, and whether io_uring is usable here.
@@ -250,7 +248,7 @@ static void *caller(void *arg)
     (void)arg;
     /* Mostly empty calls: the pool lock, when taken, is then held for most of each call. */
     while (!stop)
-        ka_apply_bulk(fds, 4, (k++ % 16) == 0 ? 4 : 0, &p, errnos, options, 1, KA_BACKEND_SYSCALLS);
+        ka_apply_bulk(fds, 4, (k++ % 64) == 0 ? 4 : 0, &p, errnos, options, 1, KA_BACKEND_SYSCALLS);
     return NULL;
 }
 
@@ -272,7 +270,7 @@ int main(int argc, char **argv)
             ka_policy p = {1, 61, 11, 6, -1};
             int32_t errnos[4];
             uint8_t options[4];
-            alarm(3); /* a child that hangs in its first bulk call is killed by SIGALRM */
+            alarm(2); /* a child that hangs in its first bulk call is killed by SIGALRM */
             ka_apply_bulk(fds, 4, 4, &p, errnos, options, 1, KA_BACKEND_SYSCALLS);
             ka_apply_bulk(fds, 4, 4, &p, errnos, options, 2, KA_BACKEND_SYSCALLS);
             _exit(0);
@@ -296,22 +294,11 @@ def test_forks_racing_single_thread_bulk_calls_never_leave_the_child_a_held_lock
     hung in its first bulk call (3 of 91 children in C). Now the hooks (prepare, parent, child)
     are registered by ka_bulk_init() at import, and the single-thread path takes no lock at all.
     Run in C, where the race is tight enough to hit: Python's own overhead hides it."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    source = tmp_path / "fork_race.c"
-    source.write_text(FORK_RACE_C)
-    binary = tmp_path / "fork_race"
-    build = subprocess.run(
-        [cc, "-O2", "-I", str(SHIM), str(source), "-o", str(binary), "-lpthread"],
-        capture_output=True,
-        text=True,
-    )
-    assert build.returncode == 0, build.stderr
-    done = subprocess.run([str(binary), "300"], capture_output=True, text=True, timeout=600)
+    binary = build_shim_program(FORK_RACE_C, tmp_path)
+    done = subprocess.run([binary, "1000"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     print(done.stdout)  # the figures, for the record (pytest -s)
-    assert done.stdout.strip() == "forks=300 hung=0"
+    assert done.stdout.strip() == "forks=1000 hung=0"
 
 
 # -- 3.2: letting the workers go ----------------------------------------------------------------
