@@ -161,9 +161,11 @@ def test_quick_run_reports_everything(tmp_path: Path, capsys: pytest.CaptureFixt
     verdicts = targets.targets(results)
     reference = sum(1 for _, _, goal, _ in verdicts if goal.startswith("("))
     missed = sum(1 for _, _, goal, met in verdicts if met is False and not goal.startswith("("))
-    met = len(verdicts) - missed - reference
+    skipped = sum(1 for _, _, goal, met in verdicts if met is None and not goal.startswith("("))
+    met = len(verdicts) - missed - reference - skipped
     summary = [line for line in text.splitlines() if line.startswith("summary: ")]
     counts = f"{met} met, {missed} MISSED, {reference} reference"
+    counts += f", {skipped} skipped" if skipped else ""
     assert summary == [f"summary: {counts} (of {len(verdicts)} targets)"]
     assert text.rstrip().splitlines()[-1 if not missed else -2].startswith(("summary: ", "MISSED means"))
     if missed:
