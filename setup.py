@@ -27,6 +27,7 @@ else:
                     "src/ka/_platform.h",
                     "src/ka/_ka_posix.h",
                     "src/ka/_ka_windows.h",
+                    "src/ka/_ka_fds.h",
                     "src/ka/_ka_bulk.h",
                     "src/ka/_ka_uring.h",
                 ],

@@ -93,3 +93,22 @@ def core_apply_many(
 def core_read_many(core: ModuleType, targets: object, threads: int = 1) -> ka.ReadResult:
     """One implementation's read_many, called directly, as the face's ReadResult."""
     return ka.ReadResult.from_columns(core.read_many(targets, threads))
+
+
+# The C shim's headers under test (KA_SHIM_DIR: another checkout's, to see what a fix changed).
+SHIM_DIR = os.environ.get("KA_SHIM_DIR", os.path.join(os.path.dirname(__file__), "..", "src", "ka"))
+
+
+def build_shim_program(source: str, directory: Any, *flags: str) -> str:
+    """Compile a C program that includes _platform.h (``-O2 -lpthread`` and ``flags``) in
+    ``directory``; returns the binary's path. Skips the test where there is no C compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    path = os.path.join(str(directory), "program")
+    with open(path + ".c", "w") as f:
+        f.write(source)
+    command = [cc, "-O2", *flags, "-I", SHIM_DIR, path + ".c", "-o", path, "-lpthread"]
+    build = subprocess.run(command, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return path

@@ -8,6 +8,15 @@ and objects whose fileno() mutates the list itself. Every result is checked entr
 an fd this run owns, with the errno its kind must give. Prints one JSON line of figures.
 
 Usage: python stress_worker.py SECONDS CALLERS MUTATORS
+       python stress_worker.py ownership SECONDS
+
+The ``ownership`` run (issue 19): callers on one and two threads (io_uring where the compiled
+core can use it) over descriptor numbers that another thread closes and reopens as other kinds
+of file under them; a "daemonizer" that closes every descriptor the program does not know of and
+puts a canary socket on its number, as python-daemon's closerange does; and forks racing the
+calls, each child making its own calls under a 10 s alarm. Figures: calls, forks, hangs (children
+killed by the alarm), foreign descriptors touched (closed, replaced or given keepalive by ka:
+every descriptor ka was never given), and descriptors ka held between calls.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import sys
 import threading
 import time
 from asyncio.trsock import TransportSocket
+from collections.abc import Callable
 from typing import Any
 
 import ka
@@ -190,5 +200,150 @@ def main() -> None:
     os.close(pipe_w)
 
 
+def ownership(seconds: float) -> None:
+    import warnings
+
+    warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() with threads, on purpose
+    from ka import _impl
+
+    uring = _impl.core.uring_status()[0] == 0
+    backend: Any = "io_uring" if uring else "auto"
+    policy = ka.KeepAlive(idle=43, interval=7, count=4)
+    listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+    address = listener.getsockname()
+
+    def tcp_end() -> socket.socket:
+        client = socket.create_connection(address)
+        peer, _ = listener.accept()
+        keep.append(client)  # the far end stays open, and is no target
+        return peer
+
+    keep: list[socket.socket] = []
+    lock = threading.Lock()  # the churner's and the daemonizer's changes to the fd table
+    targets: dict[int, Any] = {}  # number -> the object holding it
+    for _ in range(48):
+        s = tcp_end()
+        targets[s.fileno()] = s
+
+    def state(fd: int) -> tuple[int, ...]:
+        st = os.fstat(fd)
+        flags = (fcntl.fcntl(fd, fcntl.F_GETFL), fcntl.fcntl(fd, fcntl.F_GETFD), st.st_ino)
+        try:
+            with socket.socket(fileno=os.dup(fd)) as s:
+                return (*flags, s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
+        except OSError:
+            return (*flags, -1)  # not a socket
+
+    # Descriptors ka is never given: each must end exactly as it started.
+    null = open(os.devnull, "rb")  # noqa: SIM115  # held open for the whole run
+    foreign_objects: list[Any] = [listener, *keep, tcp_end(), null]
+    pipe_r, pipe_w = os.pipe()
+    foreign = {fd: state(fd) for fd in [o.fileno() for o in foreign_objects] + [pipe_r, pipe_w]}
+    known_at_start = {int(n) for n in os.listdir("/proc/self/fd")}
+    stop = threading.Event()
+    figures = {"calls": 0, "forks": 0, "hangs": 0, "churned": 0, "sweeps": 0, "ka_fds_seen": 0}
+    problems: list[str] = []
+    allowed = {0, errno.EBADF, errno.ENOTSOCK, errno.ENOPROTOOPT, errno.EOPNOTSUPP}
+
+    def caller(threads: int) -> None:
+        while not stop.is_set():
+            with lock:
+                numbers = list(targets)
+            result = ka.apply_many(numbers, policy, threads=threads, backend=backend)
+            figures["calls"] += 1
+            bad = {e for e in result.errnos if e not in allowed}
+            if bad:
+                problems.append(f"errnos {bad} from a call over reused numbers")
+
+    def churner() -> None:
+        def devnull() -> Any:
+            return open(os.devnull, "rb")  # a target: closed by the churner
+
+        def udp() -> Any:
+            return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+        kinds: list[Callable[[], Any]] = [tcp_end, devnull, udp]
+        while not stop.is_set():
+            with lock:
+                fd = random.choice(list(targets))
+                targets.pop(fd).close()  # closed under a call that may be using the number
+                new = random.choice(kinds)()  # most often the same number, now another file
+                targets[new.fileno()] = new
+                figures["churned"] += 1
+            time.sleep(0.0005)
+
+    def daemonizer() -> None:
+        while not stop.is_set():
+            time.sleep(0.01)
+            with lock:
+                mine = known_at_start | set(targets) | set(foreign) | {o.fileno() for o in keep}
+                for name in os.listdir("/proc/self/fd"):
+                    fd = int(name)
+                    if fd in mine:
+                        continue
+                    try:
+                        os.fstat(fd)
+                    except OSError:
+                        continue  # the listing's own descriptor, closed by now
+                    # Not the program's: what closerange() while daemonizing closes. A canary
+                    # socket takes its number, and ka must never close or change it.
+                    figures["ka_fds_seen"] += 1
+                    canary = tcp_end()
+                    os.dup2(canary.fileno(), fd)
+                    canary.close()
+                    foreign[fd] = state(fd)
+                figures["sweeps"] += 1
+
+    def forker() -> None:
+        while not stop.is_set():
+            time.sleep(0.005)
+            with lock:
+                numbers = list(targets)
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    signal.alarm(10)  # a child stuck on a lock its parent held is killed: a hang
+                    ka.apply_many(numbers, policy, threads=1, backend=backend)
+                    ka.apply_many(numbers, policy, threads=2, backend=backend)
+                    code = 0
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            figures["forks"] += 1
+            if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM:
+                figures["hangs"] += 1
+            elif os.waitstatus_to_exitcode(status) != 0:
+                problems.append(f"a child exited with {os.waitstatus_to_exitcode(status)}")
+
+    threads = [threading.Thread(target=caller, args=(t,), daemon=True) for t in (1, 2)]
+    threads += [threading.Thread(target=f, daemon=True) for f in (churner, daemonizer, forker)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    touched = []
+    for fd, before in foreign.items():
+        try:
+            after = state(fd)
+        except OSError:
+            after = ()
+        if after != before:
+            touched.append(fd)
+    assert not problems, problems[:3]
+    ka.release_workers()
+    out: dict[str, Any] = dict(figures)
+    out["foreign_fds"] = len(foreign)
+    out["foreign_touched"] = len(touched)
+    out["backend"] = backend
+    out["implementation"] = ka.IMPLEMENTATION
+    print(json.dumps(out), flush=True)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1] == "ownership":
+        ownership(float(sys.argv[2]))
+    else:
+        main()

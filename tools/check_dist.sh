@@ -55,7 +55,7 @@ with tarfile.open(sys.argv[1]) as tar:
     names = [n.split("/", 1)[1] for n in tar.getnames() if "/" in n]
 need = ["setup.py", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "src/ka/_ka_c.pyx",
         "src/ka/_platform.h", "src/ka/_ka_posix.h", "src/ka/_ka_windows.h",
-        "src/ka/_ka_bulk.h", "src/ka/_ka_c.pyi", "src/ka/py.typed", "src/ka/_ka_py.py",
+        "src/ka/_ka_bulk.h", "src/ka/_ka_uring.h", "src/ka/_ka_fds.h", "src/ka/_ka_c.pyi", "src/ka/py.typed", "src/ka/_ka_py.py",
         "src/ka/__init__.py", "tests/conftest.py", "tests/helpers.py", "tools/test_wheel.py"]
 missing = [n for n in need if n not in names]
 # tests/standin/*.c is the recording stand-in's source (tests/adapters/test_platforms.py), not a build product.

@@ -41,6 +41,7 @@ LAYERS: dict[str, list[str]] = {
     "leaf": [
         "ka.units",
         "ka.protocol",
+        "ka.targets",
         "ka.errors",
         "ka.syntax",
         "ka._options",

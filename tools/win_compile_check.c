@@ -23,12 +23,14 @@ int ka_compile_check(ka_fd_t fd, ka_fd_t *pool, size_t n)
 
     if (n > 4)
         n = 4;
+    ka_bulk_init();
     err = ka_apply_one(fd, &policy, &option);
     if (err == 0)
         err = ka_read_one(fd, &values, &option);
     if (ka_first_bad_fd(pool, (int)sizeof(ka_fd_t), 0, n) >= 0)
         return -1;
     failed = ka_apply_bulk(pool, (int)sizeof(ka_fd_t), n, &policy, errnos, options, 2, KA_BACKEND_URING);
+    failed += ka_apply_bulk(pool, (int)sizeof(ka_fd_t), n, &policy, errnos, options, 1, KA_BACKEND_AUTO);
     failed += ka_read_bulk(pool, (int)sizeof(ka_fd_t), n, errnos, options, enabled, idle, interval, count,
                            user_timeout_ms, 2);
     /* The limits and capability flags are compile-time constants on every platform. */
@@ -36,8 +38,6 @@ int ka_compile_check(ka_fd_t fd, ka_fd_t *pool, size_t n)
         return -1;
     if (!KA_HAVE_IDLE || !KA_HAVE_INTERVAL || !KA_HAVE_COUNT)
         return -1;
-#if KA_HAVE_URING
-    err += ka_uring_status() + ka_uring_getsockopt_tcp_status();
-#endif
-    return err + (int)failed + ka_platform_code() + values.enabled + ka_worker_count();
+    err += ka_uring_status() + ka_uring_getsockopt_tcp_status() + ka_uring_refusal_is_final(err);
+    return err + (int)failed + ka_platform_code() + values.enabled + ka_worker_count() + ka_release_workers();
 }

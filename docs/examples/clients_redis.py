@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import sys
+from typing import cast
 
 import redis
 
@@ -15,7 +17,8 @@ try:
     client.ping()
     connection = client.connection_pool.get_connection()
     try:
-        print("redis-py", redis.__version__, ka.read(connection._sock))  # _sock: for the demonstration
+        sock = cast(socket.socket, connection._sock)  # _sock: for the demonstration (typed as None)
+        print("redis-py", redis.__version__, ka.read(sock))
     finally:
         client.connection_pool.release(connection)
 finally:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from ._impl import IMPLEMENTATION, core
 from ._options import Option
 from .bridge import RetrofitResult, retrofit
-from .bulk import apply_many, read_many
+from .bulk import apply_many, read_many, release_workers
 from .facts import Capabilities, capabilities
 from .policy import KeepAlive, resolve_policy
 from .results import BulkError, BulkResult, Failure, KeepAliveSettings, ReadResult
@@ -45,6 +45,7 @@ __all__ = [
     "capabilities",
     "read",
     "read_many",
+    "release_workers",
     "resolve_policy",
     "retrofit",
     "system_defaults",

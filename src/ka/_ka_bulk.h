@@ -1,53 +1,20 @@
 /*
  * ka/_ka_bulk.h: arrays of descriptors, split over threads. No operating-system detail: it uses
- * ka_fd_t, KA_FD_IS_INT, ka_apply_one, ka_read_one and the thread primitives of the OS header
- * that _platform.h included before it.
+ * ka_fd_t, ka_apply_one, ka_read_one and the thread primitives of the OS header that
+ * _platform.h included before it, the descriptor arrays of _ka_fds.h and the io_uring batches
+ * of _ka_uring.h (which looks at nothing here).
+ *
+ *   ka_bulk_init()         once, before any other call (the compiled module does it at import):
+ *                          the handlers around fork() and the io_uring thread key
+ *   ka_apply_bulk()        / ka_read_bulk(): one call over an array, on up to nthreads threads
+ *   ka_release_workers()   end the idle workers now, and this thread's io_uring ring
+ *   ka_worker_count()      workers alive now
  */
 #ifndef KA_BULK_H
 #define KA_BULK_H
 
-/* ---------------------------------------------------------------------------------------------
- * Arrays of descriptors: 4- or 8-byte integers, as given by the caller's buffer.
- * ------------------------------------------------------------------------------------------- */
-static inline ka_fd_t ka_fd_at(const void *fds, int width, size_t i)
-{
-    if (width == 8)
-        return (ka_fd_t)((const int64_t *)fds)[i];
-    return (ka_fd_t)((const int32_t *)fds)[i];
-}
-
-/* Index of the first entry that is no descriptor number this platform can hold, or -1.
- * POSIX descriptors are C ints; negative numbers are allowed (the kernel answers EBADF). */
-static long long ka_first_bad_fd(const void *fds, int width, int is_unsigned, size_t n)
-{
-    size_t i;
-    if (!KA_FD_IS_INT) {
-        /* A SOCKET is pointer-sized: every signed 8-byte value is a handle number. An unsigned
-         * one above INT64_MAX is not: the fds column is signed (the twin refuses it too). */
-        if (width == 8 && is_unsigned) {
-            const uint64_t *u = (const uint64_t *)fds;
-            for (i = 0; i < n; i++) {
-                if (u[i] > (uint64_t)INT64_MAX)
-                    return (long long)i;
-            }
-        }
-        return -1;
-    }
-    if (width == 8) {
-        const int64_t *a = (const int64_t *)fds;
-        for (i = 0; i < n; i++) {
-            if (is_unsigned ? ((uint64_t)a[i] > 2147483647u) : (a[i] > 2147483647 || a[i] < -2147483647 - 1))
-                return (long long)i;
-        }
-    } else if (is_unsigned) {
-        const uint32_t *a = (const uint32_t *)fds;
-        for (i = 0; i < n; i++) {
-            if (a[i] > 2147483647u)
-                return (long long)i;
-        }
-    }
-    return -1;
-}
+#include "_ka_fds.h"
+#include "_ka_uring.h"
 
 typedef struct {
     const void *fds;
@@ -109,24 +76,31 @@ static void ka_run_chunk(ka_chunk *c)
     c->failed = failed;
 }
 
-#include "_ka_uring.h"
-
 #define KA_MAX_THREADS 64
 #define KA_CHUNK 16                /* sockets per claim: small, so no thread waits for a late one */
-#define KA_URING_CHUNK 64          /* per claim on io_uring: one submission per 64 sockets */
+#define KA_URING_CHUNK 256         /* per claim on io_uring: one batch (_ka_uring.h) */
 #define KA_WORKER_IDLE_MS 2000u    /* an idle worker exits after this long without work */
 
 /* Bulk backends, as the compiled core passes them. */
 #define KA_BACKEND_SYSCALLS 0
 #define KA_BACKEND_URING 1
+#define KA_BACKEND_AUTO 2
+/* What KA_BACKEND_AUTO uses: io_uring for calls of this many sockets or more where it is usable
+ * (measured faster than the system calls from about 16 sockets on; docs/performance/internals.md),
+ * else the loop. */
+#ifndef KA_URING_AUTO_MIN
+#  define KA_URING_AUTO_MIN 64
+#endif
 
 /* ---------------------------------------------------------------------------------------------
  * Persistent workers. A bulk call queues a job; it and up to nthreads - 1 workers claim chunks
  * of KA_CHUNK sockets from it until none is left, so a worker that wakes late just takes fewer.
- * Workers are started on first need, woken per call, and exit after KA_WORKER_IDLE_MS idle; a
- * child after fork() starts with no workers and no jobs (its parent's threads do not exist
- * there). The job lives on the caller's stack: the caller unqueues it and waits until no worker
- * is still in it before returning.
+ * Workers are started on first need, woken per call, and exit after KA_WORKER_IDLE_MS idle or
+ * when ka_release_workers asks; each has a slot, so whoever reaps it can wait until its thread
+ * has ended. A call on one thread takes no lock at all. The job lives on the caller's stack:
+ * the caller unqueues it and waits until no worker is still in it before returning.
+ * fork(): handlers registered by ka_bulk_init hold the pool lock across fork(), and the child
+ * starts with no workers and no jobs (its parent's threads do not exist there).
  * ------------------------------------------------------------------------------------------- */
 typedef struct ka_job {
     ka_chunk proto;           /* what to do; start/end are set per claimed chunk */
@@ -139,17 +113,43 @@ typedef struct ka_job {
     struct ka_job *queue_next;
 } ka_job;
 
+#define KA_SLOT_FREE 0
+#define KA_SLOT_RUNNING 1
+#define KA_SLOT_ENDED 2            /* left its loop: to be joined */
+typedef struct {
+    ka_thread_t thread;
+    long os_id;                    /* ka_thread_os_id() in the thread, for ka_thread_join */
+    int state;
+    int waiting;                   /* starting, or idle: in no job */
+    unsigned long release;         /* ka_pool_release when it was started */
+} ka_worker_slot;
+
 static ka_mutex_t ka_pool_lock = KA_MUTEX_INIT;
-static ka_cond_t ka_pool_wake = KA_COND_INIT;  /* a job was queued */
-static ka_cond_t ka_pool_done = KA_COND_INIT;  /* a worker left a job */
+static ka_cond_t ka_pool_wake = KA_COND_INIT;  /* a job was queued, or the workers were released */
+static ka_cond_t ka_pool_done = KA_COND_INIT;  /* a worker left a job, or ended */
 static ka_job *ka_pool_jobs = NULL;
-static int ka_pool_workers = 0;                /* threads alive */
+static int ka_pool_workers = 0;                /* threads alive (running slots) */
 static int ka_pool_idle = 0;                   /* of which waiting for a job */
 static int ka_pool_starting = 0;               /* of which started but not yet looking for one */
-static int ka_pool_fork_hook = 0;
+static unsigned long ka_pool_release = 0;      /* bumped by ka_release_workers: idle workers end */
+static ka_worker_slot ka_pool_slots[KA_MAX_THREADS];
+static int ka_bulk_ready = 0;
+
+static void ka_pool_before_fork(void)
+{
+    ka_mutex_lock(&ka_pool_lock);
+    ka_uring_before_fork();
+}
+
+static void ka_pool_after_fork_parent(void)
+{
+    ka_uring_after_fork_parent();
+    ka_mutex_unlock(&ka_pool_lock);
+}
 
 static void ka_pool_after_fork_child(void)
 {
+    ka_uring_after_fork_child();
     ka_mutex_reset(&ka_pool_lock);
     ka_cond_reset(&ka_pool_wake);
     ka_cond_reset(&ka_pool_done);
@@ -157,6 +157,18 @@ static void ka_pool_after_fork_child(void)
     ka_pool_workers = 0;
     ka_pool_idle = 0;
     ka_pool_starting = 0;
+    memset(ka_pool_slots, 0, sizeof(ka_pool_slots)); /* the parent's threads: none of them here */
+}
+
+/* Once, before any other bulk call: the compiled module calls it at import, so the handlers
+ * around fork() are in place before the pool lock is ever taken. */
+static void ka_bulk_init(void)
+{
+    if (ka_bulk_ready)
+        return;
+    ka_bulk_ready = 1;
+    ka_at_fork(ka_pool_before_fork, ka_pool_after_fork_parent, ka_pool_after_fork_child);
+    ka_uring_init();
 }
 
 /* Claim the next chunk of a job (pool lock held); 0 when none is left. */
@@ -170,39 +182,39 @@ static int ka_job_claim(ka_job *job, size_t *start, size_t *end)
     return 1;
 }
 
+/* Do entries [start, end) of a job on this thread: through this thread's ring where the job
+ * asks for io_uring and one can be had, else by the system calls. No lock is held. */
+static size_t ka_job_range(ka_job *job, size_t start, size_t end)
+{
+    ka_chunk c = job->proto;
+#if KA_HAVE_URING
+    if (job->backend == KA_BACKEND_URING && c.policy != NULL) {
+        int broken = 0;
+        size_t failed;
+        ka_uring *ring = ka_uring_for_thread();
+        if (ring != NULL) {
+            failed = ka_uring_apply(ring, c.fds, c.width, start, end, c.policy, c.errnos, c.options, &broken);
+            if (broken)
+                ka_uring_drop_thread();
+            return failed;
+        }
+    }
+#endif
+    c.start = start;
+    c.end = end;
+    ka_run_chunk(&c);
+    return c.failed;
+}
+
 /* Run chunks of `job` until none is left; the pool lock is held on entry and on return. */
 static size_t ka_job_work(ka_job *job)
 {
     size_t failed = 0, start, end;
-    ka_chunk c = job->proto;
-#if KA_HAVE_URING
-    ka_uring *ring = NULL;
-    int broken = 0;
-#endif
     while (ka_job_claim(job, &start, &end)) {
         ka_mutex_unlock(&ka_pool_lock);
-#if KA_HAVE_URING
-        if (job->backend == KA_BACKEND_URING && ring == NULL && !broken)
-            ring = ka_uring_acquire();
-        if (ring != NULL && !broken) {
-            failed += ka_uring_apply(ring, c.fds, c.width, start, end, c.policy, c.errnos, c.options, &broken);
-        } else
-#endif
-        {
-            c.start = start;
-            c.end = end;
-            ka_run_chunk(&c);
-            failed += c.failed;
-        }
+        failed += ka_job_range(job, start, end);
         ka_mutex_lock(&ka_pool_lock);
     }
-#if KA_HAVE_URING
-    if (ring != NULL) {
-        ka_mutex_unlock(&ka_pool_lock);
-        ka_uring_release(ring, broken);
-        ka_mutex_lock(&ka_pool_lock);
-    }
-#endif
     return failed;
 }
 
@@ -219,22 +231,30 @@ static ka_job *ka_pool_find_job(void)
 
 static ka_thread_ret KA_THREAD_CALL ka_worker_main(void *arg)
 {
+    ka_worker_slot *slot = (ka_worker_slot *)arg;
     ka_job *job;
     size_t failed;
-    (void)arg;
+    unsigned long release;
+    long os_id = ka_thread_os_id();
     ka_mutex_lock(&ka_pool_lock);
+    slot->os_id = os_id;
+    release = slot->release; /* a release asked while it was starting counts for it too */
     ka_pool_starting--;
     for (;;) {
         job = ka_pool_find_job();
         if (job != NULL) {
+            slot->waiting = 0;
             job->helpers_joined++;
             job->helpers_active++;
             failed = ka_job_work(job);
             job->failed += failed;
             if (--job->helpers_active == 0)
                 ka_cond_broadcast(&ka_pool_done);
+            slot->waiting = 1;
             continue;
         }
+        if (release != ka_pool_release)
+            break; /* released: no job wants this worker now */
         ka_pool_idle++;
         if (ka_cond_wait_ms(&ka_pool_wake, &ka_pool_lock, KA_WORKER_IDLE_MS) && ka_pool_find_job() == NULL) {
             ka_pool_idle--;
@@ -243,9 +263,31 @@ static ka_thread_ret KA_THREAD_CALL ka_worker_main(void *arg)
         ka_pool_idle--;
     }
     ka_pool_workers--;
+    slot->state = KA_SLOT_ENDED;
     ka_cond_broadcast(&ka_pool_done);
     ka_mutex_unlock(&ka_pool_lock);
+    ka_uring_drop_thread(); /* its ring, now rather than in the key's destructor */
     return KA_THREAD_DONE;
+}
+
+/* Join every worker that has left its loop (pool lock held on entry and on return; released
+ * while joining). A slot being joined is FREE to nobody else until then. */
+static void ka_pool_reap(void)
+{
+    ka_worker_slot ended[KA_MAX_THREADS];
+    int k, n = 0;
+    for (k = 0; k < KA_MAX_THREADS; k++) {
+        if (ka_pool_slots[k].state == KA_SLOT_ENDED) {
+            ended[n++] = ka_pool_slots[k];
+            ka_pool_slots[k].state = KA_SLOT_FREE;
+        }
+    }
+    if (n == 0)
+        return;
+    ka_mutex_unlock(&ka_pool_lock);
+    for (k = 0; k < n; k++)
+        ka_thread_join(ended[k].thread, ended[k].os_id);
+    ka_mutex_lock(&ka_pool_lock);
 }
 
 /* Queue the job, wake or start workers for it, work on it too, and wait for the helpers to
@@ -254,32 +296,27 @@ static ka_thread_ret KA_THREAD_CALL ka_worker_main(void *arg)
 static size_t ka_run_job(ka_job *job)
 {
     ka_job **link;
-    int missing, k;
-    ka_thread_t t;
+    int missing, k, s;
     size_t failed;
-    if (job->helpers_wanted == 0) {
-        /* One thread: the whole range in one claim, without touching the pool. */
-        job->chunk = job->n;
-        ka_mutex_lock(&ka_pool_lock);
-        failed = ka_job_work(job);
-        ka_mutex_unlock(&ka_pool_lock);
-        return failed;
-    }
+    if (job->helpers_wanted == 0)
+        return ka_job_range(job, 0, job->n); /* one thread: no claim, no lock, no pool */
     ka_mutex_lock(&ka_pool_lock);
-    if (!ka_pool_fork_hook) {
-        ka_at_fork_child(ka_pool_after_fork_child);
-        ka_pool_fork_hook = 1;
-    }
+    ka_pool_reap();
     job->queue_next = ka_pool_jobs;
     ka_pool_jobs = job;
     /* A worker still starting will look for jobs before it waits: count it as available. */
     missing = job->helpers_wanted - ka_pool_idle - ka_pool_starting;
     if (missing > KA_MAX_THREADS - 1 - ka_pool_workers)
         missing = KA_MAX_THREADS - 1 - ka_pool_workers;
-    for (k = 0; k < missing; k++) {
-        if (ka_thread_start(&t, ka_worker_main, NULL) != 0)
+    for (k = 0, s = 0; k < missing; k++) {
+        while (s < KA_MAX_THREADS && ka_pool_slots[s].state != KA_SLOT_FREE)
+            s++;
+        if (s == KA_MAX_THREADS || ka_thread_start(&ka_pool_slots[s].thread, ka_worker_main, &ka_pool_slots[s]) != 0)
             break;
-        ka_thread_detach(t);
+        ka_pool_slots[s].state = KA_SLOT_RUNNING;
+        ka_pool_slots[s].waiting = 1;
+        ka_pool_slots[s].os_id = 0;
+        ka_pool_slots[s].release = ka_pool_release;
         ka_pool_workers++;
         ka_pool_starting++;
     }
@@ -309,18 +346,56 @@ static int ka_worker_count(void)
     return n;
 }
 
+/* Let the workers go now instead of after KA_WORKER_IDLE_MS: every idle worker ends, and this
+ * returns once their threads have ended (joined; on Linux, released by the kernel too). A worker
+ * busy in another thread's call ends when that call is done with it. Also ends the calling
+ * thread's io_uring ring. Returns the workers still alive (busy in a concurrent call). */
+/* 1 while a worker started before release `r` is in no job: it is about to end (pool lock held). */
+static int ka_pool_releasing(unsigned long r)
+{
+    int k;
+    for (k = 0; k < KA_MAX_THREADS; k++) {
+        const ka_worker_slot *w = &ka_pool_slots[k];
+        if (w->state == KA_SLOT_RUNNING && w->waiting && w->release != r)
+            return 1;
+    }
+    return 0;
+}
+
+static int ka_release_workers(void)
+{
+    int n;
+    unsigned long r;
+    ka_uring_drop_thread();
+    ka_mutex_lock(&ka_pool_lock);
+    r = ++ka_pool_release;
+    ka_cond_broadcast(&ka_pool_wake);
+    /* Wait for those idle or starting: each ends without taking another job. Workers started
+     * for a concurrent call after this point are that call's, and stay. */
+    while (ka_pool_releasing(r))
+        ka_cond_wait(&ka_pool_done, &ka_pool_lock);
+    ka_pool_reap();
+    n = ka_pool_workers;
+    ka_mutex_unlock(&ka_pool_lock);
+    return n;
+}
+
 static size_t ka_run_bulk(const ka_chunk *proto, size_t n, int nthreads, int backend)
 {
     ka_job job;
     memset(&job, 0, sizeof(job));
     job.proto = *proto;
+    if (nthreads > KA_MAX_THREADS)
+        nthreads = KA_MAX_THREADS;
+    if (nthreads < 1)
+        nthreads = 1;
+    if (backend == KA_BACKEND_AUTO)
+        backend = n >= KA_URING_AUTO_MIN && ka_uring_status() == 0 ? KA_BACKEND_URING : KA_BACKEND_SYSCALLS;
     job.backend = backend;
     job.n = n;
     job.chunk = backend == KA_BACKEND_URING ? KA_URING_CHUNK : KA_CHUNK;
-    if (nthreads > KA_MAX_THREADS)
-        nthreads = KA_MAX_THREADS;
     /* No more helpers than chunks beyond the caller's first. */
-    job.helpers_wanted = nthreads > 1 ? nthreads - 1 : 0;
+    job.helpers_wanted = nthreads - 1;
     if ((size_t)job.helpers_wanted > (n + job.chunk - 1) / job.chunk - (n > 0))
         job.helpers_wanted = (int)((n + job.chunk - 1) / job.chunk - (n > 0));
     return ka_run_job(&job);

@@ -55,17 +55,27 @@ cdef extern from "_platform.h" nogil:
     int KA_HAVE_URING
     int KA_BACKEND_SYSCALLS
     int KA_BACKEND_URING
+    int KA_BACKEND_AUTO
+    int KA_URING_AUTO_MIN
     int KA_WORKER_IDLE_MS
+    void ka_bulk_init()
     int ka_uring_status()
+    int ka_uring_refusal_is_final(int err)
     int ka_uring_getsockopt_tcp_status()
     int ka_worker_count()
+    int ka_release_workers()
     size_t ka_apply_bulk(const void *fds, int width, size_t n, const ka_policy *p,
                          int32_t *errnos, uint8_t *options, int nthreads, int backend)
     size_t ka_read_bulk(const void *fds, int width, size_t n, int32_t *errnos, uint8_t *options,
                         int8_t *enabled, int32_t *idle, int32_t *interval, int32_t *count,
                         int32_t *user_timeout_ms, int nthreads)
 
+# Before any bulk call can take the pool lock: the handlers around fork() and the io_uring key.
+ka_bulk_init()
+
 IMPLEMENTATION = "c"
+# backend="auto" sends options through io_uring for calls of this many sockets or more, where usable.
+URING_AUTO_MIN = KA_URING_AUTO_MIN
 PLATFORM_CODE = KA_PLATFORM
 LIMITS = (KA_MAX_IDLE, KA_MAX_INTERVAL, KA_MAX_COUNT, KA_MAX_USER_TIMEOUT_MS)
 HAVE = (bool(KA_HAVE_IDLE), bool(KA_HAVE_INTERVAL), bool(KA_HAVE_COUNT), bool(KA_HAVE_USER_TIMEOUT))
@@ -384,7 +394,9 @@ def uring_status():
             else f"SOCKET_URING_OP_GETSOCKOPT refuses TCP-level options ({_errno_name(tcp)})"
         )
         return 0, f"io_uring socket commands usable (IORING_OP_URING_CMD, Linux 6.7+); {reads}"
-    return err, _uring_refusal(err)
+    if ka_uring_refusal_is_final(err):
+        return err, _uring_refusal(err)
+    return err, f"{_uring_refusal(err)}; this can pass, so ka asks again on a later call (at most once a second)"
 
 
 def _errno_name(int err):
@@ -409,13 +421,24 @@ def _uring_refusal(int err):
     if err == errno.ENOSYS:
         return "io_uring_setup failed with ENOSYS: no io_uring in this kernel, or a seccomp filter hides it"
     if err in (errno.EOPNOTSUPP, errno.EINVAL):
-        return f"this kernel's io_uring has no socket setsockopt command ({name}; it needs Linux 6.7+)"
+        return (
+            f"this kernel's io_uring lacks the socket setsockopt command or rings without a descriptor "
+            f"({name}; ka needs Linux 6.7+)"
+        )
     return f"io_uring could not be set up: {name} ({os.strerror(err)})"
 
 
 def worker_count():
     """Bulk worker threads alive now (they exit after a while without work)."""
     return ka_worker_count()
+
+
+def release_workers():
+    """End the idle bulk workers now and this thread's io_uring ring; the workers still alive."""
+    cdef int left
+    with nogil:
+        left = ka_release_workers()
+    return left
 
 
 def apply_many(targets, policy, int threads, str backend):
@@ -428,8 +451,9 @@ def apply_many(targets, policy, int threads, str backend):
     cdef array options = clone(_U8, n, False)
     cdef size_t failed
     cdef int nthreads = threads if threads > 0 else 1
-    # "auto" is the syscall loop: io_uring's socket commands measured slower (internals.md).
-    cdef int code = KA_BACKEND_URING if backend == "io_uring" else KA_BACKEND_SYSCALLS
+    cdef int code = (
+        KA_BACKEND_URING if backend == "io_uring" else KA_BACKEND_AUTO if backend == "auto" else KA_BACKEND_SYSCALLS
+    )
     with nogil:
         failed = ka_apply_bulk(fds.data.as_voidptr, FD_WIDTH, <size_t>n, &p,
                                <int32_t *>errnos.data.as_voidptr, <uint8_t *>options.data.as_voidptr,

@@ -264,6 +264,14 @@ static int ka_read_knob(ka_fd_t fd, int option, int *value)
 /* ---------------------------------------------------------------------------------------------
  * Threads, for _ka_bulk.h
  * ------------------------------------------------------------------------------------------- */
+#if defined(__linux__)
+#  include <sched.h>
+#  include <sys/syscall.h>
+#  include <unistd.h>
+/* unistd.h declares syscall() only with _DEFAULT_SOURCE, which -std=c99 turns off. */
+long syscall(long number, ...);
+#endif
+
 typedef pthread_t ka_thread_t;
 typedef void *ka_thread_ret;
 #define KA_THREAD_CALL
@@ -274,9 +282,38 @@ static int ka_thread_start(ka_thread_t *t, ka_thread_proc proc, void *arg)
 {
     return pthread_create(t, NULL, proc, arg) == 0 ? 0 : -1;
 }
-static void ka_thread_detach(ka_thread_t t) { pthread_detach(t); }
 
-/* The worker pool's lock and wake-ups (_ka_bulk.h), and a hook for the child after fork(). */
+/* The calling thread's id in the kernel, for ka_thread_join: Linux's tid, 0 elsewhere. */
+static long ka_thread_os_id(void)
+{
+#if defined(__linux__)
+    return syscall(SYS_gettid);
+#else
+    return 0;
+#endif
+}
+
+/* Wait until thread t has ended. pthread_join returns once the kernel clears the thread's tid,
+ * a moment before Linux releases the task; until then /proc/self/stat (CPython's fork warning)
+ * and RLIMIT_NPROC still count it, so wait for that too (os_id: its ka_thread_os_id()). */
+static void ka_thread_join(ka_thread_t t, long os_id)
+{
+    pthread_join(t, NULL);
+#if defined(__linux__)
+    {
+        long k;
+        for (k = 0; os_id > 0 && k < 1000000; k++) {
+            if (syscall(SYS_tgkill, (long)getpid(), os_id, 0L) != 0)
+                break; /* ESRCH: released */
+            sched_yield();
+        }
+    }
+#else
+    (void)os_id;
+#endif
+}
+
+/* The worker pool's lock and wake-ups (_ka_bulk.h), and the handlers run around fork(). */
 typedef pthread_mutex_t ka_mutex_t;
 typedef pthread_cond_t ka_cond_t;
 #define KA_MUTEX_INIT PTHREAD_MUTEX_INITIALIZER
@@ -296,6 +333,9 @@ static int ka_cond_wait_ms(ka_cond_t *c, ka_mutex_t *m, unsigned ms)
     deadline.tv_nsec = 0;
     return pthread_cond_timedwait(c, m, &deadline) == ETIMEDOUT;
 }
-static void ka_at_fork_child(void (*reset)(void)) { pthread_atfork(NULL, NULL, reset); }
+static void ka_at_fork(void (*prepare)(void), void (*parent)(void), void (*child)(void))
+{
+    pthread_atfork(prepare, parent, child);
+}
 
 #endif /* KA_POSIX_H */

@@ -32,6 +32,7 @@ from .errors import buffer_error, option_error, target_error, targets_error
 from .policy import KeepAlive, require_policy
 from .protocol import UNREAD, AppliedColumns, ReadColumns, Spec
 from .results import KeepAliveSettings, settings_of
+from .targets import Target, Targets
 
 IMPLEMENTATION = "python"
 PLATFORM_CODE = PLATFORM_CODES[PLATFORM]
@@ -39,6 +40,9 @@ LIMITS = tuple(_LIMITS)
 HAVE = tuple(
     SOCKET_NUMBERS[o] is not None for o in (Option.IDLE, Option.INTERVAL, Option.COUNT, Option.USER_TIMEOUT)
 )
+
+# The compiled core's backend="auto" threshold (sockets per call), mirrored; the twin never uses io_uring.
+URING_AUTO_MIN = 64
 
 _FD_TYPECODE = "q" if PLATFORM == "windows" else "i"
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
@@ -82,7 +86,7 @@ def _fileno(target: Any, where: str) -> int:
     return int(value)
 
 
-def fileno_of(target: Any) -> int:
+def fileno_of(target: Target) -> int:
     """The descriptor number ka would use for ``target``."""
     return _fileno(target, "target")
 
@@ -169,7 +173,7 @@ def _apply_fd(fd: int, target: Any, spec: Spec) -> tuple[int, int]:
         return _errno_of(exc), Option.KEEPALIVE
 
 
-def apply(target: Any, policy: KeepAlive) -> None:
+def apply(target: Target, policy: KeepAlive) -> None:
     """Apply ``policy`` to one socket: a ``socket.socket``, an int fd, or anything with ``fileno()``.
 
     Raises ``OSError`` (the errno's own subclass) with ``errno``, ``fd`` and ``option`` (a
@@ -238,7 +242,7 @@ def _read_fd(fd: int, target: Any) -> tuple[int, int, Spec]:
         return _errno_of(exc), Option.KEEPALIVE, UNREAD
 
 
-def read(target: Any) -> KeepAliveSettings:
+def read(target: Target) -> KeepAliveSettings:
     """One socket's keepalive values as the kernel reports them (on Linux, the sysctl defaults
     for any value never set). A value the OS cannot report is None, never a default presented
     as the socket's: on Windows before 10 1709, idle and interval set through SIO_KEEPALIVE_VALS
@@ -286,13 +290,13 @@ def _materialize(targets: Any) -> Any:
     return tuple(targets)
 
 
-def collect_fds(targets: Any) -> array.array[int]:
+def collect_fds(targets: Targets) -> array.array[int]:
     """Every target as a descriptor number, in an owned array ('i', or 'q' on Windows)."""
-    targets = _materialize(targets)
-    fds = _buffer_fds(targets)
+    items = _materialize(targets)
+    fds = _buffer_fds(items)
     if fds is not None:
         return fds
-    return array.array(_FD_TYPECODE, [_fileno(t, f"targets[{i}]") for i, t in enumerate(targets)])
+    return array.array(_FD_TYPECODE, [_fileno(t, f"targets[{i}]") for i, t in enumerate(items)])
 
 
 def _prepare(
@@ -317,7 +321,12 @@ def worker_count() -> int:
     return 0
 
 
-def apply_many(targets: Any, policy: KeepAlive, threads: int, backend: str) -> AppliedColumns:
+def release_workers() -> int:
+    """End the idle bulk workers now: the twin has none, so none are left (0)."""
+    return 0
+
+
+def apply_many(targets: Targets, policy: KeepAlive, threads: int, backend: str) -> AppliedColumns:
     """Apply a policy to every target.
 
     ``threads`` and ``backend`` are accepted and ignored: the GIL would serialise the calls anyway.
@@ -334,7 +343,7 @@ def apply_many(targets: Any, policy: KeepAlive, threads: int, backend: str) -> A
     return AppliedColumns(fds, errnos, options, failed)
 
 
-def read_many(targets: Any, threads: int) -> ReadColumns:
+def read_many(targets: Targets, threads: int) -> ReadColumns:
     """Read every target, one column per value."""
     fds, objects, errnos, options = _prepare(targets)
     n = len(fds)

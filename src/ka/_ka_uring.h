@@ -1,23 +1,38 @@
 /*
  * ka/_ka_uring.h: bulk apply through io_uring on Linux (IORING_OP_URING_CMD with
- * SOCKET_URING_OP_SETSOCKOPT, Linux 6.7+): the options of many sockets go to the kernel in one
- * submission instead of one system call each.
+ * SOCKET_URING_OP_SETSOCKOPT, Linux 6.7+): the options of many sockets go to the kernel in a few
+ * submissions instead of one system call each.
  *
- *   ka_uring_status()   0 where usable, else the errno that ruled it out (detected once)
- *   ka_uring_acquire()  a ring for this thread's batch, from a small pool; NULL: use the syscalls
- *   ka_uring_apply()    apply a policy to fds[start, end) on that ring; same results as the loop
- *   ka_uring_release()  give the ring back
+ *   ka_uring_status()      0 where usable, else the errno that ruled it out (asked again later
+ *                          where the cause can pass: ka_uring_refusal_is_final)
+ *   ka_uring_for_thread()  this thread's ring, made on first use; NULL: use the system calls
+ *   ka_uring_apply()       apply a policy to fds[start, end) on it; the same results as the loop
+ *   ka_uring_drop_thread() end this thread's ring now (one that failed; ka.release_workers)
+ *
+ * A ring has no descriptor. It is made with IORING_SETUP_REGISTERED_FD_ONLY and
+ * IORING_SETUP_NO_MMAP (Linux 6.5+): the kernel puts it in the calling thread's registered-ring
+ * table (per thread, 16 slots) instead of the fd table, and its queues live in pages ka mapped
+ * itself. So no number in the fd table is ever ka's: a program that closes descriptors it does
+ * not know (closerange while daemonizing) closes no ring, and ka never closes, or submits to, a
+ * number that might have been reused. Only the thread that made a ring can use it, so each
+ * thread (a caller or a worker) has its own: the kernel drops a thread's registered rings when
+ * it exits, and a thread-key destructor unmaps the pages. fork(): the child's thread starts with
+ * an empty table and the pages are MADV_DONTFORK, so a child holds nothing of any ring, in use
+ * or not; the forking thread's record of its ring is forgotten in the child (never unmapped:
+ * that range is no longer the child's).
  *
  * No liburing: the ABI is three system calls and a few structures, defined here under our own
  * names (the manylinux images' kernel headers predate io_uring). The first option of every socket
  * goes by a system call, which proves the descriptor is a socket before any command is sent to
- * it; the others go one phase per option in ka_apply_one's order, a socket whose option failed
- * getting none of the later ones, as with the syscall loop; every socket that failed through the
- * ring is redone by ka_apply_one, whose errno and option are the result.
- * Included after _platform.h's single-descriptor functions; everything is static.
+ * it; the others go one phase per option in ka_apply_one's order, over batches of
+ * KA_URING_BATCH sockets, a socket whose option failed getting none of the later ones, as with
+ * the syscall loop; every socket that failed through the ring is redone by ka_apply_one, whose
+ * errno and option are the result. Included by _ka_bulk.h; everything is static.
  */
 #ifndef KA_URING_H
 #define KA_URING_H
+
+#include "_ka_fds.h"
 
 #if defined(__linux__) && !defined(KA_NO_URING)
 #  define KA_HAVE_URING 1
@@ -25,20 +40,35 @@
 #  include <stdlib.h>
 #  include <sys/mman.h>
 #  include <sys/syscall.h>
+#  include <time.h>
 #  include <unistd.h>
 #  include <pthread.h>
 
 /* unistd.h declares syscall() only with _DEFAULT_SOURCE, which -std=c99 turns off. */
 long syscall(long number, ...);
-#  ifndef MAP_POPULATE
-#    define MAP_POPULATE 0 /* only a hint: fault the rings in now rather than on first use */
+/* Hidden by -std=c99 (they are not POSIX); the values are the Linux ABI. */
+#  ifndef MADV_DONTFORK
+#    define MADV_DONTFORK 10
 #  endif
+#  ifndef MAP_ANONYMOUS
+#    if defined(__mips__)
+#      define MAP_ANONYMOUS 0x800
+#    elif defined(__hppa__) || defined(__alpha__)
+#      define MAP_ANONYMOUS 0x10
+#    else
+#      define MAP_ANONYMOUS 0x20
+#    endif
+#  endif
+int madvise(void *addr, size_t length, int advice);
 
 #  ifndef __NR_io_uring_setup
-#    define __NR_io_uring_setup 425 /* the same number on every architecture (since Linux 5.1) */
+#    define __NR_io_uring_setup 425 /* the same numbers on every architecture (since Linux 5.1) */
 #  endif
 #  ifndef __NR_io_uring_enter
 #    define __NR_io_uring_enter 426
+#  endif
+#  ifndef __NR_io_uring_register
+#    define __NR_io_uring_register 427
 #  endif
 
 /* include/uapi/linux/io_uring.h, under ka_ names so a newer system header cannot clash. */
@@ -84,34 +114,46 @@ struct ka_uring_cqe {
 typedef char ka_uring_sqe_is_64_bytes[sizeof(struct ka_uring_sqe) == 64 ? 1 : -1];
 typedef char ka_uring_params_is_120_bytes[sizeof(struct ka_uring_params) == 120 ? 1 : -1];
 
-#  define KA_IORING_OFF_SQ_RING 0ULL
-#  define KA_IORING_OFF_SQES 0x10000000ULL
-#  define KA_IORING_FEAT_SINGLE_MMAP (1U << 0)
+struct ka_uring_rsrc_update { /* IORING_UNREGISTER_RING_FDS: which slot */
+    uint32_t offset, resv;
+    uint64_t data;
+};
+
+#  define KA_IORING_SETUP_CQSIZE (1U << 3)
 #  define KA_IORING_SETUP_SUBMIT_ALL (1U << 7)
 #  define KA_IORING_SETUP_COOP_TASKRUN (1U << 8)
-#  define KA_IORING_SETUP_NO_SQARRAY (1U << 16)
+#  define KA_IORING_SETUP_NO_MMAP (1U << 14)              /* 6.5: the queues in our own pages */
+#  define KA_IORING_SETUP_REGISTERED_FD_ONLY (1U << 15)   /* 6.5: a table slot, no descriptor */
+#  define KA_IORING_SETUP_NO_SQARRAY (1U << 16)           /* 6.6 */
 #  define KA_IORING_ENTER_GETEVENTS (1U << 0)
+#  define KA_IORING_ENTER_REGISTERED_RING (1U << 4)
+#  define KA_IORING_UNREGISTER_RING_FDS 21u
+#  define KA_IORING_REGISTER_USE_REGISTERED_RING (1U << 31)
 #  define KA_IORING_OP_URING_CMD 46
 #  define KA_SOCKET_URING_OP_GETSOCKOPT 2
 #  define KA_SOCKET_URING_OP_SETSOCKOPT 3
 
-#  define KA_URING_ENTRIES 1024u /* SQEs per ring: one option of 1024 sockets per submission */
-#  define KA_URING_POOL 8        /* idle rings kept for later calls (one per concurrent caller) */
-#  define KA_URING_STEPS 5       /* options per socket at most: idle, interval, count, UTO, on/off */
+#  ifndef KA_URING_ENTRIES
+#    define KA_URING_ENTRIES 256u  /* SQEs per ring where the kernel takes queues of several pages */
+#  endif
+#  define KA_URING_ENTRIES_ONE_PAGE 64u  /* 64 SQEs fill one 4 KiB page: what 6.5-6.12 take */
+#  define KA_URING_BATCH 256u    /* sockets per batch: still in cache from one phase to the next */
+#  define KA_URING_STEPS 5       /* options per socket at most: on/off, idle, interval, count, UTO */
+/* Room for struct io_rings before its CQEs (64 bytes on 6.18, a few cache lines on older
+ * kernels or 256-byte lines): a guard page after it turns any shortfall into EFAULT at setup. */
+#  define KA_URING_RINGS_HEADER 2048u
 
 typedef struct ka_uring {
-    int fd;
+    unsigned index;            /* its slot in the thread's registered-ring table: no descriptor */
     unsigned entries;
-    void *rings;
-    size_t rings_size;
+    char *memory;              /* rings, a guard page, SQEs: pages ka mapped, pinned by the kernel */
+    size_t memory_size;
     struct ka_uring_sqe *sqes;
-    size_t sqes_size;
     uint32_t *sq_tail, *cq_head, *cq_tail;
     uint32_t sq_mask, cq_mask;
     struct ka_uring_cqe *cqes;
-    unsigned long generation; /* the fork generation it was made in */
+    unsigned long generation;  /* the fork generation it was made in */
     int values[KA_URING_STEPS]; /* what the current policy's options point to */
-    struct ka_uring *next;
 } ka_uring;
 
 static long ka_uring_setup_call(unsigned entries, struct ka_uring_params *p)
@@ -119,88 +161,154 @@ static long ka_uring_setup_call(unsigned entries, struct ka_uring_params *p)
     return syscall(__NR_io_uring_setup, entries, p);
 }
 
-static long ka_uring_enter_call(int fd, unsigned to_submit, unsigned min_complete, unsigned flags)
+static long ka_uring_enter_call(const ka_uring *r, unsigned to_submit, unsigned min_complete)
 {
-    return syscall(__NR_io_uring_enter, fd, to_submit, min_complete, flags, NULL, 0);
+    return syscall(__NR_io_uring_enter, (int)r->index, to_submit, min_complete,
+                   KA_IORING_ENTER_GETEVENTS | KA_IORING_ENTER_REGISTERED_RING, NULL, 0);
 }
 
+static size_t ka_page_round(size_t n, size_t page) { return (n + page - 1) / page * page; }
+
+/* Free a ring's record and pages, in the thread that made it and the process it was made in:
+ * its slot is emptied first (the kernel frees the ring once no request holds it; none does
+ * between calls), then the pages are unmapped. */
 static void ka_uring_destroy(ka_uring *r)
 {
-    if (r->sqes != NULL && r->sqes != MAP_FAILED)
-        munmap(r->sqes, r->sqes_size);
-    if (r->rings != NULL && r->rings != MAP_FAILED)
-        munmap(r->rings, r->rings_size);
-    if (r->fd >= 0)
-        close(r->fd);
+    struct ka_uring_rsrc_update slot;
+    memset(&slot, 0, sizeof(slot));
+    slot.offset = r->index;
+    syscall(__NR_io_uring_register, (int)r->index,
+            KA_IORING_UNREGISTER_RING_FDS | KA_IORING_REGISTER_USE_REGISTERED_RING, &slot, 1);
+    munmap(r->memory, r->memory_size);
     free(r);
 }
 
-/* A new ring, or NULL with *err set (ENOSYS: no io_uring; EPERM: kernel.io_uring_disabled or a
- * seccomp filter; ENOMEM: locked-memory limit). */
-static ka_uring *ka_uring_create(int *err)
+/* One attempt at a ring of `entries` SQEs; NULL with *err set. */
+static ka_uring *ka_uring_make(unsigned entries, int *err)
 {
-    static const unsigned flag_sets[3] = {
-        KA_IORING_SETUP_SUBMIT_ALL | KA_IORING_SETUP_COOP_TASKRUN | KA_IORING_SETUP_NO_SQARRAY,
-        KA_IORING_SETUP_SUBMIT_ALL | KA_IORING_SETUP_COOP_TASKRUN,
-        0,
-    };
     struct ka_uring_params p;
     ka_uring *r;
-    size_t sq_size, cq_size;
-    long fd = -1;
-    unsigned k, i;
-    char *base;
-    for (k = 0; k < 3; k++) {
-        memset(&p, 0, sizeof(p));
-        p.flags = flag_sets[k];
-        fd = ka_uring_setup_call(KA_URING_ENTRIES, &p);
-        if (fd >= 0 || errno != EINVAL)
-            break; /* EINVAL: a flag this kernel does not know; try fewer */
-    }
-    if (fd < 0) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t rings_size = ka_page_round(KA_URING_RINGS_HEADER + entries * sizeof(struct ka_uring_cqe), page);
+    size_t sqes_size = ka_page_round(entries * sizeof(struct ka_uring_sqe), page);
+    size_t size = rings_size + page + sqes_size;
+    char *memory;
+    long index;
+    memory = (char *)mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) {
         *err = errno;
         return NULL;
     }
-    if (!(p.features & KA_IORING_FEAT_SINGLE_MMAP)) { /* before 5.4: far older than the 6.7 needed */
-        close((int)fd);
-        *err = ENOSYS;
+    /* A child after fork() gets none of these pages; the guard page stops the kernel at the
+     * end of the rings' pages, should its struct io_rings be larger than KA_URING_RINGS_HEADER. */
+    if (madvise(memory, size, MADV_DONTFORK) != 0 || mprotect(memory + rings_size, page, PROT_NONE) != 0) {
+        *err = errno;
+        munmap(memory, size);
+        return NULL;
+    }
+    memset(&p, 0, sizeof(p));
+    p.flags = KA_IORING_SETUP_NO_MMAP | KA_IORING_SETUP_REGISTERED_FD_ONLY | KA_IORING_SETUP_NO_SQARRAY |
+              KA_IORING_SETUP_CQSIZE | KA_IORING_SETUP_SUBMIT_ALL | KA_IORING_SETUP_COOP_TASKRUN;
+    p.cq_entries = entries; /* never more than one SQ's worth in flight */
+    p.cq_off.user_addr = (uint64_t)(uintptr_t)memory;
+    p.sq_off.user_addr = (uint64_t)(uintptr_t)(memory + rings_size + page);
+    index = ka_uring_setup_call(entries, &p);
+    if (index < 0) {
+        *err = errno;
+        munmap(memory, size);
         return NULL;
     }
     r = (ka_uring *)calloc(1, sizeof(*r));
     if (r == NULL) {
-        close((int)fd);
+        struct ka_uring_rsrc_update slot;
+        memset(&slot, 0, sizeof(slot));
+        slot.offset = (uint32_t)index;
+        syscall(__NR_io_uring_register, (int)index,
+                KA_IORING_UNREGISTER_RING_FDS | KA_IORING_REGISTER_USE_REGISTERED_RING, &slot, 1);
+        munmap(memory, size);
         *err = ENOMEM;
         return NULL;
     }
-    r->fd = (int)fd;
+    r->index = (unsigned)index;
+    r->memory = memory;
+    r->memory_size = size;
     r->entries = p.sq_entries;
-    sq_size = (p.flags & KA_IORING_SETUP_NO_SQARRAY) ? 0 : p.sq_off.array + p.sq_entries * sizeof(uint32_t);
-    cq_size = p.cq_off.cqes + p.cq_entries * sizeof(struct ka_uring_cqe);
-    r->rings_size = sq_size > cq_size ? sq_size : cq_size;
-    r->rings = mmap(NULL, r->rings_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd,
-                    (off_t)KA_IORING_OFF_SQ_RING);
-    r->sqes_size = p.sq_entries * sizeof(struct ka_uring_sqe);
-    r->sqes = (struct ka_uring_sqe *)mmap(NULL, r->sqes_size, PROT_READ | PROT_WRITE,
-                                          MAP_SHARED | MAP_POPULATE, r->fd, (off_t)KA_IORING_OFF_SQES);
-    if (r->rings == MAP_FAILED || r->sqes == MAP_FAILED) {
-        *err = errno;
-        ka_uring_destroy(r);
+    r->sqes = (struct ka_uring_sqe *)(memory + rings_size + page);
+    r->sq_tail = (uint32_t *)(memory + p.sq_off.tail);
+    r->sq_mask = *(uint32_t *)(memory + p.sq_off.ring_mask);
+    r->cq_head = (uint32_t *)(memory + p.cq_off.head);
+    r->cq_tail = (uint32_t *)(memory + p.cq_off.tail);
+    r->cq_mask = *(uint32_t *)(memory + p.cq_off.ring_mask);
+    r->cqes = (struct ka_uring_cqe *)(memory + p.cq_off.cqes);
+    if (p.cq_off.cqes + p.cq_entries * sizeof(struct ka_uring_cqe) > rings_size || p.sq_entries > entries) {
+        ka_uring_destroy(r); /* cannot happen past the guard page; never use memory we did not size */
+        *err = EFAULT;
         return NULL;
     }
-    base = (char *)r->rings;
-    r->sq_tail = (uint32_t *)(base + p.sq_off.tail);
-    r->sq_mask = *(uint32_t *)(base + p.sq_off.ring_mask);
-    r->cq_head = (uint32_t *)(base + p.cq_off.head);
-    r->cq_tail = (uint32_t *)(base + p.cq_off.tail);
-    r->cq_mask = *(uint32_t *)(base + p.cq_off.ring_mask);
-    r->cqes = (struct ka_uring_cqe *)(base + p.cq_off.cqes);
-    if (!(p.flags & KA_IORING_SETUP_NO_SQARRAY)) {
-        /* We fill SQEs in ring order, so the indirection array is the identity, set once. */
-        uint32_t *array = (uint32_t *)(base + p.sq_off.array);
-        for (i = 0; i < p.sq_entries; i++)
-            array[i] = i;
+    return r;
+}
+
+/* A new ring for the calling thread, or NULL with *err set (ENOSYS: no io_uring; EPERM:
+ * kernel.io_uring_disabled or a seccomp filter; EINVAL: a kernel before 6.6; ENOMEM: the
+ * locked-memory limit; EBUSY: the thread's 16 registered-ring slots are taken). Queues of several
+ * pages need 6.13+ (earlier kernels took only physically contiguous pages: EINVAL), so a ring
+ * whose queues fit one page each is the fallback. */
+static unsigned ka_uring_entries = KA_URING_ENTRIES;
+
+static ka_uring *ka_uring_create(int *err)
+{
+    unsigned entries = __atomic_load_n(&ka_uring_entries, __ATOMIC_RELAXED);
+    ka_uring *r = ka_uring_make(entries, err);
+    if (r == NULL && entries > KA_URING_ENTRIES_ONE_PAGE && (*err == EINVAL || *err == EFAULT)) {
+        r = ka_uring_make(KA_URING_ENTRIES_ONE_PAGE, err);
+        if (r != NULL)
+            __atomic_store_n(&ka_uring_entries, KA_URING_ENTRIES_ONE_PAGE, __ATOMIC_RELAXED);
     }
     return r;
+}
+
+/* Submit what was queued up to `tail` and wait for every completion; call on_cqe for each.
+ * Returns 0, or an errno when the ring failed (the caller then falls back to the syscalls for
+ * every socket whose command did not complete). */
+typedef void (*ka_uring_cqe_fn)(void *ctx, uint64_t user_data, int32_t res);
+
+static int ka_uring_run(ka_uring *r, uint32_t tail, unsigned queued, ka_uring_cqe_fn on_cqe, void *ctx,
+                        unsigned *completed)
+{
+    unsigned submitted = 0, to_submit, in_flight;
+    int failure = 0;
+    uint32_t head;
+    long rc;
+    *completed = 0;
+    __atomic_store_n(r->sq_tail, tail, __ATOMIC_RELEASE);
+    for (;;) {
+        to_submit = failure ? 0 : queued - submitted;
+        in_flight = submitted - *completed;
+        if (to_submit == 0 && in_flight == 0)
+            return failure;
+        /* The kernel skips the wait when it took fewer than to_submit: this never blocks on an
+         * entry it did not take. */
+        rc = ka_uring_enter_call(r, to_submit, to_submit + in_flight);
+        if (rc < 0) {
+            if (errno != EINTR) {
+                if (to_submit == 0)
+                    return errno; /* cannot even wait: the caller drops the ring */
+                failure = errno;  /* none of this submission went in: wait for what did */
+            }
+        } else {
+            submitted += (unsigned)rc;
+            if (rc == 0 && to_submit > 0)
+                failure = EBUSY; /* the ring takes no more: finish what it has, no more */
+        }
+        head = *r->cq_head;
+        while (head != __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE)) {
+            struct ka_uring_cqe *cqe = &r->cqes[head & r->cq_mask];
+            on_cqe(ctx, cqe->user_data, cqe->res);
+            head++;
+            (*completed)++;
+        }
+        __atomic_store_n(r->cq_head, head, __ATOMIC_RELEASE);
+    }
 }
 
 /* One SOCKET_URING_OP_* command in the next free SQE (the caller makes sure there is one). */
@@ -220,76 +328,25 @@ static void ka_uring_put(ka_uring *r, uint32_t tail, uint32_t cmd, ka_fd_t fd, i
     sqe->user_data = user_data;
 }
 
-/* Submit what was queued up to `tail` and wait for every completion; call on_cqe for each.
- * Returns 0, or an errno when the ring failed (the caller then falls back to the syscalls for
- * every socket whose chain did not complete). */
-typedef void (*ka_uring_cqe_fn)(void *ctx, uint64_t user_data, int32_t res);
-
-static int ka_uring_run(ka_uring *r, uint32_t tail, unsigned queued, ka_uring_cqe_fn on_cqe, void *ctx,
-                        unsigned *completed)
-{
-    unsigned submitted = 0, to_submit, in_flight;
-    int failure = 0;
-    uint32_t head;
-    long rc;
-    *completed = 0;
-    __atomic_store_n(r->sq_tail, tail, __ATOMIC_RELEASE);
-    for (;;) {
-        to_submit = failure ? 0 : queued - submitted;
-        in_flight = submitted - *completed;
-        if (to_submit == 0 && in_flight == 0)
-            return failure;
-        /* The kernel skips the wait when it took fewer than to_submit: this never blocks on an
-         * entry it did not take. */
-        rc = ka_uring_enter_call(r->fd, to_submit, to_submit + in_flight, KA_IORING_ENTER_GETEVENTS);
-        if (rc < 0) {
-            if (errno != EINTR) {
-                if (to_submit == 0)
-                    return errno; /* cannot even wait: the caller destroys the ring */
-                failure = errno;  /* none of this submission went in: wait for what did */
-            }
-        } else {
-            submitted += (unsigned)rc;
-            if (rc == 0 && to_submit > 0)
-                failure = EBUSY; /* the ring takes no more: finish what it has, no more */
-        }
-        head = *r->cq_head;
-        while (head != __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE)) {
-            struct ka_uring_cqe *cqe = &r->cqes[head & r->cq_mask];
-            on_cqe(ctx, cqe->user_data, cqe->res);
-            head++;
-            (*completed)++;
-        }
-        __atomic_store_n(r->cq_head, head, __ATOMIC_RELEASE);
-    }
-}
-
 /* ---------------------------------------------------------------------------------------------
- * The pool of rings, and detection. A child after fork() must not use its parent's rings (they
- * share the mapped queues): an atfork handler drops the pool and bumps the generation, so a ring
- * made before the fork is destroyed, never reused, in the child.
+ * Detection, and each thread's ring.
  * ------------------------------------------------------------------------------------------- */
-static pthread_mutex_t ka_uring_lock = PTHREAD_MUTEX_INITIALIZER;
-static ka_uring *ka_uring_idle = NULL;
-static unsigned ka_uring_idle_count = 0;
-static unsigned long ka_uring_generation = 0;
-static int ka_uring_state = 0;        /* 0: not probed, 1: usable, -1: not usable */
-static int ka_uring_errno = 0;        /* why not */
-static int ka_uring_getsockopt_tcp = -1; /* SOCKET_URING_OP_GETSOCKOPT at IPPROTO_TCP: 1 ok, else errno */
-static pthread_once_t ka_uring_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t ka_uring_state_lock = PTHREAD_MUTEX_INITIALIZER;
+static int ka_uring_state = 0;            /* 0: not asked yet, 1: usable, -1: not here, -2: refused for now */
+static int ka_uring_errno = 0;            /* why not */
+static long long ka_uring_asked = 0;      /* when it was refused for now (time(), seconds) */
+static int ka_uring_getsockopt_tcp = -1;  /* SOCKET_URING_OP_GETSOCKOPT at IPPROTO_TCP: 1 ok, else errno */
+static unsigned long ka_uring_generation = 0; /* bumped in a child after fork() */
+static pthread_key_t ka_uring_key;
+static int ka_uring_key_ready = 0;
 
-static void ka_uring_after_fork_child(void)
+/* 1 where a refusal holds for the life of the process: no io_uring in this kernel or hidden by
+ * seccomp (ENOSYS), or a kernel without the flags or the socket command (EINVAL, EOPNOTSUPP).
+ * Anything else can pass (EMFILE, ENOMEM, EPERM from kernel.io_uring_disabled) and is asked
+ * again, at most once a second. */
+static int ka_uring_refusal_is_final(int err)
 {
-    ka_uring *r = ka_uring_idle;
-    pthread_mutex_init(&ka_uring_lock, NULL);
-    ka_uring_idle = NULL;
-    ka_uring_idle_count = 0;
-    ka_uring_generation++;
-    while (r != NULL) {
-        ka_uring *next = r->next;
-        ka_uring_destroy(r); /* the child's own mapping and descriptor; the parent keeps its ring */
-        r = next;
-    }
+    return err == ENOSYS || err == EINVAL || err == EOPNOTSUPP;
 }
 
 typedef struct {
@@ -301,95 +358,142 @@ static void ka_uring_probe_cqe(void *ctx, uint64_t user_data, int32_t res)
     ((ka_uring_probe_result *)ctx)->res[user_data & 1] = res;
 }
 
-/* Run once: can this process make a ring, and does the kernel take a socket's setsockopt
- * through it (6.7+)? Also records whether getsockopt works at the TCP level (it does not: the
- * kernel's io_uring_cmd_getsockopt takes SOL_SOCKET only, so read_many keeps its syscalls). */
-static void ka_uring_detect(void)
+/* Can this thread make a ring, and does the kernel take a socket's setsockopt through it (6.7+)?
+ * Also records whether getsockopt works at the TCP level (it does not: the kernel's
+ * io_uring_cmd_getsockopt takes SOL_SOCKET only, so read_many keeps its syscalls).
+ * Returns 0 or why not. Called with ka_uring_state_lock held. */
+static int ka_uring_probe(void)
 {
     int err = 0, sock, off = 0, value = 0;
     unsigned completed = 0;
     ka_uring_probe_result probe = {{1, 1}};
-    ka_uring *r;
-    pthread_atfork(NULL, NULL, ka_uring_after_fork_child);
-    r = ka_uring_create(&err);
-    if (r == NULL) {
-        ka_uring_errno = err;
-        ka_uring_state = -1;
-        return;
-    }
+    ka_uring *r = ka_uring_create(&err);
+    if (r == NULL)
+        return err;
     sock = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (sock < 0) {
-        ka_uring_errno = errno;
-        ka_uring_state = -1;
+        err = errno;
         ka_uring_destroy(r);
-        return;
+        return err;
     }
     ka_uring_put(r, 0, KA_SOCKET_URING_OP_SETSOCKOPT, (ka_fd_t)sock, SOL_SOCKET, SO_KEEPALIVE, &off, 0, 0);
     ka_uring_put(r, 1, KA_SOCKET_URING_OP_GETSOCKOPT, (ka_fd_t)sock, IPPROTO_TCP, TCP_KEEPIDLE, &value, 0, 1);
     err = ka_uring_run(r, 2, 2, ka_uring_probe_cqe, &probe, &completed);
     close(sock);
-    /* The probe's ring is closed: asking capabilities() must not leave a descriptor open in the
-     * process; rings are kept only once backend="io_uring" has used one. */
-    ka_uring_destroy(r);
+    ka_uring_destroy(r); /* the probe's own ring: a thread gets its ring on its first batch */
     if (err == 0 && completed == 2 && probe.res[0] == 0) {
-        ka_uring_state = 1;
         ka_uring_getsockopt_tcp = probe.res[1] >= 0 ? 1 : -probe.res[1];
-        return;
+        return 0;
     }
-    ka_uring_errno = err ? err : (completed == 2 && probe.res[0] < 0 ? -probe.res[0] : EIO);
-    ka_uring_state = -1;
+    return err ? err : (completed == 2 && probe.res[0] < 0 ? -probe.res[0] : EIO);
 }
 
 /* 0 where bulk apply can go through io_uring, else the errno that ruled it out. */
 static int ka_uring_status(void)
 {
-    pthread_once(&ka_uring_once, ka_uring_detect);
-    return ka_uring_state == 1 ? 0 : ka_uring_errno;
+    int state = __atomic_load_n(&ka_uring_state, __ATOMIC_ACQUIRE), err;
+    if (state == 1)
+        return 0;
+    if (state == -1 || (state == -2 && (long long)time(NULL) == __atomic_load_n(&ka_uring_asked, __ATOMIC_RELAXED)))
+        return __atomic_load_n(&ka_uring_errno, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&ka_uring_state_lock);
+    state = ka_uring_state;
+    if (state == 0 || (state == -2 && (long long)time(NULL) != ka_uring_asked)) {
+        err = ka_uring_probe();
+        __atomic_store_n(&ka_uring_errno, err, __ATOMIC_RELAXED);
+        __atomic_store_n(&ka_uring_asked, (long long)time(NULL), __ATOMIC_RELAXED);
+        state = err == 0 ? 1 : (ka_uring_refusal_is_final(err) ? -1 : -2);
+        __atomic_store_n(&ka_uring_state, state, __ATOMIC_RELEASE);
+    }
+    err = state == 1 ? 0 : ka_uring_errno;
+    pthread_mutex_unlock(&ka_uring_state_lock);
+    return err;
 }
 
 /* 1 where SOCKET_URING_OP_GETSOCKOPT reads IPPROTO_TCP options, else the errno it gave (or -1:
  * not probed because io_uring is unusable). */
 static inline int ka_uring_getsockopt_tcp_status(void)
 {
-    pthread_once(&ka_uring_once, ka_uring_detect);
-    return ka_uring_getsockopt_tcp;
+    return ka_uring_status() == 0 ? ka_uring_getsockopt_tcp : -1;
 }
 
-static ka_uring *ka_uring_acquire(void)
+/* A thread's ring when the thread ends: its own (the kernel drops the slot at exit anyway), or
+ * a record from before a fork(), whose slot and pages this process never had. */
+static void ka_uring_thread_exit(void *value)
+{
+    ka_uring *r = (ka_uring *)value;
+    if (r->generation == __atomic_load_n(&ka_uring_generation, __ATOMIC_RELAXED))
+        ka_uring_destroy(r);
+    else
+        free(r);
+}
+
+/* When a thread last failed to make a ring (time(), seconds): ENOMEM under a low locked-memory
+ * limit, EBUSY with 16 registered rings taken. Not tried again within that second, so such a
+ * process does not pay a failing setup on every call. */
+static long long ka_uring_make_failed = -1;
+
+/* This thread's ring, made on its first batch; NULL: go by the system calls this time. */
+static ka_uring *ka_uring_for_thread(void)
 {
     ka_uring *r;
+    unsigned long generation;
+    long long now;
     int err = 0;
-    if (ka_uring_status() != 0)
+    if (!ka_uring_key_ready || ka_uring_status() != 0)
         return NULL;
-    pthread_mutex_lock(&ka_uring_lock);
-    r = ka_uring_idle;
+    generation = __atomic_load_n(&ka_uring_generation, __ATOMIC_RELAXED);
+    r = (ka_uring *)pthread_getspecific(ka_uring_key);
+    if (r != NULL && r->generation == generation)
+        return r;
     if (r != NULL) {
-        ka_uring_idle = r->next;
-        ka_uring_idle_count--;
+        free(r); /* made in the parent before fork(): not this process's slot, nor its pages */
+        pthread_setspecific(ka_uring_key, NULL);
     }
-    pthread_mutex_unlock(&ka_uring_lock);
+    now = (long long)time(NULL);
+    if (now == __atomic_load_n(&ka_uring_make_failed, __ATOMIC_RELAXED))
+        return NULL;
+    r = ka_uring_create(&err);
     if (r == NULL) {
-        r = ka_uring_create(&err);
-        if (r != NULL)
-            r->generation = __atomic_load_n(&ka_uring_generation, __ATOMIC_RELAXED);
+        __atomic_store_n(&ka_uring_make_failed, now, __ATOMIC_RELAXED);
+        return NULL;
+    }
+    r->generation = generation;
+    if (pthread_setspecific(ka_uring_key, r) != 0) {
+        ka_uring_destroy(r); /* a ring nothing would end: not made at all */
+        return NULL;
     }
     return r;
 }
 
-static void ka_uring_release(ka_uring *r, int broken)
+/* End this thread's ring now; the next batch makes another. */
+static void ka_uring_drop_thread(void)
 {
-    if (r == NULL)
+    ka_uring *r;
+    if (!ka_uring_key_ready)
         return;
-    pthread_mutex_lock(&ka_uring_lock);
-    if (!broken && r->generation == ka_uring_generation && ka_uring_idle_count < KA_URING_POOL) {
-        r->next = ka_uring_idle;
-        ka_uring_idle = r;
-        ka_uring_idle_count++;
-        r = NULL;
+    r = (ka_uring *)pthread_getspecific(ka_uring_key);
+    if (r != NULL) {
+        pthread_setspecific(ka_uring_key, NULL);
+        ka_uring_thread_exit(r);
     }
-    pthread_mutex_unlock(&ka_uring_lock);
-    if (r != NULL)
-        ka_uring_destroy(r);
+}
+
+/* Once, before any other call (ka_bulk_init): the key whose destructor ends a thread's ring. */
+static void ka_uring_init(void)
+{
+    if (!ka_uring_key_ready && pthread_key_create(&ka_uring_key, ka_uring_thread_exit) == 0)
+        ka_uring_key_ready = 1;
+}
+
+/* Around fork(), called by _ka_bulk.h's handlers: the detection's lock is held across it, so the
+ * child's copy is consistent; in the child, every ring record is stale. */
+static void ka_uring_before_fork(void) { pthread_mutex_lock(&ka_uring_state_lock); }
+static void ka_uring_after_fork_parent(void) { pthread_mutex_unlock(&ka_uring_state_lock); }
+static void ka_uring_after_fork_child(void)
+{
+    pthread_mutex_init(&ka_uring_state_lock, NULL);
+    ka_uring_generation++;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -413,12 +517,14 @@ static void ka_uring_apply_cqe(void *ctx, uint64_t user_data, int32_t res)
 }
 
 /* Apply p to fds[start, end) through the ring: errnos/options as ka_apply_one would give them.
- * The options go in phases, one per option in ka_apply_one's order: every socket's first option
- * by a system call, then the next option of those that took it in one submission, and so on, so
- * a socket whose option failed gets none of the later ones, as with the loop. A socket that failed through the ring is redone by ka_apply_one,
- * whose errno and option are the result.
- * *broken is set when the ring failed (it must not be reused); what it did not finish was done by
- * the system calls. Returns how many entries failed. */
+ * Batches of KA_URING_BATCH sockets go option by option, in ka_apply_one's order: every
+ * socket's first option by a system call (which proves it is a socket), then each later option
+ * for the sockets that took every option before it, in submissions of up to the ring's size, so
+ * a socket whose option failed gets none of the later ones, as with the loop. A batch stays in
+ * the cache from one option to the next (1024-socket batches overran it between phases). A
+ * socket that failed through the ring is redone by ka_apply_one, whose errno and option are the
+ * result. *broken is set when the ring failed (the caller drops it); what it did not finish was
+ * done by the system calls. Returns how many entries failed. */
 static size_t ka_uring_apply(ka_uring *r, const void *fds, int width, size_t start, size_t end,
                              const ka_policy *p, int32_t *errnos, uint8_t *options, int *broken)
 {
@@ -455,7 +561,7 @@ static size_t ka_uring_apply(ka_uring *r, const void *fds, int width, size_t sta
     ctx.options = options;
     *broken = 0;
     for (i = start; i < end; i = batch_end) {
-        batch_end = end - i > r->entries ? i + r->entries : end;
+        batch_end = end - i > KA_URING_BATCH ? i + KA_URING_BATCH : end;
         ctx.base = i;
         /* The first option by a system call, which also proves the descriptor is a socket:
          * io_uring would hand a command to any file with a uring_cmd handler (/dev/null takes
@@ -466,20 +572,22 @@ static size_t ka_uring_apply(ka_uring *r, const void *fds, int width, size_t sta
         }
         for (k = 1; k < nsteps && err == 0; k++) {
             ctx.option = step_option[k];
-            tail = *r->sq_tail;
-            queued = 0;
-            for (j = i; j < batch_end; j++) {
-                if (errnos[j] != 0)
-                    continue; /* an earlier option failed: the loop would have stopped there */
-                ka_uring_put(r, tail++, KA_SOCKET_URING_OP_SETSOCKOPT, ka_fd_at(fds, width, j),
-                             steps[k].level, steps[k].name, &r->values[k], 0, (uint64_t)(j - i));
-                queued++;
+            for (j = i; j < batch_end && err == 0;) {
+                tail = *r->sq_tail;
+                queued = 0;
+                for (; j < batch_end && queued < r->entries; j++) {
+                    if (errnos[j] != 0)
+                        continue; /* an earlier option failed: the loop would have stopped there */
+                    ka_uring_put(r, tail++, KA_SOCKET_URING_OP_SETSOCKOPT, ka_fd_at(fds, width, j),
+                                 steps[k].level, steps[k].name, &r->values[k], 0, (uint64_t)(j - i));
+                    queued++;
+                }
+                if (queued == 0)
+                    break;
+                err = ka_uring_run(r, tail, queued, ka_uring_apply_cqe, &ctx, &completed);
+                if (err == 0 && completed != queued)
+                    err = EIO;
             }
-            if (queued == 0)
-                break;
-            err = ka_uring_run(r, tail, queued, ka_uring_apply_cqe, &ctx, &completed);
-            if (err == 0 && completed != queued)
-                err = EIO;
         }
         if (err != 0) {
             /* The ring gave up part-way: this batch and the rest go through the system calls,
@@ -509,6 +617,12 @@ static size_t ka_uring_apply(ka_uring *r, const void *fds, int width, size_t sta
 #  define KA_HAVE_URING 0
 static inline int ka_uring_status(void) { return ENOSYS; }
 static inline int ka_uring_getsockopt_tcp_status(void) { return -1; }
+static inline int ka_uring_refusal_is_final(int err) { (void)err; return 1; }
+static inline void ka_uring_drop_thread(void) {}
+static inline void ka_uring_init(void) {}
+static inline void ka_uring_before_fork(void) {}
+static inline void ka_uring_after_fork_parent(void) {}
+static inline void ka_uring_after_fork_child(void) {}
 #endif
 
 #endif /* KA_URING_H */

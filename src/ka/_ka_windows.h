@@ -213,7 +213,14 @@ static int ka_thread_start(ka_thread_t *t, ka_thread_proc proc, void *arg)
     *t = (HANDLE)h;
     return 0;
 }
-static void ka_thread_detach(ka_thread_t t) { CloseHandle(t); }
+/* No kernel id is needed to wait for a thread here: its handle is signalled when it has ended. */
+static long ka_thread_os_id(void) { return 0; }
+static void ka_thread_join(ka_thread_t t, long os_id)
+{
+    (void)os_id;
+    WaitForSingleObject(t, INFINITE);
+    CloseHandle(t);
+}
 
 /* The worker pool's lock and wake-ups (_ka_bulk.h); Windows has no fork(). */
 typedef SRWLOCK ka_mutex_t;
@@ -231,6 +238,11 @@ static int ka_cond_wait_ms(ka_cond_t *c, ka_mutex_t *m, unsigned ms)
 {
     return !SleepConditionVariableSRW(c, m, (DWORD)ms, 0) && GetLastError() == ERROR_TIMEOUT;
 }
-static void ka_at_fork_child(void (*reset)(void)) { (void)reset; }
+static void ka_at_fork(void (*prepare)(void), void (*parent)(void), void (*child)(void))
+{
+    (void)prepare;
+    (void)parent;
+    (void)child;
+}
 
 #endif /* KA_WINDOWS_H */

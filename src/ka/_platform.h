@@ -4,17 +4,19 @@
  *
  *   _ka_posix.h    Linux, macOS, the BSDs, other POSIX: whole functions, option names, limits
  *   _ka_windows.h  Windows (Winsock): whole functions, option names, limits, the ioctl fallback
- *   _ka_bulk.h     arrays of descriptors split over threads; no operating-system detail
+ *   _ka_bulk.h     arrays of descriptors split over threads; no operating-system detail. It
+ *                  includes _ka_uring.h (io_uring batches, Linux), and both include _ka_fds.h
+ *                  (arrays of descriptor numbers): each looks only down at the next
  *
  * Each OS header provides: ka_fd_t, KA_PLATFORM, KA_MAX_*, KA_HAVE_*, KA_FD_IS_INT, ka_get_int,
  * ka_apply_one, ka_read_knob (one value in ka's units), and the thread primitives (ka_thread_t, ka_thread_ret,
- * KA_THREAD_CALL, KA_THREAD_DONE, ka_thread_start, ka_thread_detach, and the worker pool's
- * ka_mutex_t/ka_cond_t with lock, wait, timed wait, signal and an after-fork hook).
+ * KA_THREAD_CALL, KA_THREAD_DONE, ka_thread_start, ka_thread_os_id, ka_thread_join, and the
+ * worker pool's ka_mutex_t/ka_cond_t with lock, wait, timed wait, signal, and ka_at_fork).
  *
  *   ka_apply_one   apply one policy to one descriptor -> 0 or errno, and which option failed
  *   ka_read_one    read one descriptor's keepalive values back
  *   ka_apply_bulk  / ka_read_bulk: the same over an array of descriptors, on persistent worker
- *                  threads, and on Linux 6.7+ optionally through io_uring (_ka_uring.h)
+ *                  threads, and on Linux 6.7+ through io_uring (_ka_uring.h); ka_bulk_init first
  *
  * Nothing here knows Python; nothing above these files has an #if on the platform.
  * Option identifiers (KA_OPT_*) and limits (KA_MAX_*) are mirrored by ka/_options.py; a test

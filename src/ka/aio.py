@@ -29,6 +29,7 @@ from .server import (
     Platform,
     prepare_listener,
 )
+from .targets import Backend, Targets
 
 __all__ = ["create_connection", "create_server", "open_connection", "plans", "retrofit", "start_server"]
 
@@ -210,7 +211,7 @@ async def open_connection(
 
 
 async def retrofit(
-    targets: Any, policy: KeepAlive, *, threads: int | None = None, backend: str = "auto"
+    targets: Targets, policy: KeepAlive, *, threads: int | None = None, backend: Backend = "auto"
 ) -> RetrofitResult:
     """``ka.retrofit`` for a running event loop: the wait between the bridge and the policy (2 s
     on macOS and the BSDs, none elsewhere) is awaited, so the loop serves other tasks meanwhile.

@@ -35,7 +35,7 @@ import enum
 import errno
 import time
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from ._borrow import borrowed_call
 from ._impl import core
@@ -44,6 +44,7 @@ from .bulk import apply_many, check_arguments, read_many
 from .policy import KeepAlive, require_policy
 from .protocol import AppliedColumns, Spec
 from .results import BulkResult
+from .targets import Backend, Targets
 from .units import platform_name, platform_named
 
 # Seconds between the bridge and the policy: the bridge's 1 s idle, plus xnu's keepalive timer
@@ -193,7 +194,7 @@ class Retrofit:
     """
 
     def __init__(
-        self, targets: Any, policy: KeepAlive, *, threads: int | None = None, backend: str = "auto"
+        self, targets: Targets, policy: KeepAlive, *, threads: int | None = None, backend: Backend = "auto"
     ) -> None:
         self.policy = require_policy(policy)
         check_arguments(threads, backend)
@@ -298,7 +299,7 @@ class Retrofit:
 
 
 def retrofit(
-    targets: Any, policy: KeepAlive, *, threads: int | None = None, backend: str = "auto"
+    targets: Targets, policy: KeepAlive, *, threads: int | None = None, backend: Backend = "auto"
 ) -> RetrofitResult:
     """Apply ``policy`` to connections that may already be established and quiet, without the
     kernel dropping any: ``apply_many`` where one step is safe (Linux, Windows), else a bridge

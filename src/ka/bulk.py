@@ -12,6 +12,7 @@ from typing import Any
 from ._impl import core
 from .policy import KeepAlive, require_policy
 from .results import BulkResult, ReadResult
+from .targets import Backend, Targets
 
 MAX_THREADS = 64
 # Each thread gets at least this many sockets, so 2 threads start at 512. Re-measured with the
@@ -49,15 +50,23 @@ def _size_hint(targets: Any) -> int:
 
 
 BACKENDS = ("auto", "io_uring", "syscalls")
-# What backend="auto" uses. io_uring's socket commands measured 0.56-0.75x the speed of the
-# system-call loop on Linux 6.18 (docs/performance/internals.md), so the loop stays the default.
-AUTO_BACKEND = "syscalls"
+
+
+def auto_backend(uring_errno: int) -> str:
+    """What ``backend="auto"`` uses for a call of ``core.URING_AUTO_MIN`` sockets or more."""
+    return "syscalls" if uring_errno else "io_uring"
 
 
 def backend_note(uring_errno: int, uring_note: str) -> str:
+    """Why ``backend="auto"`` uses what it uses here: ``capabilities().bulk_backend_note``."""
     if uring_errno:
-        return f"io_uring cannot be used: {uring_note}"
-    return f"{uring_note}; backend='io_uring' uses it, 'auto' keeps the faster system-call loop"
+        return f"backend='auto' uses the system-call loop: io_uring cannot be used: {uring_note}"
+    return (
+        f"backend='auto' sends the options of a call of {core.URING_AUTO_MIN} sockets or more through "
+        "io_uring, 256 sockets per batch (measured faster than the system-call loop from about 16 "
+        "sockets on, at every pool size up to 16,000: docs/performance/internals.md), and smaller "
+        f"calls through the loop; the results are the same either way. {uring_note}"
+    )
 
 
 def _backend(backend: str) -> str:
@@ -71,7 +80,7 @@ def _backend(backend: str) -> str:
 
 
 def apply_many(
-    targets: Any, policy: KeepAlive, *, threads: int | None = None, backend: str = "auto"
+    targets: Targets, policy: KeepAlive, *, threads: int | None = None, backend: Backend = "auto"
 ) -> BulkResult:
     """Apply ``policy`` to every target; no failure stops the batch.
 
@@ -82,10 +91,13 @@ def apply_many(
     256 sockets (two from 512 on), at most one per CPU). Returns a ``BulkResult``: each input applied or in
     ``result.failed`` with its errno and option; ``result.raise_for_failures()`` raises a BulkError.
 
-    ``backend``: ``"auto"`` (what ``capabilities().bulk_backend`` names: the system-call loop,
-    measured faster), ``"syscalls"``, or ``"io_uring"`` to send every socket's options in batched
-    io_uring submissions (Linux 6.7+; an ``OSError`` naming why, raised before any setsockopt,
-    where it cannot be used). Results are the same either way, errno and option included.
+    ``backend``: ``"auto"`` (io_uring for calls of 64 sockets or more where it can be used, Linux
+    6.7+, measured faster there; the system calls otherwise: ``capabilities().bulk_backend`` and
+    its note say which and why), ``"syscalls"`` (one system call per option), or ``"io_uring"``
+    (every call through io_uring's batched submissions; an ``OSError`` naming why, raised before
+    any setsockopt, where it cannot be used). Results are the same either way, errno and option
+    included. io_uring holds no descriptor: ka's rings live in each thread's registered-ring
+    table, so closing descriptors (while daemonizing) or forking never touches them.
 
     On macOS and the BSDs, an established connection that received nothing for interval x count
     seconds is dropped ``idle`` seconds after the policy lands, without a probe: for a pool of
@@ -96,7 +108,26 @@ def apply_many(
     return BulkResult.from_columns(core.apply_many(targets, policy, nthreads, _backend(backend)))
 
 
-def read_many(targets: Any, *, threads: int | None = None) -> ReadResult:
+def release_workers() -> int:
+    """Let ka's bulk worker threads go now, instead of about 2 seconds after the last call.
+
+    ``apply_many``/``read_many`` with more than one thread keep their worker threads alive
+    between calls (a woken worker starts in microseconds, a new thread in tens). Until they
+    exit, the process has those extra threads: ``os.fork()`` on CPython 3.12+ warns that the
+    process is multi-threaded ("use of fork() may lead to deadlocks in the child"; ka's own state
+    is safe across fork, the warning is about the process as a whole), and a program near its
+    thread limit (``RLIMIT_NPROC``, a container's pids limit) may fail to start a thread of its
+    own ("can't start new thread"). Call this before either: every idle worker ends, and it
+    returns once their threads have ended. Also frees the calling thread's io_uring ring, if it
+    has one. Workers busy in another thread's concurrent call end when that call is done.
+
+    Returns how many workers are still alive (0 unless calls ran concurrently). Workers start
+    again on the next call that wants them. The pure-Python twin has none: it returns 0.
+    """
+    return core.release_workers()
+
+
+def read_many(targets: Targets, *, threads: int | None = None) -> ReadResult:
     """Read every target's values into columns (arrays), one per field; no failure stops the batch.
 
     Takes the same targets as ``apply_many``. See ``ReadResult``.

@@ -22,7 +22,7 @@ from ._options import (
     WSAENOPROTOOPT,
     Option,
 )
-from .bulk import AUTO_BACKEND, backend_note
+from .bulk import auto_backend, backend_note
 
 
 class Capabilities(NamedTuple):
@@ -98,10 +98,13 @@ def capabilities() -> Capabilities:
     1703), asked once as Go asks: setsockopt 1 on a fresh socket, missing only where that answers
     WSAENOPROTOOPT (or WSAEINVAL); idle and interval are always settable (through
     SIO_KEEPALIVE_VALS before 10 1709, idle required there).
-    ``bulk_backend``: what ``apply_many(..., backend="auto")`` uses here (``"syscalls"``: one
-    system call per option); ``bulk_backend_note`` says whether ``backend="io_uring"`` (Linux
-    6.7+ socket commands, one submission for many sockets) can be used, and if not why (for
-    example ``kernel.io_uring_disabled``, or a seccomp filter refusing io_uring_setup).
+    ``bulk_backend``: what ``apply_many(..., backend="auto")`` uses here for a call of 64 sockets
+    or more: ``"io_uring"`` (Linux 6.7+ socket commands, a few submissions for many sockets,
+    measured faster) where it can be used, else ``"syscalls"`` (one system call per option;
+    smaller calls always). ``bulk_backend_note`` says why, and when io_uring cannot be used, what
+    ruled it out (for example ``kernel.io_uring_disabled``, a seccomp filter refusing
+    io_uring_setup, a kernel before 6.7) and whether ka will ask again (a passing cause such as a
+    descriptor shortage is asked again on a later call, at most once a second).
     """
     have = core.HAVE
     if PLATFORM == "windows":
@@ -123,6 +126,6 @@ def capabilities() -> Capabilities:
         listener_inherits=LISTENERS.listener_inherits,
         listener_safe=LISTENERS.listener_safe,
         user_timeout_semantics=USER_TIMEOUT_SEMANTICS.get(PLATFORM, "") if user_timeout else "",
-        bulk_backend=AUTO_BACKEND,
+        bulk_backend=auto_backend(uring_errno),
         bulk_backend_note=backend_note(uring_errno, uring_note),
     )

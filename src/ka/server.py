@@ -26,6 +26,7 @@ from . import apply
 from ._borrow import borrowed_call
 from ._options import LISTENER_FACTS, LISTENERS, PLATFORM
 from .policy import KeepAlive, require_policy
+from .targets import Target
 
 Mode = Literal["inherit", "per-accept"]
 INHERIT: Mode = "inherit"
@@ -47,7 +48,7 @@ __all__ = [
     "prepare_listener",
 ]
 
-_T = TypeVar("_T")
+_T = TypeVar("_T", bound=Target)
 _S = TypeVar("_S", bound=socket.socket)
 _Socket = socket.socket  # the mixin's ``socket`` attribute hides the module inside its class body
 

@@ -147,7 +147,29 @@ def test_quick_run_reports_everything(tmp_path: Path, capsys: pytest.CaptureFixt
         assert needle in text
     if ka.IMPLEMENTATION == "c":  # the twin has no threads to place
         assert "where 2 threads start to pay" in text
-    assert "bulk backend (capabilities): syscalls" in text
+    # what backend="auto" chose, and why (issue 19 2.4)
+    caps = ka.capabilities()
+    assert f"backend='auto' chose: {caps.bulk_backend} (the 'default threads' rows); " in text
+    assert "io_uring rows: 256 sockets per batch" in text
+    # issue 23: every row of a table lines its columns up, the long io_uring names included
+    for block in text.split("\n\n"):
+        lines = block.splitlines()
+        if lines and lines[0].startswith("apply on a pool"):
+            ends = {len(line) for line in lines[1:]}
+            assert len(ends) == 1, lines
+    # issue 23: a one-line summary at the end, and what MISSED means
+    verdicts = targets.targets(results)
+    reference = sum(1 for _, _, goal, _ in verdicts if goal.startswith("("))
+    missed = sum(1 for _, _, goal, met in verdicts if met is False and not goal.startswith("("))
+    skipped = sum(1 for _, _, goal, met in verdicts if met is None and not goal.startswith("("))
+    met = len(verdicts) - missed - reference - skipped
+    summary = [line for line in text.splitlines() if line.startswith("summary: ")]
+    counts = f"{met} met, {missed} MISSED, {reference} reference"
+    counts += f", {skipped} skipped" if skipped else ""
+    assert summary == [f"summary: {counts} (of {len(verdicts)} targets)"]
+    assert text.rstrip().splitlines()[-1 if not missed else -2].startswith(("summary: ", "MISSED means"))
+    if missed:
+        assert "MISSED means this run measured a ratio outside the target" in text
 
 
 def test_progress_off_a_terminal_is_one_line_per_phase(capfd: pytest.CaptureFixture[str]) -> None:

@@ -63,7 +63,7 @@ def test_inherit_sets_the_listener_once_and_accepted_sockets_inherit(listener: s
     assert plan.mode == "inherit" and plan.inherits and plan.pending == 0
     assert kernel_values(listener) == EXPECTED
     marker = object()
-    assert plan.accepted(marker) is marker  # no call per accept (applying would raise TypeError)
+    assert plan.accepted(marker) is marker  # type: ignore[type-var]  # no call per accept (applying would raise TypeError)
     with ExitStack() as stack:
         clients = [_connect(listener, stack) for _ in range(3)]
         accepted = [stack.enter_context(listener.accept()[0]) for _ in range(3)]  # plain accept()

@@ -53,7 +53,7 @@ def test_on_linux_it_is_apply_many(pair: tuple[socket.socket, socket.socket]) ->
     closed = socket.socket()
     closed.close()
     with tempfile.TemporaryFile() as f:
-        targets = [client, accepted, closed, f.fileno()]
+        targets: list[ka.targets.Target] = [client, accepted, closed, f.fileno()]
         result = ka.retrofit(targets, POLICY)
         plain = ka.apply_many(targets, POLICY)
     assert isinstance(result, ka.RetrofitResult) and result.waited == 0.0
@@ -76,7 +76,7 @@ def linux_bridge(monkeypatch: pytest.MonkeyPatch) -> Bridge:
 
 
 @pytest.fixture
-def mixed() -> Iterator[tuple[list[object], socket.socket, socket.socket, socket.socket]]:
+def mixed() -> Iterator[tuple[list[ka.targets.Target], socket.socket, socket.socket, socket.socket]]:
     """An established pair, a listener, a UDP socket and a closed socket."""
     with ExitStack() as stack:
         client, accepted = stack.enter_context(loopback_pair())
@@ -88,7 +88,7 @@ def mixed() -> Iterator[tuple[list[object], socket.socket, socket.socket, socket
 
 
 def test_established_connections_are_bridged_the_rest_applied_at_once(
-    linux_bridge: Bridge, mixed: tuple[list[object], socket.socket, socket.socket, socket.socket]
+    linux_bridge: Bridge, mixed: tuple[list[ka.targets.Target], socket.socket, socket.socket, socket.socket]
 ) -> None:
     targets, client, accepted, listener = mixed
     run = ka.bridge.Retrofit(targets, POLICY)
@@ -190,9 +190,9 @@ def test_bad_arguments_are_refused_before_any_call(linux_bridge: Bridge) -> None
         with pytest.raises(ValueError, match="threads=0 is out of range"):
             ka.retrofit([client], POLICY, threads=0)
         with pytest.raises(ValueError, match="backend='fast' is not one of"):
-            ka.retrofit([client], POLICY, backend="fast")
+            ka.retrofit([client], POLICY, backend="fast")  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="targets\\[1\\] is str"):
-            ka.retrofit([client, "x"], POLICY)
+            ka.retrofit([client, "x"], POLICY)  # type: ignore[list-item]
         with pytest.raises(TypeError, match=r"policy must be a ka\.KeepAlive"):
             ka.retrofit([client], "idle=60")  # type: ignore[arg-type]
         assert kernel_values(client) == before

@@ -13,6 +13,7 @@ from typing import Any
 import ka
 from ka import _ka_py, _options
 from ka._impl import core
+from ka.targets import Backend
 
 from .floor import Floor
 from .pool import LoopbackPool
@@ -105,7 +106,7 @@ def apply_methods(
         for s in socks:
             apply(s, p)
 
-    def bulk(t: int, backend: str) -> Method:
+    def bulk(t: int, backend: Backend) -> Method:
         return lambda v: ka.apply_many(fds, policy(*v), threads=t, backend=backend)
 
     methods[APPLY_LOOP] = apply_loop
