@@ -64,6 +64,7 @@ LAYERS: dict[str, list[str]] = {
         "ka.http",
         "ka.bench",
         "ka.integrations",
+        "ka.probe",
     ],
 }
 

@@ -10,6 +10,7 @@ from .defaults import run as run_defaults
 from .filters import add_filters
 from .listen import run as run_listen
 from .policy_args import add_policy_arguments
+from .probe import register as register_probe
 from .show import run as run_show
 
 
@@ -159,4 +160,5 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_bench_arguments(bench)
     bench.set_defaults(func=run_bench)
+    register_probe(sub, json_parent)
     return parser
