@@ -20,6 +20,7 @@ left by test processes that no longer exist. No global sysctl is touched.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -30,7 +31,7 @@ import subprocess
 import sys
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -43,7 +44,7 @@ PREFIX = "kap"
 _serial = itertools.count()
 
 
-def unavailable(*, redis: bool = False) -> Optional[str]:
+def unavailable(*, redis: bool = False) -> str | None:
     """Why the bed cannot be built here, or None."""
     if not sys.platform.startswith("linux"):
         return "network namespaces are Linux only"
@@ -60,7 +61,7 @@ def unavailable(*, redis: bool = False) -> Optional[str]:
     return None
 
 
-def _run(*argv: str, stdin: Optional[str] = None) -> str:
+def _run(*argv: str, stdin: str | None = None) -> str:
     done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
@@ -93,7 +94,7 @@ def sweep_stale() -> list[str]:
 class Bed:
     """One client - router - server chain; a context manager that always cleans up."""
 
-    def __init__(self, kind: str, timeout: Optional[float], *, redis: bool = False) -> None:
+    def __init__(self, kind: str, timeout: float | None, *, redis: bool = False) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         self.kind, self.timeout, self.redis = kind, timeout, redis
@@ -113,11 +114,12 @@ class Bed:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.remove()
 
-    def exec(self, role: str, *argv: str, stdin: Optional[str] = None) -> str:
+    def exec(self, role: str, *argv: str, stdin: str | None = None) -> str:
         return _run("ip", "netns", "exec", self.ns[role], *argv, stdin=stdin)
 
     def _build(self) -> None:
@@ -125,21 +127,57 @@ class Bed:
             _run("ip", "netns", "add", name)
             self._namespaces.append(name)
         a, b, c, d = (self.links[end] for end in "abcd")
-        _run("ip", "link", "add", a, "netns", self.ns["client"], "type", "veth", "peer", "name", b,
-             "netns", self.ns["router"])
-        _run("ip", "link", "add", c, "netns", self.ns["router"], "type", "veth", "peer", "name", d,
-             "netns", self.ns["server"])
-        for role, link, address in (("client", a, CLIENT), ("router", b, ROUTER_NEAR),
-                                    ("router", c, ROUTER_FAR), ("server", d, SERVER)):
+        _run(
+            "ip",
+            "link",
+            "add",
+            a,
+            "netns",
+            self.ns["client"],
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b,
+            "netns",
+            self.ns["router"],
+        )
+        _run(
+            "ip",
+            "link",
+            "add",
+            c,
+            "netns",
+            self.ns["router"],
+            "type",
+            "veth",
+            "peer",
+            "name",
+            d,
+            "netns",
+            self.ns["server"],
+        )
+        for role, link, address in (
+            ("client", a, CLIENT),
+            ("router", b, ROUTER_NEAR),
+            ("router", c, ROUTER_FAR),
+            ("server", d, SERVER),
+        ):
             _run("ip", "-n", self.ns[role], "addr", "add", f"{address}/24", "dev", link)
             _run("ip", "-n", self.ns[role], "link", "set", link, "up")
         for role in self.ns:
             _run("ip", "-n", self.ns[role], "link", "set", "lo", "up")
         _run("ip", "-n", self.ns["client"], "route", "add", "default", "via", ROUTER_NEAR)
         if self.kind == "proxy":
-            self._start(["socat", f"-T{self.timeout:g}",
-                         f"TCP-LISTEN:{PROXY_PORT},bind={ROUTER_NEAR},fork,reuseaddr,backlog=128",
-                         f"TCP:{SERVER}:{SERVER_PORT}"], "router")
+            self._start(
+                [
+                    "socat",
+                    f"-T{self.timeout:g}",
+                    f"TCP-LISTEN:{PROXY_PORT},bind={ROUTER_NEAR},fork,reuseaddr,backlog=128",
+                    f"TCP:{SERVER}:{SERVER_PORT}",
+                ],
+                "router",
+            )
         else:
             self._nat()
         self._start_server()
@@ -164,18 +202,40 @@ class Bed:
         self.exec("router", "sysctl", "-q", "-w", *settings)
 
     def _start(self, argv: list[str], role: str) -> subprocess.Popen[str]:
-        process = subprocess.Popen(["ip", "netns", "exec", self.ns[role], *argv], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns[role], *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self._groups.append(process)
         return process
 
     def _start_server(self) -> None:
         if self.redis:
-            self._start(["redis-server", "--port", str(SERVER_PORT), "--bind", SERVER, "--save", "",
-                         "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"], "server")
+            self._start(
+                [
+                    "redis-server",
+                    "--port",
+                    str(SERVER_PORT),
+                    "--bind",
+                    SERVER,
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--protected-mode",
+                    "no",
+                    "--daemonize",
+                    "no",
+                ],
+                "server",
+            )
         else:
-            self._start([sys.executable, "-m", "ka", "probe", "--serve", str(SERVER_PORT), "--bind", SERVER],
-                        "server")
+            self._start(
+                [sys.executable, "-m", "ka", "probe", "--serve", str(SERVER_PORT), "--bind", SERVER], "server"
+            )
         self._wait_listening(SERVER, SERVER_PORT, "server")
         if self.kind == "proxy":
             self._wait_listening(ROUTER_NEAR, PROXY_PORT, "router")
@@ -196,7 +256,18 @@ class Bed:
 
     def probe_command(self, *args: str) -> list[str]:
         """``ka probe TARGET ARGS`` run in the client namespace."""
-        return ["ip", "netns", "exec", self.ns["client"], sys.executable, "-m", "ka", "probe", self.target, *args]
+        return [
+            "ip",
+            "netns",
+            "exec",
+            self.ns["client"],
+            sys.executable,
+            "-m",
+            "ka",
+            "probe",
+            self.target,
+            *args,
+        ]
 
     def established(self, role: str = "server") -> int:
         """TCP connections established in a namespace (the server's: those ka probe left)."""
@@ -204,18 +275,24 @@ class Bed:
 
     # -- removing --------------------------------------------------------------------------------
     def remove(self) -> None:
-        """End the processes started here (their whole process group), delete the namespaces."""
+        """End the processes started here (their whole process group, then anything still running
+        inside these namespaces: only this bed runs there), delete the namespaces."""
         while self._groups:
             process = self._groups.pop()
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 process.communicate(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.communicate()
+        for name in self._namespaces:
+            inside = subprocess.run(
+                ["ip", "netns", "pids", name], capture_output=True, text=True, check=False
+            )
+            for pid in inside.stdout.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
         while self._namespaces:
             subprocess.run(["ip", "netns", "del", self._namespaces.pop()], capture_output=True, check=False)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
 
 from ka.probe.plan import KEEPALIVE_EVERY, PAYLOAD_EVERY, Estimate, Line, Plan, Role, Settings
 
@@ -23,7 +22,7 @@ POLL = 0.25
 
 @dataclass
 class Box:
-    timeout: Optional[float]  # None: an open path
+    timeout: float | None  # None: an open path
     refresh: bool
     death: str  # "silent", "reset", "fin", "timer-reset"
     rtt: float = 0.002
@@ -45,7 +44,7 @@ class Flow:
     last_payload: float
     next_keepalive: float = math.inf
     next_payload: float = math.inf
-    test_probe: Optional[float] = None
+    test_probe: float | None = None
     gone: bool = False
 
 
@@ -62,7 +61,6 @@ def simulate(box: Box, settings: Settings, dt: float = 0.05) -> Outcome:
     plan.rtt = box.rtt
     flows: dict[int, Flow] = {}
     now = 0.0
-    wake = 0.0
     next_poll = 0.0
     events: list[str] = []
 
@@ -111,7 +109,7 @@ def simulate(box: Box, settings: Settings, dt: float = 0.05) -> Outcome:
                 plan.heard(flow.line.id, at + box.rtt)
         if now >= next_poll:
             next_poll = now + POLL
-        if now >= wake or True:
+        if True:
             step = plan.step(now)
             for line in step.open:
                 at = now + 0.001
@@ -129,5 +127,4 @@ def simulate(box: Box, settings: Settings, dt: float = 0.05) -> Outcome:
                     flows[line.id].gone = True
             if step.finished:
                 return Outcome(plan.estimate(), now, plan, events)
-            wake = step.wake
         now = round(now + dt, 6)

@@ -53,15 +53,19 @@ class PathMeasurement(Protocol):
     @property
     def idle_timeout(self) -> float | None:
         """Seconds of silence after which the path dropped the flow; None if none was seen."""
+
     @property
     def idle_timeout_low(self) -> float | None:
         """The longest silence (seconds) the flow is known to have survived."""
+
     @property
     def max(self) -> float:
         """The longest silence tested (seconds)."""
+
     @property
     def probes_refresh(self) -> bool | None:
         """Whether keepalive probes kept the flow open past the timeout (None: not known)."""
+
     @property
     def complete(self) -> bool:
         """False for a measurement cut short (interrupted)."""
@@ -285,7 +289,11 @@ class KeepAlive:
         application-level heartbeat must go), or a measurement cut short that does not tell.
         ``detect_within``, ``count`` and ``user_timeout`` are ``for_middlebox``'s.
         """
-        options: dict[str, Any] = {"detect_within": detect_within, "count": count, "user_timeout": user_timeout}
+        options: dict[str, Any] = {
+            "detect_within": detect_within,
+            "count": count,
+            "user_timeout": user_timeout,
+        }
         if path.idle_timeout is None:
             if not path.complete:
                 raise ValueError(
@@ -296,19 +304,19 @@ class KeepAlive:
         survived = path.idle_timeout_low or 0.0
         if path.probes_refresh is None:
             raise ValueError(
-                f"the path drops an idle flow after about {path.idle_timeout:g} s, but the measurement "
-                "did not tell whether keepalive probes keep it open: measure the path again"
+                f"the path drops an idle flow after about {round(path.idle_timeout, 1):g} s, but the "
+                "measurement did not tell whether keepalive probes keep it open: measure the path again"
             )
         if not path.probes_refresh:
             raise ValueError(
                 f"keepalive probes do not keep this path open: it drops a flow after about "
-                f"{path.idle_timeout:g} s without payload whatever TCP keepalive does; send an "
+                f"{round(path.idle_timeout, 1):g} s without payload whatever TCP keepalive does; send an "
                 f"application-level heartbeat at least every {heartbeat_interval(survived)} s instead"
             )
         if survived < 3:
             raise ValueError(
-                f"the path drops an idle flow within {path.idle_timeout:g} s: too soon for keepalive "
-                "probes, which need a probe before the timeout and a retry after it, 1 s apart"
+                f"the path drops an idle flow within {round(path.idle_timeout, 1):g} s: too soon for "
+                "keepalive probes, which need a probe before the timeout and a retry after it, 1 s apart"
             )
         return cls.for_middlebox(survived, **options)
 

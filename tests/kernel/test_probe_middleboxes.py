@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -27,7 +27,11 @@ import probe_bed
 from ka.probe import Precision
 
 REASON = probe_bed.unavailable(redis=True)
-pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.slow,
+    pytest.mark.skipif(REASON is not None, reason=REASON or ""),
+]
 
 PRECISION = Precision()  # the default, +-5 s or +-5%
 OPEN_MAX = 30
@@ -37,7 +41,7 @@ INTERRUPT_AFTER = 16.0  # seconds: after the tests at 9.5 and 14.5 s idle, befor
 @dataclass
 class Case:
     kind: str
-    timeout: Optional[float]
+    timeout: float | None
     args: tuple[str, ...] = ()
     redis: bool = False
     interrupt: bool = False
@@ -51,8 +55,12 @@ class Case:
     @property
     def name(self) -> str:
         what = f"{self.kind}-{self.timeout:g}s" if self.timeout is not None else self.kind
-        return what + ("-redis" if self.redis else "") + ("-payload" if "--payload" in self.args else "") + (
-            "-interrupted" if self.interrupt else "")
+        return (
+            what
+            + ("-redis" if self.redis else "")
+            + ("-payload" if "--payload" in self.args else "")
+            + ("-interrupted" if self.interrupt else "")
+        )
 
 
 CASES = [
@@ -74,12 +82,20 @@ CASES = [
 def runs() -> Iterator[dict[str, Case]]:
     probe_bed.sweep_stale()
     with ExitStack() as stack, ThreadPoolExecutor(len(CASES)) as pool:
-        beds = list(pool.map(lambda case: stack.enter_context(
-            probe_bed.Bed(case.kind, case.timeout, redis=case.redis)), CASES))
+        beds = list(
+            pool.map(
+                lambda case: stack.enter_context(probe_bed.Bed(case.kind, case.timeout, redis=case.redis)),
+                CASES,
+            )
+        )
         started = time.monotonic()
         children = [
-            subprocess.Popen(bed.probe_command("--json", *case.args), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                bed.probe_command("--json", *case.args),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for case, bed in zip(CASES, beds)
         ]
 
@@ -102,8 +118,11 @@ def runs() -> Iterator[dict[str, Case]]:
         list(pool.map(finish, range(len(CASES))))
         yield {case.name: case for case in CASES}
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
-    assert not [line for line in left.splitlines() if line.startswith(f"{probe_bed.PREFIX}-")
-                and f"-{__import__('os').getpid()}-" in line], left
+    assert not [
+        line
+        for line in left.splitlines()
+        if line.startswith(f"{probe_bed.PREFIX}-") and f"-{__import__('os').getpid()}-" in line
+    ], left
 
 
 def _timed(case: Case) -> Case:
@@ -123,7 +142,9 @@ def _timed(case: Case) -> Case:
 
 
 @pytest.mark.parametrize("timeout", [20, 33, 45])
-def test_a_nat_that_forgets_silently_is_measured_and_probes_keep_it(runs: dict[str, Case], timeout: int) -> None:
+def test_a_nat_that_forgets_silently_is_measured_and_probes_keep_it(
+    runs: dict[str, Case], timeout: int
+) -> None:
     case = _timed(runs[f"nat-silent-{timeout}s" + ("-redis" if timeout == 33 else "")])
     assert case.data["death"] == "silent"
     assert case.data["probes_refresh"] is True
@@ -188,7 +209,9 @@ def test_table(runs: dict[str, Case], capsys: pytest.CaptureFixture[str]) -> Non
         data = case.data
         reported = "-" if data.get("idle_timeout") is None else f"{data['idle_timeout']:.1f}"
         bracket = f"({data.get('idle_timeout_low')}, {data.get('idle_timeout_high')}]"
-        rows.append(f"{case.name:<26} {reported:>8} {bracket:<16} +-{data.get('precision')!s:<8} "
-                    f"{data.get('death')!s:<7} {data.get('probes_refresh')!s:<8} {case.wall:5.1f} s")
+        rows.append(
+            f"{case.name:<26} {reported:>8} {bracket:<16} +-{data.get('precision')!s:<8} "
+            f"{data.get('death')!s:<7} {data.get('probes_refresh')!s:<8} {case.wall:5.1f} s"
+        )
     with capsys.disabled():
         print("\n" + "\n".join(rows))

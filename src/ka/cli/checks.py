@@ -12,6 +12,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PERMISSION = 3
 EXIT_UNSUPPORTED = 4
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT): ka probe prints what it knew by then
 
 T = TypeVar("T")
 

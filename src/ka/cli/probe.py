@@ -10,14 +10,12 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Any
 
 from .. import probe
 from ..probe.plan import Progress
-from .checks import EXIT_OK, UsageError, parse_duration, validated
+from .checks import EXIT_INTERRUPTED, EXIT_OK, UsageError, parse_duration, validated
 from .format import print_json
-
-EXIT_INTERRUPTED = 130  # Ctrl-C: what was known so far is printed
 
 EXAMPLES: tuple[str, ...] = (
     "ka probe 10.0.0.7:6379                  # the path's idle timeout, how it dies, the policy it needs",
@@ -49,28 +47,44 @@ def register(sub: Any, json_parent: argparse.ArgumentParser) -> None:
         description=_DESCRIPTION,
         epilog="examples:\n" + "\n".join(f"  {example}" for example in EXAMPLES),
     )
-    parser.add_argument("target", nargs="?", metavar="HOST:PORT", help="a TCP service that keeps idle connections")
     parser.add_argument(
-        "--max", default="15m", metavar="DURATION",
+        "target", nargs="?", metavar="HOST:PORT", help="a TCP service that keeps idle connections"
+    )
+    parser.add_argument(
+        "--max",
+        default="15m",
+        metavar="DURATION",
         help="the longest silence tested (default 15m); a longer timeout is reported as none",
     )
     parser.add_argument(
-        "--precision", default="5s,5%", metavar="SECONDS,PERCENT",
-        help="how close the timeout must be: seconds and/or a percentage, whichever is larger (default 5s,5%%)",
+        "--precision",
+        default="5s,5%",
+        metavar="SECONDS,PERCENT",
+        help="how close the timeout must be: seconds and/or a percentage, whichever is larger "
+        "(default 5s,5%%)",
     )
     parser.add_argument(
-        "--connections", type=int, default=24, metavar="N",
+        "--connections",
+        type=int,
+        default=24,
+        metavar="N",
         help="connections open at once (default 24; fewer make a longer run)",
     )
     parser.add_argument(
-        "--payload", metavar="TEXT",
+        "--payload",
+        metavar="TEXT",
         help="allow payload: one connection sends TEXT (escapes such as \\r\\n understood) every second, "
         "to tell whether an application heartbeat keeps the path open (e.g. 'PING\\r\\n' for redis)",
     )
-    parser.add_argument("--serve", type=int, metavar="PORT", help="be the far end instead: hold idle connections on PORT")
-    parser.add_argument("--bind", metavar="ADDR", help="with --serve: the address to listen on (default: all)")
     parser.add_argument(
-        "--hold", metavar="DURATION",
+        "--serve", type=int, metavar="PORT", help="be the far end instead: hold idle connections on PORT"
+    )
+    parser.add_argument(
+        "--bind", metavar="ADDR", help="with --serve: the address to listen on (default: all)"
+    )
+    parser.add_argument(
+        "--hold",
+        metavar="DURATION",
         help="with --serve: close a connection after this long without payload (default 2h; the far "
         "ends of flows a middlebox forgot are never told)",
     )
@@ -117,7 +131,7 @@ class _ProgressLine:
             sys.stderr.flush()
 
 
-def _payload(text: Optional[str]) -> Optional[bytes]:
+def _payload(text: str | None) -> bytes | None:
     if text is None:
         return None
     try:
@@ -137,13 +151,12 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--hold must be a positive duration, not {args.hold!r}")
     sock = validated(probe.listener, args.serve, args.bind)
     host, port = sock.getsockname()[:2]
-    print(f"ka probe --serve: holding idle connections on {host}:{port} (nothing is sent; Ctrl-C stops)",
-          flush=True)
-    with _terminate_as_interrupt(), sock:
-        try:
-            probe.serve(sock, hold=hold)
-        except KeyboardInterrupt:
-            pass
+    print(
+        f"ka probe --serve: holding idle connections on {host}:{port} (nothing is sent; Ctrl-C stops)",
+        flush=True,
+    )
+    with _terminate_as_interrupt(), sock, contextlib.suppress(KeyboardInterrupt):
+        probe.serve(sock, hold=hold)
     return EXIT_OK
 
 
@@ -162,8 +175,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         with _terminate_as_interrupt():
             result = validated(
-                lambda: probe.measure(args.target, max=longest, precision=precision, connections=args.connections,
-                                      payload=payload, progress=show),
+                lambda: probe.measure(
+                    args.target,
+                    max=longest,
+                    precision=precision,
+                    connections=args.connections,
+                    payload=payload,
+                    progress=show,
+                ),
             )
     except probe.Interrupted as exc:
         result, code = exc.result, EXIT_INTERRUPTED

@@ -2,7 +2,7 @@
 keepalive probes keep it open, and the policy (or heartbeat) it needs. Linux, unprivileged.
 
     import ka.probe
-    result = ka.probe("10.0.0.7:6379", max=600)     # ka.probe.measure(...), the same call
+    result = ka.probe("10.0.0.7:6379", max=600)     # ka.probe.measure(...): the typed name
     result.idle_timeout, result.death, result.probes_refresh
     ka.KeepAlive.for_path(result)                   # or result.recommended, result.policy
 

@@ -12,12 +12,13 @@ ETIMEDOUT; a reset gives ECONNRESET; a FIN reads as end of file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import socket
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import ka
 
@@ -94,11 +95,13 @@ def parse_target(target: object) -> tuple[str, int]:
                     f"target {target!r}: expected HOST:PORT (an IPv6 address in brackets: [::1]:6379)"
                 )
     else:
-        raise TypeError(f"target must be 'HOST:PORT' or a (host, port) pair, not {type(target).__name__} {target!r}")
+        raise TypeError(
+            f"target must be 'HOST:PORT' or a (host, port) pair, not {type(target).__name__} {target!r}"
+        )
     if not isinstance(host, str) or not host:
         raise ValueError(f"target {target!r}: the host is empty")
     try:
-        number = int(port)  # type: ignore[call-overload]
+        number = int(port)
     except (TypeError, ValueError):
         raise ValueError(f"target {target!r}: the port {port!r} is not a number") from None
     if isinstance(port, bool) or not 1 <= number <= 65535:
@@ -135,7 +138,7 @@ class Connection:
         self.line = line
         self.role = role
         self.address = address
-        self.armed_at: Optional[float] = None
+        self.armed_at: float | None = None
         self.payload_due = math.inf
         self.sock = socket.socket(address.family, socket.SOCK_STREAM)
 
@@ -166,7 +169,7 @@ class Connection:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)  # idle > 1 s: the probe leaves now
         self.armed_at = now
 
-    def answered(self, now: float) -> Optional[float]:
+    def answered(self, now: float) -> float | None:
         """When the armed probe was answered (the runner's clock), or None while it is not."""
         if self.armed_at is None:
             return None
@@ -179,7 +182,7 @@ class Connection:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)
         self.armed_at = None
 
-    def read(self) -> tuple[int, Optional[Gone]]:
+    def read(self) -> tuple[int, Gone | None]:
         """Drain what arrived: (bytes read, how the connection ended or None while it is open)."""
         total = 0
         while True:
@@ -201,16 +204,12 @@ class Connection:
 
     def send(self, payload: bytes) -> None:
         """A heartbeat on a payload line; skipped when the far end does not read (buffer full)."""
-        try:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
             self.sock.send(payload)
-        except (BlockingIOError, InterruptedError):
-            pass
 
     def close(self) -> None:
         """Close with a reset where the socket still has a connection, at once either way."""
-        try:
+        # OSError: already closed by the kernel (reset, timeout): nothing lingers.
+        with contextlib.suppress(OSError):
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass  # already closed by the kernel (reset, timeout): nothing lingers
         self.sock.close()
-

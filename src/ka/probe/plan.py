@@ -34,7 +34,9 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
+
+from .._durations import parse_duration
 
 __all__ = [
     "KEEPALIVE_EVERY",
@@ -99,8 +101,6 @@ class Precision:
     def parse(cls, text: str) -> Precision:
         """``5s,5%``, ``10s``, ``2%``, ``1m,3%``: seconds (a duration) and/or a percentage; a part
         left out counts 0 (``10s``: +-10 s at any timeout)."""
-        from .._durations import parse_duration
-
         seconds, fraction = 0.0, 0.0
         parts = [part.strip() for part in text.replace(" ", ",").split(",") if part.strip()]
         if not parts or len(parts) > 2:
@@ -110,9 +110,6 @@ class Precision:
         seen: set[str] = set()
         for part in parts:
             kind = "%" if part.endswith("%") else "s"
-            if kind in seen:
-                raise ValueError(f"precision {text!r} gives {'a percentage' if kind == '%' else 'seconds'} twice")
-            seen.add(kind)
             if kind == "%":
                 try:
                     fraction = float(part[:-1]) / 100
@@ -120,6 +117,11 @@ class Precision:
                     raise ValueError(f"precision {text!r}: {part!r} is not a percentage such as 5%") from None
             else:
                 seconds = parse_duration(part, "precision")
+            if kind in seen:
+                raise ValueError(
+                    f"precision {text!r} gives {'a percentage' if kind == '%' else 'seconds'} twice"
+                )
+            seen.add(kind)
         return cls(seconds, fraction)
 
     def __str__(self) -> str:
@@ -128,7 +130,7 @@ class Precision:
             parts.append(f"+-{self.seconds:g} s")
         if self.fraction:
             parts.append(f"+-{self.fraction * 100:g}%")
-        return " or ".join(parts) + (" (whichever is larger)" if len(parts) == 2 else "")
+        return " or ".join(parts) + (", whichever is larger" if len(parts) == 2 else "")
 
 
 @dataclass(frozen=True)
@@ -209,14 +211,14 @@ class Line:
 
     id: int
     role: Role
-    target: Optional[float] = None  # a first-wave silent line: the idle of its test
-    opened: Optional[float] = None  # established
-    data: Optional[float] = None  # the last payload (or the handshake): the idle basis without refresh
-    heard: Optional[float] = None  # the last packet from the far end: the idle basis with refresh
-    probe_sent: Optional[float] = None  # a test probe is out since
+    target: float | None = None  # a first-wave silent line: the idle of its test
+    opened: float | None = None  # established
+    data: float | None = None  # the last payload (or the handshake): the idle basis without refresh
+    heard: float | None = None  # the last packet from the far end: the idle basis with refresh
+    probe_sent: float | None = None  # a test probe is out since
     tested: bool = False
     closed: bool = False
-    death: Optional[Death] = None
+    death: Death | None = None
 
     @property
     def idle(self) -> bool:
@@ -235,7 +237,7 @@ class Test:
     data_age: float
     heard_age: float
     alive: bool
-    death: Optional[Death] = None
+    death: Death | None = None
     passive: bool = False  # died with no probe of ours outstanding: the timeout itself
 
 
@@ -257,9 +259,9 @@ class Estimate:
 
     low: float
     high: float
-    probes_refresh: Optional[bool]
-    payload_refreshes: Optional[bool]
-    death: Optional[Death]
+    probes_refresh: bool | None
+    payload_refreshes: bool | None
+    death: Death | None
     death_passive: bool
     beyond_max: bool  # a line stayed idle the whole --max and lived
     consistent: bool
@@ -275,7 +277,7 @@ class Progress:
 
     elapsed: float
     waiting_for: str
-    left: Optional[float]
+    left: float | None
     low: float
     high: float
 
@@ -290,7 +292,7 @@ class Plan:
         self.tests: list[Test] = []
         self.keepalive_deaths: list[Test] = []
         self.rtt = 0.001  # seconds; the runner updates it from TCP_INFO
-        self.started: Optional[float] = None
+        self.started: float | None = None
         self.probes_sent = 0
         self.connect_failures = 0
         self._finished = False
@@ -341,7 +343,9 @@ class Plan:
             sent = line.probe_sent
             passive = sent is None
             when = at if sent is None else sent
-            self.tests.append(Test(line.id, line.role, when, when - line.data, when - line.heard, False, how, passive))
+            self.tests.append(
+                Test(line.id, line.role, when, when - line.data, when - line.heard, False, how, passive)
+            )
             line.probe_sent = None
         elif line.role is Role.KEEPALIVE:
             # Without refresh: alive when its last answered probe passed, dead by the first one
@@ -350,8 +354,16 @@ class Plan:
             next_probe = line.heard + KEEPALIVE_EVERY + self.slack + TIMER_SLACK
             first_unanswered = min(at, next_probe) if how == "silent" else at
             self.keepalive_deaths.append(
-                Test(line.id, line.role, first_unanswered, first_unanswered - line.data,
-                     first_unanswered - line.heard, False, how, how == "fin")
+                Test(
+                    line.id,
+                    line.role,
+                    first_unanswered,
+                    first_unanswered - line.data,
+                    first_unanswered - line.heard,
+                    False,
+                    how,
+                    how == "fin",
+                )
             )
 
     # -- what the answers say -----------------------------------------------------------------
@@ -387,7 +399,7 @@ class Plan:
                     low = max(low, line.heard - self.slack - line.data)
         return low, high
 
-    def probes_refresh(self) -> Optional[bool]:
+    def probes_refresh(self) -> bool | None:
         """False once a keepalive line died; True once the flow was seen alive where, without
         refresh, it could not be (a keepalive line answered past the first silent death); else None."""
         if self.keepalive_deaths:
@@ -397,15 +409,21 @@ class Plan:
             return True
         return None
 
-    def payload_refreshes(self) -> Optional[bool]:
-        lines = [line for line in self.lines.values() if line.role is Role.PAYLOAD and line.opened is not None]
+    def payload_refreshes(self) -> bool | None:
+        lines = [
+            line for line in self.lines.values() if line.role is Role.PAYLOAD and line.opened is not None
+        ]
         if not lines:
             return None
         if any(line.death is not None for line in lines):
             return False
         high = self.estimate_bounds()[1]
         for line in lines:
-            if line.heard is not None and line.opened is not None and line.heard - line.opened > high + self.slack:
+            if (
+                line.heard is not None
+                and line.opened is not None
+                and line.heard - line.opened > high + self.slack
+            ):
                 return True
         return None
 
@@ -423,7 +441,7 @@ class Plan:
         last = self.ages[-1]
         return min(self.bounds(True)[0], self.bounds(False)[0]) >= last
 
-    def _deaths(self, refresh: Optional[bool]) -> list[Test]:
+    def _deaths(self, refresh: bool | None) -> list[Test]:
         deaths = [test for test in self.tests if not test.alive]
         if refresh is not True:
             deaths += self.keepalive_deaths
@@ -467,11 +485,13 @@ class Plan:
         low, high = self.bounds(refresh)
         if refresh and not self.precise_enough(low, high):
             return False
-        return not (any(line.role is Role.PAYLOAD and line.opened is not None for line in self.lines.values())
-                    and self.payload_refreshes() is None)
+        return not (
+            any(line.role is Role.PAYLOAD and line.opened is not None for line in self.lines.values())
+            and self.payload_refreshes() is None
+        )
 
     # -- what to do next ----------------------------------------------------------------------
-    def _new_line(self, role: Role, target: Optional[float] = None) -> Line:
+    def _new_line(self, role: Role, target: float | None = None) -> Line:
         line = Line(len(self.lines), role, target)
         self.lines[line.id] = line
         return line
@@ -527,16 +547,19 @@ class Plan:
             self.probes_sent += 1
         return Step(open=tuple(opens), probe=tuple(probes), close=tuple(closes), wake=wake)
 
-    def _refine(self, now: float, low: float, high: float, silent: list[Line], probes: list[Line],
-                opens: list[Line]) -> float:
+    def _refine(
+        self, now: float, low: float, high: float, silent: list[Line], probes: list[Line], opens: list[Line]
+    ) -> float:
         """Bisect (low, high]: test the line whose idle lies in the bracket's upper three quarters
         nearest its middle, one test at a time (a second test above a pending one is wasted if
         that one dies, and a death costs a line); else the time the next line reaches the middle,
         opening a fresh line when none would reach it sooner."""
         if self.precise_enough(low, high):
             return math.inf
-        if any(line.role is Role.SILENT and not line.closed and line.probe_sent is not None
-               for line in self.lines.values()):
+        if any(
+            line.role is Role.SILENT and not line.closed and line.probe_sent is not None
+            for line in self.lines.values()
+        ):
             return math.inf  # its answer calls step again
         middle = (low + high) / 2
         ages = {line.id: now - line.heard for line in silent if line.heard is not None}
@@ -545,8 +568,10 @@ class Plan:
             probes.append(min(inside, key=lambda line: abs(ages[line.id] - middle)))
             return math.inf
         arrival = min((now + middle - age for age in ages.values() if age < middle), default=math.inf)
-        connecting = any(line.role is Role.SILENT and line.opened is None and not line.closed
-                         for line in self.lines.values())
+        connecting = any(
+            line.role is Role.SILENT and line.opened is None and not line.closed
+            for line in self.lines.values()
+        )
         if arrival > now + middle and not connecting and self._open_count() < self.settings.connections:
             opens.append(self._new_line(Role.SILENT))  # a fresh line reaches the middle sooner
         return arrival
@@ -557,9 +582,15 @@ class Plan:
         elapsed = now - started
         low, high = self.estimate_bounds()
         if high == math.inf:
-            waiting = [line for line in self.lines.values()
-                       if line.role is Role.SILENT and not line.closed and line.target is not None
-                       and not line.tested and line.heard is not None]
+            waiting = [
+                line
+                for line in self.lines.values()
+                if line.role is Role.SILENT
+                and not line.closed
+                and line.target is not None
+                and not line.tested
+                and line.heard is not None
+            ]
             testing = [line for line in waiting if line.probe_sent is not None]
             if testing:
                 age = max(line.target or 0.0 for line in testing)

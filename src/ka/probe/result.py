@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from ..policy import KeepAlive, heartbeat_interval
 from .plan import Death, Estimate, Precision
@@ -44,19 +44,19 @@ class ProbeResult:
     target: str
     max: float
     precision: Precision
-    idle_timeout: Optional[float]
-    idle_timeout_low: Optional[float]
-    idle_timeout_high: Optional[float]
-    death: Optional[Death]
+    idle_timeout: float | None
+    idle_timeout_low: float | None
+    idle_timeout_high: float | None
+    death: Death | None
     death_on_timer: bool
-    probes_refresh: Optional[bool]
-    payload_refreshes: Optional[bool]
+    probes_refresh: bool | None
+    payload_refreshes: bool | None
     complete: bool
     elapsed: float
     connections: int
     probes: int
-    recommended: Optional[KeepAlive]
-    heartbeat_interval: Optional[int]
+    recommended: KeepAlive | None
+    heartbeat_interval: int | None
     advice: str
     notes: tuple[str, ...] = field(default=())
 
@@ -75,7 +75,7 @@ class ProbeResult:
         return (self.idle_timeout_high - self.idle_timeout_low) / 2
 
     @property
-    def policy(self) -> Optional[str]:
+    def policy(self) -> str | None:
         """The recommended policy as a ``KA_POLICY`` string, or None."""
         return None if self.recommended is None else str(self.recommended)
 
@@ -110,28 +110,40 @@ class ProbeResult:
         if self.death is not None:
             rows.append(("dies", DEATHS[self.death][0 if self.death_on_timer else 1]))
         if self.probes_refresh is not None:
-            rows.append((
-                "keepalive probes",
-                "keep it open: connections probed every second outlived the timeout"
-                if self.probes_refresh
-                else "do not keep it open: connections probed every second died at the timeout too",
-            ))
+            rows.append(
+                (
+                    "keepalive probes",
+                    "keep it open: connections probed every second outlived the timeout"
+                    if self.probes_refresh
+                    else "do not keep it open: connections probed every second died at the timeout too",
+                )
+            )
         if self.payload_refreshes is not None:
-            rows.append((
-                "payload heartbeat",
-                "keeps it open" if self.payload_refreshes else "does not keep it open either",
-            ))
+            rows.append(
+                (
+                    "payload heartbeat",
+                    "keeps it open" if self.payload_refreshes else "does not keep it open either",
+                )
+            )
         if self.recommended is not None:
             rows.append(("recommended", f"{self.policy}"))
             rows.append(("", f'export KA_POLICY="{self.policy}"'))
         elif self.heartbeat_interval is not None:
-            rows.append(("heartbeat", f"payload at least every {self.heartbeat_interval} s (TCP keepalive cannot help)"))
+            rows.append(
+                (
+                    "heartbeat",
+                    f"payload at least every {self.heartbeat_interval} s (TCP keepalive cannot help)",
+                )
+            )
         rows.append(("advice", self.advice))
-        rows.append((
-            "measured",
-            f"in {_duration(self.elapsed)} with {self.connections} connections and {self.probes} test probes"
-            + ("" if self.complete else " (interrupted)"),
-        ))
+        rows.append(
+            (
+                "measured",
+                f"in {_duration(self.elapsed)} with {self.connections} connections and "
+                f"{self.probes} test probe{'' if self.probes == 1 else 's'}"
+                + ("" if self.complete else " (interrupted)"),
+            )
+        )
         rows += [("note", note) for note in self.notes]
         width = max(len(name) for name, _ in rows)
         lines += [f"  {name:<{width}}  {text}".rstrip() for name, text in rows]
@@ -140,18 +152,18 @@ class ProbeResult:
     def _headline(self) -> str:
         head = f"{self.target}: "
         if self.idle_timeout is not None and self.idle_timeout_low is not None:
-            text = (
-                f"idle timeout {_duration(self.idle_timeout)} (between {self.idle_timeout_low:.1f} and "
-                f"{self.idle_timeout_high:.1f} s; {self.precision} asked"
+            reached = "asked" if self.precision_met else "asked, not reached"
+            return head + (
+                f"idle timeout {_duration(self.idle_timeout)}, between {self.idle_timeout_low:.1f} and "
+                f"{self.idle_timeout_high:.1f} s ({reached}: {self.precision})"
             )
-            return head + text + ("" if self.precision_met else ", not reached") + ")"
         if self.complete:
             return head + f"no idle timeout up to {_duration(self.max)} (--max)"
         low = self.idle_timeout_low or 0.0
         return head + f"interrupted: the flow outlived {_duration(low)} of silence so far"
 
 
-def _round(value: Optional[float]) -> Optional[float]:
+def _round(value: float | None) -> float | None:
     return None if value is None or math.isinf(value) else round(value, 1)
 
 
@@ -160,8 +172,9 @@ def _number(value: float) -> float | int:
 
 
 def _duration(seconds: float) -> str:
+    """``43.5 s``, ``6 s``, ``15 min``, ``5 min 50 s``."""
     if seconds < 120:
-        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+        return f"{round(seconds, 1):g} s"
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest} s" if rest else f"{minutes} min"
 
@@ -181,8 +194,10 @@ def build_result(
     middle = (low + estimate.high) / 2 if found else None
     notes: list[str] = []
     if not estimate.consistent:
-        notes.append("some answers disagreed (a lost probe, or a middlebox that does not time flows out "
-                     "by idle alone); the bracket keeps the latest death")
+        notes.append(
+            "some answers disagreed (a lost probe, or a middlebox that does not time flows out "
+            "by idle alone); the bracket keeps the latest death"
+        )
     if estimate.connect_failures:
         notes.append(f"{estimate.connect_failures} connections could not be opened")
     draft = ProbeResult(
@@ -205,8 +220,8 @@ def build_result(
         advice="",
         notes=tuple(notes),
     )
-    recommended: Optional[KeepAlive] = None
-    heartbeat: Optional[int] = None
+    recommended: KeepAlive | None = None
+    heartbeat: int | None = None
     try:
         recommended = KeepAlive.for_path(draft)
     except ValueError as exc:
@@ -218,8 +233,9 @@ def build_result(
         if found:
             advice = (
                 f"Probe before {low:.0f} s of silence: this policy sends its first probe after "
-                f"{recommended.idle} s and retries every {recommended.interval} s, so the middlebox never "
-                f"forgets a live connection, and a dead peer is found within {recommended.detection_time:g} s."
+                f"{recommended.idle} s and retries every {recommended.interval} s, so the middlebox "
+                "never forgets a live connection, and a dead peer is found within "
+                f"{recommended.detection_time:g} s."
             )
         else:
             advice = (
@@ -227,5 +243,6 @@ def build_result(
                 f"before that, so any longer timeout that counts probes is kept too; a longer --max "
                 "measures further."
             )
-    return ProbeResult(**{**draft.__dict__, "recommended": recommended, "heartbeat_interval": heartbeat,
-                          "advice": advice})
+    return ProbeResult(
+        **{**draft.__dict__, "recommended": recommended, "heartbeat_interval": heartbeat, "advice": advice}
+    )

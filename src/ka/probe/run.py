@@ -7,6 +7,7 @@ interruption included, closes them all with a reset before it returns or raises.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import math
@@ -16,7 +17,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Optional, Union
+from typing import Union
 
 from .._signals import signals_deferred
 from ..units import microseconds
@@ -52,8 +53,15 @@ class Interrupted(KeyboardInterrupt):
 
 
 class _Run:
-    def __init__(self, target: str, address: Address, settings: Settings, payload: Optional[bytes],
-                 progress: Optional[Callable[[Progress], None]], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        target: str,
+        address: Address,
+        settings: Settings,
+        payload: bytes | None,
+        progress: Callable[[Progress], None] | None,
+        clock: Callable[[], float],
+    ) -> None:
         self.target = target
         self.address = address
         self.settings = settings
@@ -83,8 +91,14 @@ class _Run:
 
     def result(self, complete: bool) -> ProbeResult:
         started = self.plan.started if self.plan.started is not None else self.clock()
-        return build_result(self.target, self.plan.estimate(), self.settings.max, self.settings.precision,
-                            self.clock() - started, complete)
+        return build_result(
+            self.target,
+            self.plan.estimate(),
+            self.settings.max,
+            self.settings.precision,
+            self.clock() - started,
+            complete,
+        )
 
     def _loop(self) -> None:
         while True:
@@ -111,8 +125,11 @@ class _Run:
         if self.connecting:
             limit = min(limit, min(self.connecting.values()) + CONNECT_TIMEOUT - now)
         if self.payload is not None:
-            limit = min(limit, *(conn.payload_due - now for conn in self.connections.values()
-                                 if conn.role is Role.PAYLOAD), limit)
+            limit = min(
+                limit,
+                *(conn.payload_due - now for conn in self.connections.values() if conn.role is Role.PAYLOAD),
+                limit,
+            )
         return max(0.0, min(wake - now, limit))
 
     # -- connections ------------------------------------------------------------------------------
@@ -140,10 +157,8 @@ class _Run:
             self.connecting.pop(line, None)
             if conn is None:
                 return
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(conn.sock)
-            except (KeyError, ValueError):
-                pass
             conn.close()
 
     def _close_all(self) -> None:
@@ -193,8 +208,12 @@ class _Run:
                 self.plan.answered(line.id, answered)
             if line.role is not Role.SILENT:
                 self.plan.heard(line.id, now - info.last_ack_recv)
-        if gone.death != "silent" and conn.armed_at is None and line.opened is not None \
-                and now - line.opened < CLOSED_AT_ONCE:
+        if (
+            gone.death != "silent"
+            and conn.armed_at is None
+            and line.opened is not None
+            and now - line.opened < CLOSED_AT_ONCE
+        ):
             raise ProbeError(
                 gone.errno or errno.ECONNABORTED,
                 f"{self.address.text} closed a connection {now - line.opened:.2f} s after it opened "
@@ -237,13 +256,13 @@ Duration = Union[int, float, datetime.timedelta]
 
 
 def measure(
-    target: Union[str, tuple[str, int]],
+    target: str | tuple[str, int],
     *,
-    max: Duration = 900,  # noqa: A002 - the name the command line and the JSON use
-    precision: Union[Precision, str] = "5s,5%",
+    max: Duration = 900,
+    precision: Precision | str = "5s,5%",
     connections: int = 24,
-    payload: Union[bytes, str, None] = None,
-    progress: Optional[Callable[[Progress], None]] = None,
+    payload: bytes | str | None = None,
+    progress: Callable[[Progress], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> ProbeResult:
     """Measure how long the path to ``target`` keeps an idle TCP flow, how the flow dies, and
@@ -273,6 +292,8 @@ def measure(
     settings = Settings(longest, precise, connections, payload is not None)
     host, port = parse_target(target)
     if not sys.platform.startswith("linux"):
-        raise NotImplementedError("ka probe runs on Linux only: it reads TCP_INFO and re-arms keepalive timers")
+        raise NotImplementedError(
+            "ka probe runs on Linux only: it reads TCP_INFO and re-arms keepalive timers"
+        )
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return _Run(shown, resolve(host, port), settings, payload, progress, clock).run()

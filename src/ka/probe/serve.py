@@ -13,20 +13,21 @@ import selectors
 import socket
 import time
 from collections.abc import Callable
-from typing import Optional
 
 __all__ = ["HOLD", "listener", "serve"]
 
 HOLD = 7200.0  # seconds: longer than any --max a probe is likely to use
 
 
-def listener(port: int, host: Optional[str] = None, backlog: int = 1024) -> socket.socket:
+def listener(port: int, host: str | None = None, backlog: int = 1024) -> socket.socket:
     """A listening socket on ``host`` (default: every address, IPv6 and IPv4 where the system
     allows both) and ``port`` (0: any free port)."""
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be 0-65535, not {port!r}")
     if host is None and socket.has_dualstack_ipv6():
-        return socket.create_server(("::", port), family=socket.AF_INET6, backlog=backlog, dualstack_ipv6=True)
+        return socket.create_server(
+            ("::", port), family=socket.AF_INET6, backlog=backlog, dualstack_ipv6=True
+        )
     family = socket.AF_INET6 if host is not None and ":" in host else socket.AF_INET
     return socket.create_server((host or "0.0.0.0", port), family=family, backlog=backlog)
 
@@ -35,7 +36,7 @@ def serve(
     sock: socket.socket,
     *,
     hold: float = HOLD,
-    on_change: Optional[Callable[[int], None]] = None,
+    on_change: Callable[[int], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Hold every connection ``sock`` accepts until its peer ends it or it has carried no payload
