@@ -169,15 +169,21 @@ def test_an_interruption_from_the_progress_callback_closes_everything(far_end: i
 
 @pytest.mark.slow
 def test_sigint_at_any_moment_leaves_nothing_behind(far_end: int) -> None:
-    """SIGINT delivered at random moments (connects, waits, probes in flight, the cleanup)."""
+    """SIGINT delivered at random moments (connects, waits, probes in flight, the cleanup). The
+    timer starts at measure's first reading of its clock, so the signal lands inside the call."""
     rng = random.Random(20)
     before = descriptors()
     for delay in [0.0, 0.001, 0.01, 0.05, *(rng.uniform(0.1, 3.0) for _ in range(8))]:
         timer = threading.Timer(delay, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
-        timer.start()
+
+        def clock(timer: threading.Timer = timer) -> float:
+            if not timer.is_alive() and not timer.finished.is_set():
+                timer.start()
+            return time.monotonic()
+
         started = time.monotonic()
         with pytest.raises(Interrupted) as info:
-            ka.probe.measure(f"127.0.0.1:{far_end}", max=8, precision=QUICK)
+            ka.probe.measure(f"127.0.0.1:{far_end}", max=8, precision=QUICK, clock=clock)
         timer.join()
         assert time.monotonic() - started < 5, "the run ended by itself, not by the interruption"
         assert info.value.result.complete is False

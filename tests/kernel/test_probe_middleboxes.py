@@ -204,14 +204,20 @@ def test_ctrl_c_prints_what_is_known_and_leaves_no_socket(runs: dict[str, Case])
 
 def test_table(runs: dict[str, Case], capsys: pytest.CaptureFixture[str]) -> None:
     """The run as the closing note shows it (printed, not asserted)."""
-    rows = ["kind        T     reported   bracket          precision  death   refresh  wall"]
+    rows = [
+        f"{'kind':<12} {'T':>4} {'case':<22} {'reported':>8}  {'bracket':<15} {'+-':>4}  "
+        f"{'death':<6} {'refresh':<7} {'wall':>6}"
+    ]
     for case in runs.values():
         data = case.data
         reported = "-" if data.get("idle_timeout") is None else f"{data['idle_timeout']:.1f}"
-        bracket = f"({data.get('idle_timeout_low')}, {data.get('idle_timeout_high')}]"
+        high = data.get("idle_timeout_high")
+        bracket = f"({data.get('idle_timeout_low')}, {'-' if high is None else high}]"
+        timeout = "-" if case.timeout is None else f"{case.timeout:g}"
         rows.append(
-            f"{case.name:<26} {reported:>8} {bracket:<16} +-{data.get('precision')!s:<8} "
-            f"{data.get('death')!s:<7} {data.get('probes_refresh')!s:<8} {case.wall:5.1f} s"
+            f"{case.kind:<12} {timeout:>4} {case.name:<22} {reported:>8}  {bracket:<15} "
+            f"{data.get('precision')!s:>4}  {data.get('death') or '-':<6} "
+            f"{'-' if data.get('probes_refresh') is None else data['probes_refresh']!s:<7} {case.wall:5.1f}s"
         )
     with capsys.disabled():
         print("\n" + "\n".join(rows))

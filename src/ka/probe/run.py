@@ -74,7 +74,6 @@ class _Run:
         self.queued: deque[tuple[int, Role]] = deque()  # lines the plan opened, not yet connecting
         self.last_open = -math.inf
         self.selector = selectors.DefaultSelector()
-        self.first_error = 0
         self.next_poll = 0.0
 
     # -- the loop -------------------------------------------------------------------------------
@@ -124,13 +123,8 @@ class _Run:
         limit = POLL_PROBE if armed or self.queued else POLL_LINES
         if self.connecting:
             limit = min(limit, min(self.connecting.values()) + CONNECT_TIMEOUT - now)
-        if self.payload is not None:
-            limit = min(
-                limit,
-                *(conn.payload_due - now for conn in self.connections.values() if conn.role is Role.PAYLOAD),
-                limit,
-            )
-        return max(0.0, min(wake - now, limit))
+        payload_due = min((conn.payload_due for conn in self.connections.values()), default=math.inf)
+        return max(0.0, min(wake - now, limit, payload_due - now))
 
     # -- connections ------------------------------------------------------------------------------
     def _open_queued(self, now: float) -> None:
@@ -167,7 +161,6 @@ class _Run:
                 self._close(line)
 
     def _failed(self, line: int, err: int) -> None:
-        self.first_error = self.first_error or err
         self.plan.connect_failed(line)
         self._close(line)
         if not any(other.opened is not None or not other.closed for other in self.plan.lines.values()):
@@ -182,9 +175,15 @@ class _Run:
             if err:
                 self._failed(line, err)
                 return
-            info = conn.info()
-            self.plan.connected(line, max(self.plan.started or now, now - info.last_ack_recv))
-            self.plan.rtt = max(self.plan.rtt, info.rtt)
+            try:
+                info = conn.info()
+            except OSError:  # gone in the same instant: its read below says how
+                info = None
+            if info is not None:
+                self.plan.connected(line, max(self.plan.started or now, now - info.last_ack_recv))
+                self.plan.rtt = max(self.plan.rtt, info.rtt)
+            else:
+                self.plan.connected(line, now)
             conn.established()
             if conn.role is Role.PAYLOAD:
                 conn.payload_due = now + PAYLOAD_EVERY
