@@ -33,6 +33,8 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from server_helpers import stop
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
@@ -103,7 +105,7 @@ class Bed:
         self.ns = {role: f"{PREFIX}-{pid}-{n}-{role}" for role in ("client", "router", "server")}
         self.links = {end: f"kp{pid}{n}{end}" for end in "abcd"}  # at most 15 characters
         self._namespaces: list[str] = []
-        self._groups: list[subprocess.Popen[str]] = []
+        self._groups: list[subprocess.Popen[bytes]] = []
 
     # -- building --------------------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -201,12 +203,11 @@ class Bed:
             settings.append(f"net.netfilter.nf_conntrack_tcp_timeout_established={self.timeout:g}")
         self.exec("router", "sysctl", "-q", "-w", *settings)
 
-    def _start(self, argv: list[str], role: str) -> subprocess.Popen[str]:
+    def _start(self, argv: list[str], role: str) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
             ["ip", "netns", "exec", self.ns[role], *argv],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         self._groups.append(process)
@@ -278,14 +279,7 @@ class Bed:
         """End the processes started here (their whole process group, then anything still running
         inside these namespaces: only this bed runs there), delete the namespaces."""
         while self._groups:
-            process = self._groups.pop()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.communicate()
+            stop(self._groups.pop())
         for name in self._namespaces:
             inside = subprocess.run(
                 ["ip", "netns", "pids", name], capture_output=True, text=True, check=False
