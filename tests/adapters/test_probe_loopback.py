@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +22,10 @@ import ka
 import ka.probe
 from ka.probe import Interrupted, Precision, ProbeError, Progress
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ka probe is Linux only")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ka probe is Linux only"),
+    pytest.mark.skipif(shutil.which("ss") is None, reason="the ss command (iproute2) is missing"),
+]
 
 QUICK = Precision(1, 0)  # tests at 1.5, 2.5, 3.5 ... s idle: probes go out within seconds
 
@@ -56,6 +60,7 @@ def client_sockets(port: int) -> str:
     ).stdout.strip()
 
 
+@pytest.mark.slow
 def test_an_open_path_has_no_timeout_below_max(far_end: int) -> None:
     before = descriptors()
     seen: list[Progress] = []
