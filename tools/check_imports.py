@@ -65,6 +65,7 @@ LAYERS: dict[str, list[str]] = {
         "ka.http",
         "ka.bench",
         "ka.integrations",
+        "ka.probe",
     ],
 }
 

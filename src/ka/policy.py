@@ -48,6 +48,38 @@ class Defaults(Protocol):
     def count(self) -> int: ...
 
 
+class PathMeasurement(Protocol):
+    """What ``KeepAlive.for_path`` reads from a measurement of a path (``ka.probe``'s
+    ``ProbeResult``, or anything with these attributes)."""
+
+    @property
+    def idle_timeout(self) -> float | None:
+        """Seconds of silence after which the path dropped the flow; None if none was seen."""
+
+    @property
+    def idle_timeout_low(self) -> float | None:
+        """The longest silence (seconds) the flow is known to have survived."""
+
+    @property
+    def max(self) -> float:
+        """The longest silence tested (seconds)."""
+
+    @property
+    def probes_refresh(self) -> bool | None:
+        """Whether keepalive probes kept the flow open past the timeout (None: not known)."""
+
+    @property
+    def complete(self) -> bool:
+        """False for a measurement cut short (interrupted)."""
+
+
+def heartbeat_interval(survived: float) -> int:
+    """Seconds between application-level heartbeats on a path that drops a flow after ``survived``
+    seconds without payload: the idle ``KeepAlive.for_middlebox`` would probe at (at least 1)."""
+    limit = math.floor(survived)
+    return max(1, limit - max(2, math.ceil(limit / 10)))
+
+
 def require_policy(policy: object) -> KeepAlive:
     """``policy`` itself when it is a ``KeepAlive``; a TypeError naming what it is otherwise."""
     if not isinstance(policy, KeepAlive):
@@ -242,6 +274,60 @@ class KeepAlive:
         if idle + interval * probes > budget:
             idle, interval, probes = fit_budget(budget, probes, idle, interval)
         return cls(idle, interval, probes, user_timeout=user_timeout)
+
+    @classmethod
+    def for_path(
+        cls,
+        path: PathMeasurement,
+        *,
+        detect_within: Duration | None = None,
+        count: int = 3,
+        user_timeout: UserTimeout = "auto",
+    ) -> KeepAlive:
+        """The policy a measured path needs (``ka.probe``'s result: ``KeepAlive.for_path(result)``).
+
+        Where a middlebox dropped the idle flow and keepalive probes kept it open, the policy is
+        ``for_middlebox`` of the longest silence the flow is known to survive
+        (``path.idle_timeout_low``, not the estimate in the middle of the bracket, so that the
+        first probe goes out before the real timeout wherever it lies in the bracket). Where no
+        timeout was seen up to ``path.max``, it is ``for_middlebox(path.max)``: a policy that
+        probes before ``max`` keeps any longer timeout that counts probes.
+
+        A ValueError where no keepalive policy can help: keepalive probes do not keep the flow
+        (a proxy or the service closes it on its own idle timer: the message says how often an
+        application-level heartbeat must go), or a measurement cut short that does not tell.
+        ``detect_within``, ``count`` and ``user_timeout`` are ``for_middlebox``'s.
+        """
+        options: dict[str, Any] = {
+            "detect_within": detect_within,
+            "count": count,
+            "user_timeout": user_timeout,
+        }
+        if path.idle_timeout is None:
+            if not path.complete:
+                raise ValueError(
+                    "the measurement was cut short before it found a timeout or reached its max: "
+                    "measure the path again"
+                )
+            return cls.for_middlebox(path.max, **options)
+        survived = path.idle_timeout_low or 0.0
+        if path.probes_refresh is None:
+            raise ValueError(
+                f"the path drops an idle flow after about {round(path.idle_timeout, 1):g} s, but the "
+                "measurement did not tell whether keepalive probes keep it open: measure the path again"
+            )
+        if not path.probes_refresh:
+            raise ValueError(
+                f"keepalive probes do not keep this path open: it drops a flow after about "
+                f"{round(path.idle_timeout, 1):g} s without payload whatever TCP keepalive does; send an "
+                f"application-level heartbeat at least every {heartbeat_interval(survived)} s instead"
+            )
+        if survived < 3:
+            raise ValueError(
+                f"the path drops an idle flow within {round(path.idle_timeout, 1):g} s: too soon for "
+                "keepalive probes, which need a probe before the timeout and a retry after it, 1 s apart"
+            )
+        return cls.for_middlebox(survived, **options)
 
     @classmethod
     def disabled(cls) -> KeepAlive:

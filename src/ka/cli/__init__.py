@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 from .checks import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PERMISSION,
     EXIT_READ_ONLY,
@@ -43,6 +44,7 @@ from .parser import ArgumentError, build_parser
 
 __all__ = [
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PERMISSION",
     "EXIT_READ_ONLY",
@@ -83,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
-        return _fail(args, 130, "interrupted")
+        return _fail(args, EXIT_INTERRUPTED, "interrupted")
     except BrokenPipeError:
         return EXIT_OK
     except UsageError as exc:

@@ -18,6 +18,7 @@ from . import bench as bench_command
 from . import completion as completion_command
 from . import defaults as defaults_command
 from . import listen as listen_command
+from . import probe as probe_command
 from . import show as show_command
 from .checks import EXIT_CODES
 
@@ -41,6 +42,7 @@ COMMANDS: tuple[Command, ...] = (
     show_command,
     apply_command,
     listen_command,
+    probe_command,
     bench_command,
     completion_command,
 )
