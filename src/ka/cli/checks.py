@@ -12,6 +12,9 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PERMISSION = 3
 EXIT_UNSUPPORTED = 4
+# ka audit: no violation found, but a picked process could not be read for a reason other than
+# permission (which is EXIT_PERMISSION): the audit is incomplete.
+EXIT_UNREADABLE = 5
 
 T = TypeVar("T")
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
+from . import audit
 from .apply import run as run_apply
 from .defaults import run as run_defaults
-from .filters import add_filters
+from .filters import add_filters, add_process_selection
 from .listen import run as run_listen
 from .policy_args import add_policy_arguments
 from .show import run as run_show
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with a note.",
         epilog="examples:\n  ka show --pid 1234 --state established\n  sudo ka show --local-port 443 --json",
     )
-    show.add_argument("--pid", type=int, help="this process only (default: every process you may see)")
+    add_process_selection(show, "the default: every process you may see")
     add_filters(show, "all")
     show.set_defaults(func=run_show)
 
@@ -122,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="read and show what would change; change nothing"
     )
     apply.set_defaults(func=run_apply)
+
+    audit.register(sub, json_parent)
 
     from .. import listen as listen_module
 
