@@ -123,7 +123,8 @@ def _violation_row(v: checking.Violation) -> list[str]:
         str(conn.local),
         str(conn.remote),
         conn.state,
-        settings_text(v.settings) + f" dead peer {compact(live.dead_peer_after(v.settings))}",
+        settings_text(v.settings)
+        + (f", dead peer {compact(live.dead_peer_after(v.settings))}" if v.settings.enabled else ""),
         "; ".join(f"{rule}: {lacks}" for rule, lacks in v.lacks.items()),
     ]
 

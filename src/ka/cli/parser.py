@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
-from . import audit
+from . import audit, exporter
 from .apply import run as run_apply
 from .defaults import run as run_defaults
 from .filters import add_filters, add_process_selection
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.set_defaults(func=run_apply)
 
     audit.register(sub, json_parent)
+    exporter.register(sub, json_parent)
 
     from .. import listen as listen_module
 
