@@ -29,6 +29,11 @@ def _named(name: str, value: object) -> str:
     return f"{name} {value}" if name.startswith("-") else f"{name}={value!r}"
 
 
+def _quoted(name: str, text: str) -> str:
+    # Text a person typed, quoted either way: "--name '('", "name='('".
+    return f"{name} {text!r}" if name.startswith("-") else f"{name}={text!r}"
+
+
 def check_port(value: int | None, name: str) -> int | None:
     """``value`` when it is None or a TCP port (1 to 65535), else ValueError.
 
@@ -121,14 +126,14 @@ def parse_remote(text: str, name: str = "remote") -> Remote:
     if raw.startswith("["):
         address, sep, rest = raw[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{_named(name, text)} is not an address: expected [IPV6]:PORT")
+            raise ValueError(f"{_quoted(name, text)} is not an address: expected [IPV6]:PORT")
         port_text = rest[1:]
     elif raw.count(":") == 1:
         address, _, port_text = raw.partition(":")
     port: int | None = None
     if port_text or raw.endswith(":"):
         if not port_text.isdigit():
-            raise ValueError(f"{_named(name, text)}: port {port_text!r} is not a number")
+            raise ValueError(f"{_quoted(name, text)}: port {port_text!r} is not a number")
         port = check_port(int(port_text), name)
     network = None
     if address:
@@ -136,22 +141,22 @@ def parse_remote(text: str, name: str = "remote") -> Remote:
             network = ipaddress.ip_network(address, strict=False)
         except ValueError:
             raise ValueError(
-                f"{_named(name, text)} is not an IP address or network: expected e.g. 10.0.0.5, "
+                f"{_quoted(name, text)} is not an IP address or network: expected e.g. 10.0.0.5, "
                 "10.0.0.0/8, 10.0.0.5:5432, [2001:db8::1]:443 or :5432 (no host names)"
             ) from None
     if network is None and port is None:
-        raise ValueError(f"{_named(name, text)} names neither an address nor a port")
+        raise ValueError(f"{_quoted(name, text)} names neither an address nor a port")
     return Remote(network, port)
 
 
 def compile_name(pattern: str, name: str = "name") -> re.Pattern[str]:
     """A ``--name`` pattern: a regular expression (as pgrep takes one); ValueError if it is not."""
     if not pattern:
-        raise ValueError(f"{_named(name, pattern)} is empty: expected a process name or a regular expression")
+        raise ValueError(f"{_quoted(name, pattern)} is empty: expected a process name or a regular expression")
     try:
         return re.compile(pattern)
     except re.error as exc:
-        raise ValueError(f"{_named(name, pattern)} is not a regular expression: {exc}") from None
+        raise ValueError(f"{_quoted(name, pattern)} is not a regular expression: {exc}") from None
 
 
 @dataclasses.dataclass(frozen=True)
