@@ -137,8 +137,22 @@ def test_the_neighbours_of_the_cap_sys_ptrace_bit_do_not_count(proc: FakeProc, o
     assert live.ptrace_obstacles(PID).causes[-1] == "ka has no CAP_SYS_PTRACE"
 
 
-def test_with_cap_sys_ptrace_the_cause_is_a_security_module(proc: FakeProc) -> None:
-    proc.me(uid=0, gid=0, eff=PTRACE)
+@pytest.mark.parametrize("dac", [0, 1 << 3])  # none, or cap_fowner (a neighbour that does not count)
+def test_another_user_with_cap_sys_ptrace_but_no_dac_read_search(proc: FakeProc, dac: int) -> None:
+    # Verified on Linux 6.18: root with CAP_SYS_PTRACE but without CAP_DAC_READ_SEARCH and
+    # CAP_DAC_OVERRIDE cannot list /proc/PID/fd of a process of another uid (EACCES).
+    proc.me(uid=0, gid=0, eff=PTRACE | dac)
+    proc.target(uid=65534, gid=65534, prm=0)
+    assert live.permission_message(PID) == HEAD + (
+        "it runs as uid 65534 and ka as uid 0, and listing another user's /proc/PID/fd needs "
+        "CAP_DAC_READ_SEARCH (or CAP_DAC_OVERRIDE), which ka lacks. To reach it, give ka "
+        "CAP_DAC_READ_SEARCH besides CAP_SYS_PTRACE."
+    )
+
+
+@pytest.mark.parametrize("dac", [1 << 1, 1 << 2])
+def test_with_cap_sys_ptrace_the_cause_is_a_security_module(proc: FakeProc, dac: int) -> None:
+    proc.me(uid=0, gid=0, eff=PTRACE | dac)
     proc.target(uid=1000, gid=1000, prm=0b1111)  # another uid and more capabilities: both overridden
     assert live.permission_message(PID) == HEAD + (
         "ka holds CAP_SYS_PTRACE, so a security module (AppArmor, SELinux) or a seccomp filter "

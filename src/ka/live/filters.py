@@ -152,7 +152,7 @@ def parse_remote(text: str, name: str = "remote") -> Remote:
 def compile_name(pattern: str, name: str = "name") -> re.Pattern[str]:
     """A ``--name`` pattern: a regular expression (as pgrep takes one); ValueError if it is not."""
     if not pattern:
-        raise ValueError(f"{_quoted(name, pattern)} is empty: expected a process name or a regular expression")
+        raise ValueError(f"{_quoted(name, pattern)} is empty: expected a name or a regular expression")
     try:
         return re.compile(pattern)
     except re.error as exc:

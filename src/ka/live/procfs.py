@@ -183,6 +183,8 @@ CAPABILITY_NAMES = (
     "checkpoint_restore",
 )
 CAP_SYS_PTRACE = 19
+CAP_DAC_OVERRIDE = 1
+CAP_DAC_READ_SEARCH = 2
 
 
 def _capabilities(pid: int | None, field: str) -> int | None:
@@ -309,6 +311,17 @@ def ptrace_obstacles(pid: int) -> Obstacles:
             ["kernel.yama.ptrace_scope is 3: no process may reach another's, root included"],
             "reboot: nothing else lowers kernel.yama.ptrace_scope from 3",
         )
+    uids = _ids(pid, "Uid")[:3]
+    dac = mine is not None and bool(mine & (1 << CAP_DAC_OVERRIDE | 1 << CAP_DAC_READ_SEARCH))
+    if ptrace and not dac and uids and any(uid != me for uid in uids):
+        # /proc/PID/fd is mode 0500 for its owner: ptrace permission does not open it (proc_fd_permission).
+        return Obstacles(
+            [
+                f"it runs as uid {uids[1]} and ka as uid {me}, and listing another user's /proc/PID/fd "
+                "needs CAP_DAC_READ_SEARCH (or CAP_DAC_OVERRIDE), which ka lacks"
+            ],
+            "give ka CAP_DAC_READ_SEARCH besides CAP_SYS_PTRACE",
+        )
     if ptrace:
         return Obstacles(
             [
@@ -320,7 +333,7 @@ def ptrace_obstacles(pid: int) -> Obstacles:
     causes: list[str] = []
     other_way: list[str] = []  # what reaches it without CAP_SYS_PTRACE
     possible = True  # False once a cause only CAP_SYS_PTRACE overrides is found
-    uids, gids = _ids(pid, "Uid")[:3], _ids(pid, "Gid")[:3]
+    gids = _ids(pid, "Gid")[:3]
     if uids and any(uid != me for uid in uids):
         if len(set(uids)) == 1:
             causes.append(f"it runs as uid {uids[0]} and ka as uid {me}")
