@@ -23,7 +23,8 @@ from ka.bench.pool import raise_fd_limit, stop_child
 # A server child: listen, accept N, say "ready PORT", hold until stdin closes.
 SERVER = r"""
 import socket, sys, resource
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE); resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 n = int(sys.argv[1])
 listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
 print(listener.getsockname()[1], flush=True)
@@ -33,7 +34,8 @@ sys.stdin.read()
 """
 CLIENT = r"""
 import socket, sys, resource
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE); resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 port, n = int(sys.argv[1]), int(sys.argv[2])
 held = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
 print("ready", flush=True)
@@ -43,7 +45,10 @@ sys.stdin.read()
 
 def start(code: str, *args: object) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", code, *map(str, args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", code, *map(str, args)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -70,7 +75,7 @@ def main() -> int:
             assert server.stdout.readline().strip() == "ready"
             servers.append(server.pid)
             left -= n
-        print(f"{args.connections} connections held by {len(servers)} server processes (clients in as many more)")
+        print(f"{args.connections} connections held by {len(servers)} server processes (and as many clients)")
         processes = live.ProcessFilter(tuple(servers))
         connections = live.ConnectionFilter(states=live.normalize_states(["connected"]))
         rules = [audit.MaxDetection(60)]
@@ -91,7 +96,9 @@ def main() -> int:
                 started = time.perf_counter()
                 entries = len(read())
                 seconds = time.perf_counter() - started
-                best[f"{name} ({entries} sockets)"] = min(best.get(f"{name} ({entries} sockets)", seconds), seconds)
+                best[f"{name} ({entries} sockets)"] = min(
+                    best.get(f"{name} ({entries} sockets)", seconds), seconds
+                )
         for name, seconds in best.items():
             count = args.connections if name.startswith("audit") else int(name.rsplit("(", 1)[1].split()[0])
             print(f"{name:42} {seconds:7.3f} s  {count / seconds:10,.0f} per second")

@@ -146,9 +146,9 @@ def wait_for(query: Any, pid: int, want: dict[str, float], timeout: float = 15) 
 def test_prometheus_sees_what_ka_show_sees(prometheus_for: Any) -> None:
     with echo_server(6, 2) as srv:
         port = free_port()
+        command = [sys.executable, "-m", "ka", "exporter", "--listen", f"127.0.0.1:{port}"]
         exporter = subprocess.Popen(
-            [sys.executable, "-m", "ka", "exporter", "--listen", f"127.0.0.1:{port}"]
-            + ["--pid", str(srv.pid), "--max-detection", "60"],
+            [*command, "--pid", str(srv.pid), "--max-detection", "60"],
             stderr=subprocess.PIPE,
             text=True,
         )
