@@ -272,6 +272,6 @@ class Collector:
             info = GaugeMetricFamily(
                 "ka_audit_rule_info", "The audit rules checked (value 1).", labels=["rule", "description"]
             )
-            for rule in taken.rules:
-                info.add_metric([rule.name, rule.description], 1)
+            for checked in taken.rules:
+                info.add_metric([checked.name, checked.description], 1)
             yield info

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     collector = Collector(rules, processes, connections, interval=interval, source=args.source)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)  # type: ignore[arg-type]
+    registry.register(collector)
     if interval is not None:
         collector.start()
     server, thread = start_http_server(port, addr=host, registry=registry)
