@@ -250,3 +250,25 @@ def test_unreadable_causes_are_left_out(proc: FakeProc) -> None:
     assert live.permission_message(PID) == HEAD + (
         "ka has no CAP_SYS_PTRACE. To reach it, run ka with CAP_SYS_PTRACE (sudo)."
     )
+
+
+def test_sock_diag_lists_what_proc_net_tcp_lists(pair: tuple[object, object]) -> None:
+    # Real kernel, real sockets: the netlink table equals /proc's, field by field (timers within 1 s).
+    import socket as socketmodule
+
+    import ka as kamodule
+
+    _client, accepted = pair
+    assert isinstance(accepted, socketmodule.socket)
+    kamodule.apply(accepted, kamodule.KeepAlive(50, 5, 3))
+    netlink, proc = live.sock_diag_dump(), live.tcp_table(None)
+    mine = os.fstat(accepted.fileno()).st_ino
+    assert netlink[mine].timer.name == "keepalive" and 48 < netlink[mine].timer.expires <= 50
+    for inode, entry in proc.items():
+        if inode in netlink:  # a socket may open or close between the two reads
+            other = netlink[inode]
+            assert other._replace(timer=entry.timer) == entry
+            assert other.timer.name == entry.timer.name and abs(other.timer.expires - entry.timer.expires) < 1
+    assert mine in proc and mine in netlink
+    established = live.sock_diag_dump(states=["established"])
+    assert mine in established and all(e.state == "established" for e in established.values())
