@@ -46,6 +46,7 @@ LAYERS: dict[str, list[str]] = {
         "ka._options",
         "ka._durations",
         "ka._signals",
+        "ka._gc",
         "ka._borrow",
     ],
     # the policy and the results, the system defaults

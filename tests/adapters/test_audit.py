@@ -290,3 +290,88 @@ def test_require_user_timeout() -> None:
         "require-user-timeout": "a user timeout (TCP_USER_TIMEOUT)",
         "max-detection": "keepalive on (a dead peer within 60 s)",
     }
+
+
+class CountingRule:
+    """MaxDetection(60) that counts the values it is asked about."""
+
+    name = "counted"
+    description = "a dead peer within 60 s, counted"
+
+    def __init__(self) -> None:
+        self.asked: list[ka.KeepAliveSettings] = []
+
+    def lacks(self, settings: ka.KeepAliveSettings) -> str | None:
+        self.asked.append(settings)
+        return audit.MaxDetection(60).lacks(settings)
+
+
+@linux_only
+def test_each_distinct_value_is_judged_once_and_counted_per_connection() -> None:
+    # Six connections in one process (both ends of three pairs are this process's): four carry
+    # 30/5/3 (a dead peer in 45 s), two keepalive off.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        clients = [socket.create_connection(listener.getsockname()) for _ in range(3)]
+        accepted = [listener.accept()[0] for _ in range(3)]
+        try:
+            quick = [*clients[:2], *accepted[:2]]
+            ka.apply_many(quick, ka.KeepAlive(30, 5, 3)).raise_for_failures()
+            counted = CountingRule()
+            report = audit.audit(
+                [counted, audit.MaxDetection(60)],
+                ka.live.ProcessFilter((os.getpid(),)),
+                ka.live.ConnectionFilter(states=frozenset({"established"})),
+            )
+            assert report.checked == 6
+            assert len(counted.asked) == 2  # one per distinct value, not one per connection
+            assert {s.enabled for s in counted.asked} == {True, False}
+            assert report.count("counted") == report.count("max-detection") == 2
+            (summary,) = report.summaries
+            assert summary.violations == {"counted": 2, "max-detection": 2}
+            slow = {os.fstat(s.fileno()).st_ino for s in (clients[2], accepted[2])}
+            assert {v.connection.inode for v in report.violations} == slow
+            assert all(set(v.lacks) == {"counted", "max-detection"} for v in report.violations)
+        finally:
+            for sock in clients + accepted:
+                sock.close()
+
+
+@linux_only
+def test_the_collector_counts_each_group_by_value() -> None:
+    pytest.importorskip("prometheus_client", reason="the exporter needs prometheus-client")
+    from ka.audit.metrics import Collector
+
+    with echo_server(5, 0) as srv:
+        quick = [str(c.getsockname()[1]) for c in srv.clients[:3]]
+        for remote in quick:  # 30/5/3: a dead peer after 45 s
+            done = ka_command(
+                "apply",
+                "--pid",
+                str(srv.pid),
+                "--policy",
+                "idle=30 interval=5 count=3",
+                "--remote-port",
+                remote,
+            )
+            assert done.returncode == EXIT_OK, done.stderr
+        collector = Collector([audit.MaxDetection(60)], ka.live.ProcessFilter((srv.pid,)))
+        families = {family.name: family for family in collector.collect()}
+        labels = {"pid": str(srv.pid), "port": str(srv.ports[0]), "direction": "in"}
+
+        def value(name: str, **extra: str) -> float:
+            (found,) = [
+                s.value
+                for s in families[
+                    name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
+                ].samples
+                if s.name == name and s.labels.items() >= {**labels, **extra}.items()
+            ]
+            return float(found)
+
+        assert value("ka_connections", keepalive="own") == 3 and value("ka_connections", keepalive="off") == 2
+        assert value("ka_connections", keepalive="system") == 0
+        assert value("ka_detection_seconds_bucket", le="30") == 0
+        assert value("ka_detection_seconds_bucket", le="60") == 3
+        assert value("ka_detection_seconds_bucket", le="+Inf") == 3
+        assert value("ka_detection_seconds_count") == 3 and value("ka_detection_seconds_sum") == 3 * 45
+        assert value("ka_audit_violations", rule="max-detection") == 2

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
+from .._gc import collector_paused
 from ..live import (
     Connection,
     ConnectionFilter,
+    ProcessConnections,
     ProcessFilter,
     Scan,
     Skipped,
@@ -30,14 +33,16 @@ def judge(settings: KeepAliveSettings, rules: Sequence[Rule]) -> dict[str, str]:
     return found
 
 
-@dataclasses.dataclass(frozen=True)
-class Violation:
-    """One connection that breaks at least one rule: what it has and, per rule, what it lacks."""
+class Violation(NamedTuple):
+    """One connection that breaks at least one rule: what it has and, per rule, what it lacks.
+
+    ``lacks`` is shared by the violations with equal values (read-only; ``dict(v.lacks)`` to
+    change a copy). A NamedTuple: an audit may make one per connection."""
 
     command: str
     connection: Connection
     settings: KeepAliveSettings
-    lacks: dict[str, str]
+    lacks: Mapping[str, str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,24 +102,42 @@ def audit(
     started = time.perf_counter()
     picked = processes or ProcessFilter()
     wanted = connections or ConnectionFilter()
-    result = scan(picked, wanted, source=source)
-    summaries: list[ProcessSummary] = []
-    violations: list[Violation] = []
-    for found in result.found:
-        command = command_name(found.pid)
-        per_rule = {rule.name: 0 for rule in rules}
-        checked = unread = 0
-        for state in found.states:
-            if state.settings is None:
-                unread += 1
-                continue
-            checked += 1
-            lacks = judge(state.settings, rules)
-            if lacks:
-                violations.append(Violation(command, state.connection, state.settings, lacks))
-                for name in lacks:
-                    per_rule[name] += 1
-        summaries.append(
-            ProcessSummary(found.pid, command, process_owner(found.pid), checked, unread, per_rule)
-        )
+    with collector_paused():  # a Violation per breaking connection, and no cycle
+        result = scan(picked, wanted, source=source)
+        violations: list[Violation] = []
+        verdicts: dict[KeepAliveSettings, dict[str, str]] = {}
+        summaries = [_check(found, rules, verdicts, violations) for found in result.found]
     return Report(tuple(rules), picked, wanted, result, summaries, violations, time.perf_counter() - started)
+
+
+def _check(
+    found: ProcessConnections,
+    rules: Sequence[Rule],
+    verdicts: dict[KeepAliveSettings, dict[str, str]],
+    violations: list[Violation],
+) -> ProcessSummary:
+    """One process's connections against the rules: its summary; its violations appended.
+
+    Rules look at values only, and connections share a few distinct values (``ka.live.read``
+    gives equal values one object): each value is judged once (``verdicts``), counted per value.
+    """
+    command = command_name(found.pid)
+    breaking: dict[KeepAliveSettings, int] = {}
+    unread = 0
+    for state in found.states:
+        settings = state.settings
+        if settings is None:
+            unread += 1
+            continue
+        lacks = verdicts.get(settings)
+        if lacks is None:
+            lacks = verdicts[settings] = judge(settings, rules)
+        if lacks:
+            violations.append(Violation(command, state.connection, settings, lacks))
+            breaking[settings] = breaking.get(settings, 0) + 1
+    per_rule = {rule.name: 0 for rule in rules}
+    for settings, count in breaking.items():
+        for name in verdicts[settings]:
+            per_rule[name] += count
+    checked = len(found.states) - unread
+    return ProcessSummary(found.pid, command, process_owner(found.pid), checked, unread, per_rule)

@@ -60,7 +60,7 @@ class Group:
     """The counts of one (pid, command, port, direction)."""
 
     keepalive: dict[str, int]
-    buckets: list[int]  # cumulative counts per DETECTION_BUCKETS bound, filled in ``finish``
+    buckets: list[int]  # cumulative counts per DETECTION_BUCKETS bound
     detection_sum: float
     violations: dict[str, int]
 
@@ -77,42 +77,47 @@ class Snapshot:
 
 
 def snapshot(report: Report, defaults: SystemDefaults) -> Snapshot:
-    """Counts by group from an audit report (read with listeners included: see ``Collector``)."""
+    """Counts by group from an audit report (read with listeners included: see ``Collector``).
+
+    Connections are tallied by group and value first (a server's connections share a few
+    values); each distinct value is then classified, placed in the buckets and judged once."""
     listening: set[int] = set()
     for found in report.scan.found:
         listening.update(s.connection.local.port for s in found.states if s.connection.state == "listen")
     rules = report.rules
-    groups: dict[tuple[str, str, str, str], Group] = {}
-    commands = {s.pid: s.command for s in report.summaries}
+    tallies: dict[tuple[int, int, bool], dict[KeepAliveSettings, int]] = {}
     for found in report.scan.found:
         for state in found.states:
             conn, settings = state.connection, state.settings
             if settings is None or conn.state == "listen":
                 continue
-            inbound = conn.local.port in listening
-            key = (
-                str(conn.pid),
-                commands.get(conn.pid, "?"),
-                str(conn.local.port if inbound else conn.remote.port),
-                "in" if inbound else "out",
-            )
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = Group(
-                    dict.fromkeys(KEEPALIVE_STATES, 0),
-                    [0] * len(DETECTION_BUCKETS),
-                    0.0,
-                    {rule.name: 0 for rule in rules},
-                )
-            group.keepalive[keepalive_state(settings, defaults)] += 1
+            port = conn.local.port
+            inbound = port in listening
+            key = (conn.pid, port if inbound else conn.remote.port, inbound)
+            tally = tallies.get(key)
+            if tally is None:
+                tally = tallies[key] = {}
+            tally[settings] = tally.get(settings, 0) + 1
+    commands = {s.pid: s.command for s in report.summaries}
+    groups: dict[tuple[str, str, str, str], Group] = {}
+    for (pid, port, inbound), tally in tallies.items():
+        group = Group(
+            dict.fromkeys(KEEPALIVE_STATES, 0),
+            [0] * len(DETECTION_BUCKETS),
+            0.0,
+            {rule.name: 0 for rule in rules},
+        )
+        groups[(str(pid), commands.get(pid, "?"), str(port), "in" if inbound else "out")] = group
+        for settings, count in tally.items():
+            group.keepalive[keepalive_state(settings, defaults)] += count
             after = dead_peer_after(settings)
             if after is not None:
-                group.detection_sum += after
+                group.detection_sum += after * count
                 for i, bound in enumerate(DETECTION_BUCKETS):
                     if after <= bound:
-                        group.buckets[i] += 1
+                        group.buckets[i] += count
             for name in judge(settings, rules):
-                group.violations[name] += 1
+                group.violations[name] += count
     unreadable = {"permission": 0, "error": 0}
     for skipped in report.unreadable:
         unreadable["permission" if skipped.permission else "error"] += 1

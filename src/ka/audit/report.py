@@ -79,7 +79,7 @@ def report_data(report: Report) -> dict[str, Any]:
                 "command": v.command,
                 **connection_data(v.connection),
                 "has": settings_data(v.settings),
-                "lacks": v.lacks,
+                "lacks": dict(v.lacks),
             }
             for v in report.violations
         ],

@@ -186,6 +186,9 @@ class ConnectionFilter:
         )
 
     def pick(self, conns: Iterable[Connection]) -> list[Connection]:
+        if self.local_port is None and self.remote_port is None and self.port is None and not self.remotes:
+            states = self.states  # states alone (the usual case): no call per connection
+            return list(conns) if states is None else [c for c in conns if c.state in states]
         return [c for c in conns if self.matches(c)]
 
     def describe(self) -> list[str]:

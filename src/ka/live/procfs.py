@@ -75,14 +75,18 @@ def _ipv6(hex_address: str) -> str:
     return socket.inet_ntop(socket.AF_INET6, struct.pack("=4I", *words))
 
 
-def _endpoint(text: str, family: str) -> Endpoint:
+def _endpoint(text: str, family: str, addresses: dict[str, str]) -> Endpoint:
+    """``ADDRESS:PORT`` in hex; ``addresses``: the text of each hex address seen (a table holds
+    few distinct addresses)."""
     address, _, port = text.partition(":")
-    return Endpoint(_ipv4(address) if family == "ipv4" else _ipv6(address), int(port, 16))
+    shown = addresses.get(address)
+    if shown is None:
+        shown = addresses[address] = _ipv4(address) if family == "ipv4" else _ipv6(address)
+    return Endpoint(shown, int(port, 16))
 
 
-def parse_tcp_line(line: str, family: str) -> TcpEntry:
-    """One data line of ``/proc/net/tcp`` (family ``ipv4``) or ``tcp6`` (``ipv6``)."""
-    f = line.split()
+def _entry(f: list[str], family: str, addresses: dict[str, str]) -> TcpEntry:
+    """A data line's first ten fields (split at whitespace) as an entry."""
     timer_code, _, when = f[5].partition(":")
     code = int(timer_code, 16)
     timer = Timer(
@@ -93,14 +97,19 @@ def parse_tcp_line(line: str, family: str) -> TcpEntry:
     )
     state = int(f[3], 16)
     return TcpEntry(
-        inode=int(f[9]),
-        family=family,
-        local=_endpoint(f[1], family),
-        remote=_endpoint(f[2], family),
-        state=TCP_STATES.get(state, f"state-{state}"),
-        timer=timer,
-        uid=int(f[7]),
+        int(f[9]),
+        family,
+        _endpoint(f[1], family, addresses),
+        _endpoint(f[2], family, addresses),
+        TCP_STATES.get(state) or f"state-{state}",
+        timer,
+        int(f[7]),
     )
+
+
+def parse_tcp_line(line: str, family: str) -> TcpEntry:
+    """One data line of ``/proc/net/tcp`` (family ``ipv4``) or ``tcp6`` (``ipv6``)."""
+    return _entry(line.split(), family, {})
 
 
 def tcp_table(pid: int | None = None, inodes: set[int] | None = None) -> dict[int, TcpEntry]:
@@ -112,18 +121,19 @@ def tcp_table(pid: int | None = None, inodes: set[int] | None = None) -> dict[in
     base = proc_dir(pid) / "net"
     table: dict[int, TcpEntry] = {}
     for name, family in (("tcp", "ipv4"), ("tcp6", "ipv6")):
+        addresses: dict[str, str] = {}
         try:
             with open(base / name) as f:
                 next(f, None)  # header
                 for line in f:
-                    # Cheap pre-filter on the inode column before parsing the whole line.
+                    # The inode column is the tenth: the line is split once, up to it.
                     fields = line.split(None, 10)
                     if len(fields) < 10:
                         continue
                     inode = int(fields[9])
                     if inode == 0 or (inodes is not None and inode not in inodes):
                         continue
-                    table[inode] = parse_tcp_line(line, family)
+                    table[inode] = _entry(fields, family, addresses)
         except FileNotFoundError:
             if name == "tcp6":
                 continue  # IPv6 disabled in that namespace
@@ -426,15 +436,16 @@ def socket_fds(pid: int) -> dict[int, int]:
             entries = os.listdir(directory)
         except PermissionError:
             raise NotPermitted(errno.EPERM, permission_message(pid)) from None
+        readlink = os.readlink
         for name in entries:
             try:
                 # Relative to the open directory: no path walk per descriptor (a quarter faster).
-                target = os.readlink(name, dir_fd=directory)
+                target = readlink(name, dir_fd=directory)
             except FileNotFoundError:
                 continue  # closed while we looked
             except PermissionError:
                 raise NotPermitted(errno.EPERM, permission_message(pid)) from None
-            if target.startswith("socket:["):
+            if target[:8] == "socket:[":
                 found[int(name)] = int(target[8:-1])
     finally:
         os.close(directory)
@@ -472,15 +483,13 @@ def held(pid: int, fds: dict[int, int], table: dict[int, TcpEntry]) -> list[Conn
     """The connections behind a process's socket descriptors ({fd: inode}, as ``socket_fds``
     gives them) that a TCP table lists, by descriptor number; other sockets are left out."""
     result = []
+    entry_of = table.get
     for fd in sorted(fds):
-        entry = table.get(fds[fd])
+        entry = entry_of(fds[fd])
         if entry is None:
             continue  # a Unix or UDP socket, or TCP from another namespace
-        result.append(
-            Connection(
-                pid, fd, entry.inode, entry.family, entry.local, entry.remote, entry.state, entry.timer
-            )
-        )
+        inode, family, local, remote, state, timer, _uid = entry
+        result.append(Connection(pid, fd, inode, family, local, remote, state, timer))
     return result
 
 

@@ -14,6 +14,7 @@ import errno
 import os
 from collections.abc import Iterable
 
+from .._gc import collector_paused
 from .filters import ConnectionFilter, ProcessFilter
 from .flows import read
 from .model import NotPermitted, ProcessConnections, Scan, Skipped, TcpEntry
@@ -83,6 +84,11 @@ def scan(
     """
     picked = processes or ProcessFilter()
     wanted = connections or ConnectionFilter(local_port, remote_port, states=states)
+    with collector_paused():
+        return _scan(picked, wanted, source)
+
+
+def _scan(picked: ProcessFilter, wanted: ConnectionFilter, source: str) -> Scan:
     skipped: list[Skipped] = []
     me = os.getpid()
     held_fds: dict[int, dict[int, int]] = {}
