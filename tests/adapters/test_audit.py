@@ -21,7 +21,7 @@ import pytest
 import ka
 from ka import audit
 from ka.bench.pool import stop_child
-from ka.cli import EXIT_FAILED, EXIT_OK, EXIT_PERMISSION, EXIT_USAGE
+from ka.cli import EXIT_FAILED, EXIT_OK, EXIT_PERMISSION, EXIT_UNSUPPORTED, EXIT_USAGE
 from live_helpers import NOBODY, as_nobody, echo_server, ka_command, linux_only, root_only
 
 # A client that connects, sets its own keepalive (idle, interval, count), says "ok", waits for stdin.
@@ -375,3 +375,24 @@ def test_the_collector_counts_each_group_by_value() -> None:
         assert value("ka_detection_seconds_bucket", le="+Inf") == 3
         assert value("ka_detection_seconds_count") == 3 and value("ka_detection_seconds_sum") == 3 * 45
         assert value("ka_audit_violations", rule="max-detection") == 2
+
+
+@linux_only
+def test_the_exporter_without_prometheus_client_names_the_extra_that_installs_it() -> None:
+    code = (
+        "import runpy, sys; sys.modules['prometheus_client'] = None; "  # import fails as if not installed
+        f"sys.argv = ['ka', 'exporter', '--listen', '127.0.0.1:{free_port()}']; "
+        "runpy.run_module('ka', run_name='__main__')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == EXIT_UNSUPPORTED, out.stderr
+    assert out.stderr.startswith(
+        "ka exporter needs prometheus-client, which is not installed: pip install 'ka[prometheus]'"
+    )
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    if pyproject.exists():  # the extra named is one that installs it
+        tomllib = pytest.importorskip("tomllib", reason="tomllib is in the stdlib from Python 3.11")
+        extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+        assert [r for r in extras["prometheus"] if r.startswith("prometheus-client")]

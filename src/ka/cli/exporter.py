@@ -17,7 +17,7 @@ EXAMPLES = (
     "sudo ka exporter --listen :9977 --all --interval 30s --max-detection 60s  # the host, with a rule",
 )
 MISSING = (
-    "ka exporter needs prometheus-client, which is not installed: pip install 'ka[integrations]' "
+    "ka exporter needs prometheus-client, which is not installed: pip install 'ka[prometheus]' "
     "(or pip install prometheus-client)"
 )
 
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from prometheus_client import CollectorRegistry, start_http_server
     except ImportError:
-        print(f"ka exporter: {MISSING}", file=sys.stderr)
+        print(MISSING, file=sys.stderr)
         return EXIT_UNSUPPORTED
     from ..audit.metrics import Collector
 
