@@ -206,6 +206,12 @@ root_only = pytest.mark.skipif(
 KEEPALIVE_FILES = [Path("/proc/sys/net/ipv4") / f"tcp_keepalive_{n}" for n in ("time", "intvl", "probes")]
 
 
+def apply_to_remote(pid: int, policy: str, remote_port: int | str) -> None:
+    """``ka apply --pid PID --policy POLICY --remote-port PORT``, which must succeed."""
+    done = ka_command("apply", "--pid", str(pid), "--policy", policy, "--remote-port", str(remote_port))
+    assert done.returncode == EXIT_OK, done.stderr
+
+
 @contextmanager
 def made_cgroup(unit: str) -> Iterator[Cgroup]:
     """``ka-test-PID.slice/UNIT-PID.service`` under the cgroup v2 mount, made for one test and

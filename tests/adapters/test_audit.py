@@ -22,7 +22,7 @@ import ka
 from ka import audit
 from ka.bench.pool import stop_child
 from ka.cli import EXIT_FAILED, EXIT_OK, EXIT_PERMISSION, EXIT_UNSUPPORTED, EXIT_USAGE
-from live_helpers import NOBODY, as_nobody, echo_server, ka_command, linux_only, root_only
+from live_helpers import NOBODY, apply_to_remote, as_nobody, echo_server, ka_command, linux_only, root_only
 
 # A client that connects, sets its own keepalive (idle, interval, count), says "ok", waits for stdin.
 CLIENT = r"""
@@ -342,18 +342,8 @@ def test_the_collector_counts_each_group_by_value() -> None:
     from ka.audit.metrics import Collector
 
     with echo_server(5, 0) as srv:
-        quick = [str(c.getsockname()[1]) for c in srv.clients[:3]]
-        for remote in quick:  # 30/5/3: a dead peer after 45 s
-            done = ka_command(
-                "apply",
-                "--pid",
-                str(srv.pid),
-                "--policy",
-                "idle=30 interval=5 count=3",
-                "--remote-port",
-                remote,
-            )
-            assert done.returncode == EXIT_OK, done.stderr
+        for client in srv.clients[:3]:  # 30/5/3: a dead peer after 45 s
+            apply_to_remote(srv.pid, "idle=30 interval=5 count=3", client.getsockname()[1])
         collector = Collector([audit.MaxDetection(60)], ka.live.ProcessFilter((srv.pid,)))
         families = {family.name: family for family in collector.collect()}
         labels = {"pid": str(srv.pid), "port": str(srv.ports[0]), "direction": "in"}

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from live_helpers import echo_server, ka_command, linux_only, run_json
+from live_helpers import apply_to_remote, echo_server, linux_only, run_json
 
 pytest.importorskip(
     "prometheus_client", reason="ka exporter needs prometheus-client (the integrations extra)"
@@ -159,29 +159,9 @@ def test_prometheus_sees_what_ka_show_sees(prometheus_for: Any) -> None:
             assert before == {"off": 8.0, "own": 0.0, "le60": 0.0, "violations": 8.0}
             assert wait_for(query, srv.pid, before) == before
             # Three connections get a policy that finds a dead peer in 45 s, one in 90 s.
-            quick = [str(c.getsockname()[1]) for c in srv.clients[:3]]
-            for remote in quick:
-                changed = ka_command(
-                    "apply",
-                    "--pid",
-                    str(srv.pid),
-                    "--policy",
-                    "idle=30 interval=5 count=3",
-                    "--remote-port",
-                    remote,
-                )
-                assert changed.returncode == 0, changed.stderr
-            slow = str(srv.clients[3].getsockname()[1])
-            changed = ka_command(
-                "apply",
-                "--pid",
-                str(srv.pid),
-                "--policy",
-                "idle=60 interval=10 count=3",
-                "--remote-port",
-                slow,
-            )
-            assert changed.returncode == 0, changed.stderr
+            for client in srv.clients[:3]:
+                apply_to_remote(srv.pid, "idle=30 interval=5 count=3", client.getsockname()[1])
+            apply_to_remote(srv.pid, "idle=60 interval=10 count=3", srv.clients[3].getsockname()[1])
             after = expected(srv.pid)
             assert after == {"off": 4.0, "own": 4.0, "le60": 3.0, "violations": 5.0}
             assert wait_for(query, srv.pid, after) == after
