@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,6 +24,8 @@ import pytest
 from helpers import kernel_values
 from ka.bench.pool import stop_child
 from ka.cli import EXIT_OK
+from ka.live import cgroup
+from ka.live.cgroup import Cgroup
 
 SERVER = Path(__file__).with_name("echo_server.py")
 SYS_PIDFD_GETFD = 438
@@ -201,6 +203,36 @@ root_only = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root (another user, dropped capabilities, namespaces)"
 )
 KEEPALIVE_FILES = [Path("/proc/sys/net/ipv4") / f"tcp_keepalive_{n}" for n in ("time", "intvl", "probes")]
+
+
+def apply_to_remote(pid: int, policy: str, remote_port: int | str) -> None:
+    """``ka apply --pid PID --policy POLICY --remote-port PORT``, which must succeed."""
+    done = ka_command("apply", "--pid", str(pid), "--policy", policy, "--remote-port", str(remote_port))
+    assert done.returncode == EXIT_OK, done.stderr
+
+
+@contextmanager
+def made_cgroup(unit: str) -> Iterator[Cgroup]:
+    """``ka-test-PID.slice/UNIT-PID.service`` under the cgroup v2 mount, made for one test and
+    always removed, its processes moved back to the root cgroup first (the caller stops them).
+    Skips without a cgroup v2 hierarchy or without root."""
+    try:
+        root = cgroup.cgroup2_mount()
+    except cgroup.CgroupError as exc:
+        pytest.skip(str(exc))
+    if os.geteuid() != 0:
+        pytest.skip("making a cgroup needs root (CI runs the suite as root)")
+    top = root / f"ka-test-{os.getpid()}.slice"
+    service = top / f"{unit}-{os.getpid()}.service"
+    service.mkdir(parents=True)
+    try:
+        yield cgroup.resolve(service)
+    finally:
+        for directory in (service, top):
+            for pid in (directory / "cgroup.procs").read_text().split():
+                with suppress(ProcessLookupError):  # exited meanwhile
+                    (root / "cgroup.procs").write_text(pid)
+            directory.rmdir()
 
 
 def run_json(*args: str, expect: int = EXIT_OK, user: Sequence[str] = ()) -> Any:

@@ -47,6 +47,7 @@ LAYERS: dict[str, list[str]] = {
         "ka._options",
         "ka._durations",
         "ka._signals",
+        "ka._gc",
         "ka._borrow",
     ],
     # the policy and the results, the system defaults
@@ -61,6 +62,7 @@ LAYERS: dict[str, list[str]] = {
         "ka.aio",
         "ka.listen",
         "ka.live",
+        "ka.audit",
         "ka.cli",
         "ka.http",
         "ka.bench",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ka.live import cgroup
+from live_helpers import made_cgroup
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="cgroups are Linux only")
 
@@ -26,19 +27,8 @@ def _v2_or_skip() -> Path:
 @pytest.fixture
 def made() -> Iterator[cgroup.Cgroup]:
     """A slice and a service cgroup below the root, made for this test and always removed."""
-    root = _v2_or_skip()
-    if os.geteuid() != 0:
-        pytest.skip("making a cgroup needs root (CI runs the suite as root)")
-    top = root / f"ka-test-{os.getpid()}.slice"
-    unit = top / f"ka-test-{os.getpid()}.service"
-    unit.mkdir(parents=True)
-    try:
-        yield cgroup.resolve(unit)
-    finally:
-        for directory in (unit, top):
-            for pid in (directory / "cgroup.procs").read_text().split():
-                (root / "cgroup.procs").write_text(pid)
-            directory.rmdir()
+    with made_cgroup("ka-test") as made:
+        yield made
 
 
 def test_mountinfo_names_the_v2_mount_wherever_it_is(tmp_path: Path) -> None:

@@ -226,7 +226,7 @@ def test_pidfd_getfd_without_permission_raises_not_permitted(
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"1 ka needs ptrace permission over process {os.getpid()}")
-    assert "it belongs to uid 0 and ka runs as uid 65534" in out.stdout
+    assert "it runs as uid 0 and ka as uid 65534" in out.stdout
     assert "ka has no CAP_SYS_PTRACE" in out.stdout
 
 

@@ -13,6 +13,9 @@ EXIT_USAGE = 2  # bad usage or input, found before anything was touched
 EXIT_PERMISSION = 3  # missing permission (ptrace over a process, root for a sysctl)
 EXIT_UNSUPPORTED = 4  # not supported on this platform
 EXIT_READ_ONLY = 5  # the setting lives on a read-only file system (a container's /proc/sys)
+# ka audit: no violation found, but a picked process could not be read for a reason other than
+# permission (which is EXIT_PERMISSION): the audit is incomplete.
+EXIT_UNREADABLE = 6
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT): ka probe prints what it knew by then
 
 # What ``ka --help`` and docs/cli.md say about each code.
@@ -23,6 +26,7 @@ EXIT_CODES = {
     EXIT_PERMISSION: "missing permission",
     EXIT_UNSUPPORTED: "not supported on this platform",
     EXIT_READ_ONLY: "the sysctls are read-only here (a container)",
+    EXIT_UNREADABLE: "ka audit could not read a process (not for permission)",
     EXIT_INTERRUPTED: "interrupted (ka probe prints what it knew by then)",
 }
 

@@ -1,4 +1,6 @@
-"""What ``show`` and ``apply`` share: the process and the filters that pick its connections."""
+"""What ``show``, ``apply``, ``audit`` and ``exporter`` share: the flags that pick processes
+(``--pid``, ``--name``, ``--cgroup``, ``--unit``, ``--all``) and connections (``--local-port``,
+``--remote-port``, ``--port``, ``--remote``, ``--state``), and the filters they give."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import argparse
 from collections.abc import Sequence
 
 from .. import live
-from .checks import validated
+from .checks import UsageError, validated
 
 
 def port(text: str) -> int:
@@ -21,6 +23,14 @@ def add_filters(parser: argparse.ArgumentParser, default_state: str) -> None:
     group = parser.add_argument_group("filters (all given must hold)")
     group.add_argument("--local-port", type=port, metavar="N", help="only connections with this local port")
     group.add_argument("--remote-port", type=port, metavar="N", help="only connections with this remote port")
+    group.add_argument("--port", type=port, metavar="N", help="only connections with this port at either end")
+    group.add_argument(
+        "--remote",
+        action="append",
+        metavar="ADDR",
+        help="only connections whose remote end is ADDR: an address, a network, with or without "
+        "a port (10.0.0.5, 10.0.0.0/8, 10.0.0.5:5432, [2001:db8::1]:443, :5432); repeated: any of them",
+    )
     group.add_argument(
         "--state",
         action="append",
@@ -31,10 +41,70 @@ def add_filters(parser: argparse.ArgumentParser, default_state: str) -> None:
     )
 
 
+def add_process_selection(parser: argparse.ArgumentParser, everything: str) -> None:
+    """The flags that pick processes; ``everything``: what no flag means, for the help."""
+    group = parser.add_argument_group(
+        "processes (each kind given narrows the choice; repeated values widen it)"
+    )
+    group.add_argument(
+        "--pid", type=int, action="append", metavar="PID", help="this process; repeat for several"
+    )
+    group.add_argument(
+        "--name",
+        action="append",
+        metavar="PATTERN",
+        help="processes whose name or command line matches this regular expression (as pgrep, "
+        "pgrep -f); repeat for several",
+    )
+    group.add_argument(
+        "--cgroup",
+        action="append",
+        metavar="PATH",
+        help="the processes of this cgroup v2 and those below it (/system.slice/x.service, or "
+        "a directory under the cgroup2 mount)",
+    )
+    group.add_argument(
+        "--unit", action="append", metavar="NAME", help="the processes of this systemd unit (its cgroup)"
+    )
+    group.add_argument("--all", action="store_true", help=f"every process of the host ({everything})")
+
+
+def process_filter(args: argparse.Namespace) -> live.ProcessFilter:
+    """The processes the selection flags pick; a UsageError for a bad value or a missing cgroup."""
+    from ..live import cgroup
+
+    pids = tuple(args.pid or ())
+    for pid in pids:
+        validated(live.check_pid, pid, "--pid")
+    names = tuple(validated(live.compile_name, text, "--name") for text in args.name or ())
+    if args.all and (pids or names or args.cgroup or args.unit):
+        raise UsageError("--all picks every process: give it alone, or --pid/--name/--cgroup/--unit")
+    groups = []
+    try:
+        groups += [cgroup.resolve(path) for path in args.cgroup or ()]
+        groups += [validated(cgroup.of_unit, name) for name in args.unit or ()]
+    except cgroup.CgroupError as exc:
+        raise UsageError(str(exc)) from None
+    for pid in pids:
+        check_pid(pid)
+    return live.ProcessFilter(pids, names, tuple(groups))
+
+
+def connection_filter(args: argparse.Namespace, wanted: frozenset[str] | None) -> live.ConnectionFilter:
+    """The connections the filter flags pick (``wanted``: the states, as ``states`` gives them)."""
+    check_ports(args)
+    remotes = tuple(
+        validated(live.parse_remote, text, "--remote") for text in getattr(args, "remote", None) or ()
+    )
+    return live.ConnectionFilter(
+        args.local_port, args.remote_port, getattr(args, "port", None), remotes, wanted
+    )
+
+
 def check_ports(args: argparse.Namespace) -> None:
     # Here rather than in the argparse type: the message names the flag, and --json reports it.
-    for name in ("local_port", "remote_port"):
-        validated(live.check_port, getattr(args, name), "--" + name.replace("_", "-"))
+    for name in ("local_port", "remote_port", "port"):
+        validated(live.check_port, getattr(args, name, None), "--" + name.replace("_", "-"))
 
 
 def check_pid(pid: int) -> None:
@@ -53,15 +123,11 @@ def states(values: Sequence[str] | None, default: str | None) -> frozenset[str] 
 def select(
     args: argparse.Namespace, conns: Sequence[live.Connection], states: frozenset[str] | None
 ) -> list[live.Connection]:
-    return live.select(conns, local_port=args.local_port, remote_port=args.remote_port, states=states)
+    return connection_filter(args, states).pick(conns)
 
 
 def filters_text(args: argparse.Namespace, states: frozenset[str] | None) -> str:
-    parts = []
-    if args.local_port is not None:
-        parts.append(f"local port {args.local_port}")
-    if args.remote_port is not None:
-        parts.append(f"remote port {args.remote_port}")
+    parts = connection_filter(args, None).describe()
     if states is not None:
         parts.append("state " + ",".join(args.state) if args.state else "every state but listen")
     return ", ".join(parts)

@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from typing import NoReturn, Protocol, cast
 
 from . import apply as apply_command
+from . import audit as audit_command
 from . import bench as bench_command
 from . import completion as completion_command
 from . import defaults as defaults_command
+from . import exporter as exporter_command
 from . import listen as listen_command
 from . import probe as probe_command
 from . import show as show_command
@@ -43,6 +45,8 @@ COMMANDS: tuple[Command, ...] = (
     apply_command,
     listen_command,
     probe_command,
+    audit_command,
+    exporter_command,
     bench_command,
     completion_command,
 )

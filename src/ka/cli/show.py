@@ -9,8 +9,16 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from .. import live
-from .checks import EXIT_OK
-from .filters import add_filters, check_pid, check_ports, matching, select, states
+from .checks import EXIT_FAILED, EXIT_OK, EXIT_PERMISSION
+from .filters import (
+    add_filters,
+    add_process_selection,
+    check_ports,
+    connection_filter,
+    matching,
+    process_filter,
+    states,
+)
 from .format import (
     compact,
     connection_data,
@@ -65,7 +73,7 @@ def register(
         "connections have which values (--full prints every row, --summary only the sums).",
         epilog="examples:\n  ka show --pid 1234 --state established\n  sudo ka show --local-port 443 --json",
     )
-    show.add_argument("--pid", type=int, help="this process only (default: every process you may see)")
+    add_process_selection(show, "the default: every process you may see")
     add_filters(show, "all")
     rows = show.add_mutually_exclusive_group()
     rows.add_argument(
@@ -186,42 +194,55 @@ def _process_data(pid: int, states: Sequence[live.ConnectionState]) -> dict[str,
     }
 
 
+def _skipped_note(skipped: Sequence[live.Skipped]) -> str:
+    """The processes skipped, named, grouped by the same cause."""
+    causes: dict[str, list[str]] = {}
+    for s in skipped:
+        reason = s.reason if s.permission else f"cannot be read: {s.reason}"
+        causes.setdefault(reason, []).append(f"{s.pid} ({s.command})")
+    lines = [f"note: {len(skipped)} process{'es' if len(skipped) != 1 else ''} skipped:"]
+    for reason, names in causes.items():
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        lines.append(f"  {shown}: {reason}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     check_ports(args)
     wanted = states(args.state, None)
+    connections = connection_filter(args, wanted)
     live.check_platform()
-    if args.pid is not None:
-        check_pid(args.pid)
-        conns = select(args, live.connections(args.pid), wanted)
-        shown = live.read(args.pid, conns)
+    processes = process_filter(args)
+    if len(processes.pids) == 1 and not (processes.names or processes.cgroups):
+        (pid,) = processes.pids
+        conns = connections.pick(live.connections(pid))
+        shown = live.read(pid, conns)
         if args.json:
-            print_json({"processes": [_process_data(args.pid, shown)], "skipped": []})
+            print_json({"processes": [_process_data(pid, shown)], "skipped": []})
         elif shown:
-            _print(args, [_Shown(args.pid, shown)], _process_head(args.pid, len(shown)))
+            _print(args, [_Shown(pid, shown)], _process_head(pid, len(shown)))
         else:
-            name = live.command_name(args.pid)
-            print(f"process {args.pid} ({name}) holds no TCP connection{matching(args, wanted)}.")
+            name = live.command_name(pid)
+            print(f"process {pid} ({name}) holds no TCP connection{matching(args, wanted)}.")
         return EXIT_OK
 
-    found, skipped = live.scan(local_port=args.local_port, remote_port=args.remote_port, states=wanted)
+    found, skipped, _sources = live.scan(processes, connections)
+    refused = [s for s in skipped if s.pid in processes.pids]
+    code = EXIT_PERMISSION if any(s.permission for s in refused) else EXIT_FAILED if refused else EXIT_OK
     if args.json:
         print_json(
             {
                 "processes": [_process_data(p.pid, p.states) for p in found],
                 "skipped": [s._asdict() for s in skipped],
+                **({"exit_code": code} if code else {}),
             }
         )
-        return EXIT_OK
+        return code
     if found:
         head = _process_head(found[0].pid, len(found[0].states)) if len(found) == 1 else None
         _print(args, [_Shown(p.pid, p.states) for p in found], head)
     else:
         print(f"no process this user may see holds a TCP connection{matching(args, wanted)}.")
     if skipped:
-        pids = ", ".join(str(s.pid) for s in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
-        print(
-            f"\nnote: {len(skipped)} process{'es' if len(skipped) != 1 else ''} skipped, most without ptrace "
-            f"permission ({pids}): run as their user, or as root, to see them.",
-            file=sys.stderr,
-        )
-    return EXIT_OK
+        print("\n" + _skipped_note(skipped), file=sys.stderr)
+    return code

@@ -11,6 +11,7 @@ from typing import Any
 from .. import apply_many, read_many
 from .._options import Option
 from ..policy import KeepAlive, require_policy
+from ..protocol import Spec
 from ..results import KeepAliveSettings, settings_of
 from .model import ApplyReport, Change, Connection, ConnectionState, NotPermitted, Status
 from .pidfd import Duplicates, Process
@@ -37,21 +38,25 @@ def read(pid: int, conns: Sequence[Connection]) -> list[ConnectionState]:
 
 
 def _read_chunks(proc: Process, conns: Sequence[Connection], states: list[ConnectionState]) -> None:
-    """Reads the connections a chunk at a time, appending one state per connection."""
+    """Reads the connections a chunk at a time, appending one state per connection.
+
+    Connections with equal values share one ``KeepAliveSettings`` (a server's connections mostly
+    carry the same few): one dict lookup per connection instead of building its values."""
+    known: dict[tuple[int, int, int, int, int], KeepAliveSettings] = {}
     for dups in proc.chunks(conns):
         values = read_many(dups.fds)
-        for i, conn in enumerate(dups.conns):
-            if dups.gone[i] is not None:
-                states.append(ConnectionState(conn, None, dups.gone[i]))
-            elif values.errnos[i]:
-                err = values.errnos[i]
-                states.append(
-                    ConnectionState(
-                        conn, None, f"{os.strerror(err)} reading {_option_name(values.options[i])}"
-                    )
-                )
+        columns = zip(values.enabled, values.idle, values.interval, values.count, values.user_timeout_ms)
+        for i, (conn, gone, err, key) in enumerate(zip(dups.conns, dups.gone, values.errnos, columns)):
+            if gone is not None:
+                states.append(ConnectionState(conn, None, gone))
+            elif err:
+                reading = _option_name(values.options[i])
+                states.append(ConnectionState(conn, None, f"{os.strerror(err)} reading {reading}"))
             else:
-                states.append(ConnectionState(conn, values[i], None))
+                settings = known.get(key)
+                if settings is None:
+                    settings = known[key] = settings_of(Spec(*key))
+                states.append(ConnectionState(conn, settings, None))
 
 
 def dead_peer_after(settings: KeepAliveSettings) -> float | None:

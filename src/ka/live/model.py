@@ -145,11 +145,13 @@ class ApplyReport:
 
 
 class Skipped(NamedTuple):
-    """A process ``scan`` could not read, and why."""
+    """A process ``scan`` could not read, and why: ``permission`` when ptrace permission is what
+    it lacks (``reason`` then names the cause, as ``permission_message`` does)."""
 
     pid: int
     command: str
     reason: str
+    permission: bool = False
 
 
 class ProcessConnections(NamedTuple):
@@ -160,10 +162,13 @@ class ProcessConnections(NamedTuple):
 
 
 class Scan(NamedTuple):
-    """What ``scan`` found: the processes holding matching connections, and those skipped."""
+    """What ``scan`` found: the processes holding matching connections, those skipped, and where
+    each network namespace's TCP table came from (``sources``: namespace inode as text ->
+    ``sock_diag`` or ``procfs``)."""
 
     found: list[ProcessConnections]
     skipped: list[Skipped]
+    sources: dict[str, str]
 
 
 class NotPermitted(PermissionError):

@@ -47,16 +47,18 @@ def check_platform() -> None:
         raise NotImplementedError(f"pidfd_getfd's syscall number on {machine} is not known to ka")
 
 
-_libc: Any = None
+_syscall_function: Any = None
 
 
 def _syscall() -> Any:
-    global _libc
-    if _libc is None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syscall.restype = ctypes.c_long
-        _libc = libc
-    return _libc.syscall
+    """libc's ``syscall``, returning a C long. Python ints go as C ints, which libffi widens to
+    the registers' width: a third of the cost of wrapping each in a ctypes object."""
+    global _syscall_function
+    if _syscall_function is None:
+        function = ctypes.CDLL(None, use_errno=True).syscall
+        function.restype = ctypes.c_long
+        _syscall_function = function
+    return _syscall_function
 
 
 def pidfd_open(pid: int) -> int:
@@ -65,7 +67,7 @@ def pidfd_open(pid: int) -> int:
     try:
         if hasattr(os, "pidfd_open"):
             return os.pidfd_open(pid)
-        fd = int(_syscall()(ctypes.c_long(SYS_PIDFD_OPEN), ctypes.c_int(pid), ctypes.c_uint(0)))
+        fd: int = _syscall()(SYS_PIDFD_OPEN, pid, 0)
         if fd < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
@@ -84,11 +86,7 @@ def pidfd_getfd(pidfd: int, target_fd: int) -> int:
     Raises OSError: EPERM without ptrace permission, EBADF when the process has no such
     descriptor, ESRCH when it has exited; NotImplementedError before Linux 5.6.
     """
-    fd = int(
-        _syscall()(
-            ctypes.c_long(SYS_PIDFD_GETFD), ctypes.c_int(pidfd), ctypes.c_int(target_fd), ctypes.c_uint(0)
-        )
-    )
+    fd: int = (_syscall_function or _syscall())(SYS_PIDFD_GETFD, pidfd, target_fd, 0)
     if fd >= 0:
         return fd
     err = ctypes.get_errno()
@@ -140,31 +138,38 @@ class Duplicates:
         try:
             # A signal between a dup and its store would leak the dup: held until all are made.
             with signals_deferred():
-                for i, conn in enumerate(self.conns):
-                    self._dup(pidfd, i, conn)
+                self._duplicate(pidfd)
         except BaseException:
             self.close()
             raise
 
-    def _dup(self, pidfd: int, i: int, conn: Connection) -> None:
-        try:
-            fd = pidfd_getfd(pidfd, conn.fd)
-        except OSError as exc:
-            if exc.errno == errno.EBADF:
-                if _has_exited(pidfd):  # a zombie has no descriptors left: every dup says EBADF
-                    raise ProcessLookupError(errno.ESRCH, f"process {self.pid} has exited") from None
-                self.gone[i] = f"descriptor {conn.fd} was closed"
-                return
-            if exc.errno == errno.EPERM:
-                raise NotPermitted(errno.EPERM, permission_message(self.pid)) from None
-            if exc.errno == errno.ESRCH:
+    def _duplicate(self, pidfd: int) -> None:
+        # One loop, names bound once: this runs once per connection of an audit.
+        getfd, fstat, fds, gone = pidfd_getfd, os.fstat, self.fds, self.gone
+        for i, conn in enumerate(self.conns):
+            try:
+                fd = getfd(pidfd, conn.fd)
+            except OSError as exc:
+                gone[i] = self._failed(pidfd, conn, exc)
+                continue
+            fds[i] = fd  # ours from here: close() releases it whatever is raised next
+            if fstat(fd).st_ino != conn.inode:
+                fds[i] = -1
+                os.close(fd)  # the number was reused for another file since we listed it
+                gone[i] = f"descriptor {conn.fd} now names another file"
+
+    def _failed(self, pidfd: int, conn: Connection, exc: OSError) -> str:
+        """Why ``conn``'s descriptor could not be duplicated, when it was closed; raises when the
+        whole process is out of reach (no permission, exited)."""
+        if exc.errno == errno.EBADF:
+            if _has_exited(pidfd):  # a zombie has no descriptors left: every dup says EBADF
                 raise ProcessLookupError(errno.ESRCH, f"process {self.pid} has exited") from None
-            raise
-        self.fds[i] = fd  # ours from here: close() releases it whatever is raised next
-        if os.fstat(fd).st_ino != conn.inode:
-            self.fds[i] = -1
-            os.close(fd)  # the number was reused for another file since we listed it
-            self.gone[i] = f"descriptor {conn.fd} now names another file"
+            return f"descriptor {conn.fd} was closed"
+        if exc.errno == errno.EPERM:
+            raise NotPermitted(errno.EPERM, permission_message(self.pid)) from None
+        if exc.errno == errno.ESRCH:
+            raise ProcessLookupError(errno.ESRCH, f"process {self.pid} has exited") from None
+        raise exc
 
     def close(self) -> None:
         with signals_deferred():  # every duplicate is closed, Ctrl-C or not
