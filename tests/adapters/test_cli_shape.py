@@ -92,7 +92,17 @@ def test_bare_ka_prints_the_help_and_exits_0() -> None:
 def test_help_shows_an_example_of_every_command() -> None:
     text = ka_command("--help").stdout
     names = [c.name for c in commands(build_parser())]
-    assert names == ["defaults", "show", "apply", "listen", "probe", "audit", "exporter", "bench", "completion"]
+    assert names == [
+        "defaults",
+        "show",
+        "apply",
+        "listen",
+        "probe",
+        "audit",
+        "exporter",
+        "bench",
+        "completion",
+    ]
     examples = text[text.index("examples:") :]
     for name in names:
         assert f"ka {name} " in examples or f"ka {name}\n" in examples, name

@@ -53,6 +53,7 @@ from .model import (
     Status,
     TcpEntry,
     Timer,
+    WouldRetag,
 )
 from .pidfd import (
     MAX_CHUNK,
@@ -126,6 +127,7 @@ __all__ = [
     "Tables",
     "TcpEntry",
     "Timer",
+    "WouldRetag",
     "apply",
     "check_pid",
     "check_platform",

@@ -103,6 +103,28 @@ def of_pid(pid: int, mount: Path | None = None, proc: Path = PROC) -> Cgroup:
     raise CgroupError(f"process {pid} is in no cgroup v2 (its /proc/{pid}/cgroup has no 0:: line)")
 
 
+# cgroup v1 controllers that tag a socket with its task's cgroup (net/core/netclassid_cgroup.c,
+# netprio_cgroup.c): a socket passed to another process is re-tagged with the receiver's.
+SOCKET_TAGGING_CONTROLLERS = ("net_cls", "net_prio")
+
+
+def socket_tagging_cgroups(pid: int | str = "thread-self", proc: Path = PROC) -> dict[str, str]:
+    """The cgroup v1 ``net_cls`` and ``net_prio`` cgroups of a process (``thread-self``: the
+    calling thread), by controller; a controller absent from ``/proc/PID/cgroup`` (not mounted,
+    or the process is gone) counts as the root, where every task is until moved."""
+    found = dict.fromkeys(SOCKET_TAGGING_CONTROLLERS, "/")
+    try:
+        lines = (proc / str(pid) / "cgroup").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        _hierarchy, controllers, path = line.split(":", 2)
+        for controller in controllers.split(","):
+            if controller in found:
+                found[controller] = path
+    return found
+
+
 def unit_name(name: str) -> str:
     """A systemd unit name checked, with ``.service`` added when it has no unit suffix;
     ``ValueError`` naming it if it cannot be a unit name."""

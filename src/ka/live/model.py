@@ -171,5 +171,10 @@ class Scan(NamedTuple):
     sources: dict[str, str]
 
 
+class WouldRetag(OSError):
+    """Reaching the process's sockets would change their cgroup v1 ``net_cls``/``net_prio`` tags
+    (pidfd_getfd re-tags a socket with the receiver's); ka leaves the process alone."""
+
+
 class NotPermitted(PermissionError):
     """The caller lacks ptrace permission over the process; the message names what is missing."""

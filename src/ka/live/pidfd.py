@@ -19,8 +19,9 @@ from typing import Any, final
 
 from .._options import PLATFORM
 from .._signals import signals_deferred
+from .cgroup import socket_tagging_cgroups
 from .filters import check_pid
-from .model import Connection, NotPermitted
+from .model import Connection, NotPermitted, WouldRetag
 from .procfs import permission_message
 
 # pidfd_getfd is 438 in the generic syscall table every architecture has used since 5.1, except
@@ -120,6 +121,26 @@ def chunk_size() -> int:
     return max(1, min(MAX_CHUNK, soft - in_use - _FD_HEADROOM))
 
 
+def check_socket_tags(pid: int) -> None:
+    """``WouldRetag`` unless duplicating ``pid``'s sockets leaves their cgroup v1 tags alone.
+
+    The kernel gives a socket received by pidfd_getfd (as by SCM_RIGHTS) the receiving task's
+    ``net_cls`` classid and ``net_prio`` index (``__receive_sock`` in net/core/sock.c, kernel
+    commit 4969f8a07397): the target's traffic classes and priorities would silently become
+    ka's. Where ka's thread and the process share both cgroups (always so where the v1
+    controllers are not mounted, as on pure cgroup v2 hosts), the tags stay what they are.
+    """
+    mine, theirs = socket_tagging_cgroups(), socket_tagging_cgroups(pid)
+    differ = [c for c in mine if mine[c] != theirs[c]]
+    if differ:
+        names = " and ".join(f"{c} cgroup {theirs[c]} (ka's: {mine[c]})" for c in differ)
+        raise WouldRetag(
+            f"process {pid} is in the cgroup v1 {names}: reading or setting its sockets through "
+            "pidfd_getfd would re-tag them with ka's classid/priority; run ka in the same "
+            "cgroups (cgexec -g net_cls,net_prio:PATH ka ...) to reach it"
+        )
+
+
 @final
 class Duplicates:
     """This process's duplicates of some of another process's socket descriptors.
@@ -191,6 +212,7 @@ class Process:
 
     def __init__(self, pid: int) -> None:
         self.pid = check_pid(pid)
+        check_socket_tags(pid)
         self.pidfd = pidfd_open(pid)
 
     def duplicate(self, conns: Sequence[Connection]) -> Duplicates:
