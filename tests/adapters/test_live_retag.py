@@ -32,6 +32,33 @@ def test_tagging_cgroups_are_read_per_controller(tmp_path: Path) -> None:
     assert cgroup.socket_tagging_cgroups(43, tmp_path) == {"net_cls": "/", "net_prio": "/"}
 
 
+def test_tags_are_what_the_cgroups_files_say(tmp_path: Path) -> None:
+    hierarchy = tmp_path / "netcls"
+    (hierarchy / "tc" / "gold").mkdir(parents=True)
+    (hierarchy / "tc" / "gold" / "net_cls.classid").write_text("1048577\n")
+    (hierarchy / "tc" / "gold" / "net_prio.ifpriomap").write_text("lo 0\neth0 5\n")
+    (hierarchy / "tc" / "plain").mkdir()
+    (hierarchy / "tc" / "plain" / "net_cls.classid").write_text("0\n")
+    (hierarchy / "tc" / "plain" / "net_prio.ifpriomap").write_text("lo 0\neth0 0\n")
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        f"40 31 0:37 / {tmp_path}/systemd rw - cgroup cgroup rw,name=systemd\n"
+        f"41 31 0:38 /tc {hierarchy}/tc rw - cgroup cgroup rw,net_cls,net_prio\n"
+    )
+    proc = tmp_path / "proc"
+    for pid, path in ((1, "/tc/gold"), (2, "/tc/plain"), (3, "/elsewhere"), (4, "/")):
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "cgroup").write_text(f"7:net_cls,net_prio:{path}\n0::/\n")
+    assert cgroup.socket_tags(1, proc, mountinfo) == {"net_cls": "1048577", "net_prio": "lo 0\neth0 5"}
+    assert cgroup.socket_tags(2, proc, mountinfo) == {"net_cls": "", "net_prio": ""}  # the root's values
+    # Not visible from here: the cgroup stands for its tags.
+    assert cgroup.socket_tags(3, proc, mountinfo) == {
+        "net_cls": "cgroup /elsewhere",
+        "net_prio": "cgroup /elsewhere",
+    }
+    assert cgroup.socket_tags(4, proc, mountinfo) == {"net_cls": "", "net_prio": ""}
+
+
 def test_a_process_in_ka_s_own_cgroups_is_reached() -> None:
     check_socket_tags(os.getpid())  # nothing raised: same cgroups, the tags stay
 
@@ -95,16 +122,19 @@ def _cgroup_count(controller: str) -> int:
 
 
 @pytest.fixture
-def tagged_server(tagging_hierarchy: Path) -> Iterator[tuple[EchoServer, Path]]:
+def server_in_child(tagging_hierarchy: Path) -> Iterator[tuple[EchoServer, Path]]:
     with echo_server(2, 0) as server:
         (tagging_hierarchy / "cgroup.procs").write_text(str(server.pid))
         yield server, tagging_hierarchy
 
 
-def test_a_process_in_other_net_cls_cgroups_is_left_alone(tagged_server: tuple[EchoServer, Path]) -> None:
-    server, child = tagged_server
+def test_a_process_whose_sockets_carry_a_classid_is_left_alone(
+    server_in_child: tuple[EchoServer, Path],
+) -> None:
+    server, child = server_in_child
+    (child / "net_cls.classid").write_text("0x100001")
     with pytest.raises(
-        WouldRetag, match=rf"process {server.pid} is in the cgroup v1 net_cls cgroup /{child.name}"
+        WouldRetag, match=rf"process {server.pid}'s sockets carry .* net_cls '1048577' \(ka's: 'none'\)"
     ):
         Process(server.pid)
     shown = ka_command("show", "--pid", str(server.pid))
@@ -114,11 +144,15 @@ def test_a_process_in_other_net_cls_cgroups_is_left_alone(tagged_server: tuple[E
     # Every process: listed as skipped with the reason, the others still shown.
     everything = ka_command("show", "--state", "established")
     assert f"{server.pid}" in everything.stderr and "would re-tag them" in everything.stderr
-
-
-def test_ka_in_the_same_cgroups_reaches_it(tagged_server: tuple[EchoServer, Path]) -> None:
-    server, child = tagged_server
+    # ka in the same cgroups re-tags nothing: it reaches the process.
     join = ("sh", "-c", f'echo $$ > {child}/cgroup.procs && exec "$@"', "sh")
     shown = ka_command("show", "--pid", str(server.pid), "--state", "established", user=join)
     assert shown.returncode == EXIT_OK, shown.stderr
     assert f"process {server.pid}" in shown.stdout and "2 TCP connections" in shown.stdout
+
+
+def test_another_cgroup_with_the_root_s_tags_is_reached(server_in_child: tuple[EchoServer, Path]) -> None:
+    server, _child = server_in_child  # classid 0 and priority 0 everywhere: re-tagging changes nothing
+    shown = ka_command("show", "--pid", str(server.pid), "--state", "established")
+    assert shown.returncode == EXIT_OK, shown.stderr
+    assert "2 TCP connections" in shown.stdout

@@ -104,15 +104,16 @@ def of_pid(pid: int, mount: Path | None = None, proc: Path = PROC) -> Cgroup:
 
 
 # cgroup v1 controllers that tag a socket with its task's cgroup (net/core/netclassid_cgroup.c,
-# netprio_cgroup.c): a socket passed to another process is re-tagged with the receiver's.
-SOCKET_TAGGING_CONTROLLERS = ("net_cls", "net_prio")
+# netprio_cgroup.c): a socket passed to another process is re-tagged with the receiver's. What
+# the tag means for traffic: the cgroup's classid, and its priority per interface.
+SOCKET_TAG_FILES = {"net_cls": "net_cls.classid", "net_prio": "net_prio.ifpriomap"}
 
 
 def socket_tagging_cgroups(pid: int | str = "thread-self", proc: Path = PROC) -> dict[str, str]:
     """The cgroup v1 ``net_cls`` and ``net_prio`` cgroups of a process (``thread-self``: the
     calling thread), by controller; a controller absent from ``/proc/PID/cgroup`` (not mounted,
     or the process is gone) counts as the root, where every task is until moved."""
-    found = dict.fromkeys(SOCKET_TAGGING_CONTROLLERS, "/")
+    found = dict.fromkeys(SOCKET_TAG_FILES, "/")
     try:
         lines = (proc / str(pid) / "cgroup").read_text().splitlines()
     except OSError:
@@ -123,6 +124,50 @@ def socket_tagging_cgroups(pid: int | str = "thread-self", proc: Path = PROC) ->
             if controller in found:
                 found[controller] = path
     return found
+
+
+def _v1_directory(controller: str, path: str, mountinfo: Path) -> Path | None:
+    """Where cgroup ``path`` of the v1 hierarchy holding ``controller`` is visible, or None."""
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if not sep or len(tail) < 3 or tail[0] != "cgroup" or len(fields) < 5:
+            continue
+        if controller not in tail[2].split(","):
+            continue
+        root, point = _unescape(fields[3]), Path(_unescape(fields[4]))
+        if path == root or path.startswith(root.rstrip("/") + "/"):
+            return point / path[len(root) :].lstrip("/")
+    return None
+
+
+def socket_tags(
+    pid: int | str = "thread-self", proc: Path = PROC, mountinfo: Path = MOUNTINFO
+) -> dict[str, str]:
+    """What the v1 ``net_cls``/``net_prio`` tags of a process's sockets mean, by controller: the
+    cgroup's ``net_cls.classid`` and ``net_prio.ifpriomap`` as the kernel shows them ("" for the
+    root cgroup, which tags nothing), or ``cgroup PATH`` where the hierarchy is not visible."""
+    tags: dict[str, str] = {}
+    for controller, path in socket_tagging_cgroups(pid, proc).items():
+        if path == "/":
+            tags[controller] = ""
+            continue
+        directory = _v1_directory(controller, path, mountinfo)
+        try:
+            if directory is None:
+                raise OSError
+            value = (directory / SOCKET_TAG_FILES[controller]).read_text().strip()
+        except OSError:
+            tags[controller] = f"cgroup {path}"
+            continue
+        # The root's values: classid 0, every interface at priority 0.
+        untagged = value == "0" or all(line.endswith(" 0") for line in value.splitlines())
+        tags[controller] = "" if untagged else value
+    return tags
 
 
 def unit_name(name: str) -> str:

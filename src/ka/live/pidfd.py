@@ -19,7 +19,7 @@ from typing import Any, final
 
 from .._options import PLATFORM
 from .._signals import signals_deferred
-from .cgroup import socket_tagging_cgroups
+from .cgroup import socket_tags
 from .filters import check_pid
 from .model import Connection, NotPermitted, WouldRetag
 from .procfs import permission_message
@@ -122,22 +122,25 @@ def chunk_size() -> int:
 
 
 def check_socket_tags(pid: int) -> None:
-    """``WouldRetag`` unless duplicating ``pid``'s sockets leaves their cgroup v1 tags alone.
+    """``WouldRetag`` unless duplicating ``pid``'s sockets leaves what their cgroup v1 tags mean.
 
     The kernel gives a socket received by pidfd_getfd (as by SCM_RIGHTS) the receiving task's
     ``net_cls`` classid and ``net_prio`` index (``__receive_sock`` in net/core/sock.c, kernel
-    commit 4969f8a07397): the target's traffic classes and priorities would silently become
-    ka's. Where ka's thread and the process share both cgroups (always so where the v1
-    controllers are not mounted, as on pure cgroup v2 hosts), the tags stay what they are.
+    commit 4969f8a07397): the target's traffic class and priorities would become ka's. Where
+    both cgroups give the same classid and the same priority on every interface (always so where
+    the v1 controllers are not mounted, as on cgroup v2 hosts), the traffic is tagged as before.
     """
-    mine, theirs = socket_tagging_cgroups(), socket_tagging_cgroups(pid)
+    mine, theirs = socket_tags(), socket_tags(pid)
     differ = [c for c in mine if mine[c] != theirs[c]]
     if differ:
-        names = " and ".join(f"{c} cgroup {theirs[c]} (ka's: {mine[c]})" for c in differ)
+        shown = {c: " ".join(theirs[c].split()) or "none" for c in differ}
+        names = " and ".join(
+            f"{c} {shown[c]!r} (ka's: {' '.join(mine[c].split()) or 'none'!r})" for c in differ
+        )
         raise WouldRetag(
-            f"process {pid} is in the cgroup v1 {names}: reading or setting its sockets through "
-            "pidfd_getfd would re-tag them with ka's classid/priority; run ka in the same "
-            "cgroups (cgexec -g net_cls,net_prio:PATH ka ...) to reach it"
+            f"process {pid}'s sockets carry cgroup v1 tags ka's do not, {names}: reading or "
+            "setting them through pidfd_getfd would re-tag them with ka's; run ka in the same "
+            "net_cls/net_prio cgroups (cgexec -g net_cls,net_prio:PATH ka ...) to reach it"
         )
 
 
