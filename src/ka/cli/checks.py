@@ -12,6 +12,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PERMISSION = 3
 EXIT_UNSUPPORTED = 4
+EXIT_REFUSED = 5  # the kernel refused a BPF program or attachment (the verifier, an exclusive one)
 
 T = TypeVar("T")
 

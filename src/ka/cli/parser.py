@@ -8,6 +8,7 @@ from typing import NoReturn
 from .apply import run as run_apply
 from .defaults import run as run_defaults
 from .filters import add_filters
+from .guard import register as register_guard
 from .listen import run as run_listen
 from .policy_args import add_policy_arguments
 from .show import run as run_show
@@ -147,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         "rest", nargs=argparse.REMAINDER, metavar="ADDR ... -- COMMAND ...", help=argparse.SUPPRESS
     )
     listen.set_defaults(func=run_listen)
+
+    register_guard(sub, json_parent)
 
     from ..bench.harness import add_arguments as add_bench_arguments
     from ..bench.harness import run_cli as run_bench

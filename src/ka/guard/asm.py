@@ -37,7 +37,18 @@ K, X = 0x00, 0x08
 ADD, SUB, MUL, OR, AND, LSH, RSH, XOR, MOV = 0x00, 0x10, 0x20, 0x40, 0x50, 0x60, 0x70, 0xA0, 0xB0
 ALU_TEXT = {ADD: "+=", SUB: "-=", MUL: "*=", OR: "|=", AND: "&=", LSH: "<<=", RSH: ">>=", XOR: "^=", MOV: "="}
 # Jump operations, with the verifier log's spelling of the conditions.
-JA, JEQ, JGT, JGE, JSET, JNE, CALL, EXIT, JLT, JLE = 0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x80, 0x90, 0xA0, 0xB0
+JA, JEQ, JGT, JGE, JSET, JNE, CALL, EXIT, JLT, JLE = (
+    0x00,
+    0x10,
+    0x20,
+    0x30,
+    0x40,
+    0x50,
+    0x80,
+    0x90,
+    0xA0,
+    0xB0,
+)
 CONDITIONS = {"==": JEQ, "!=": JNE, ">": JGT, ">=": JGE, "<": JLT, "<=": JLE, "&": JSET}
 JUMP_TEXT = {op: text for text, op in CONDITIONS.items()}
 # src_reg of a 64-bit immediate load whose imm is a map's descriptor.
@@ -179,7 +190,7 @@ class Assembler:
         if not -(2**31) <= insn.imm < 2**32:
             raise ValueError(f"immediate {insn.imm} does not fit the instruction's 32 bits")
         imm = insn.imm - 2**32 if insn.imm >= 2**31 else insn.imm
-        self._insns.append(insn._replace(imm=imm))
+        self._insns.append(insn._replace(dst=int(insn.dst), src=int(insn.src), imm=int(imm)))
 
     # -- data movement --------------------------------------------------------------------------
     def mov(self, dst: Reg, src: Operand) -> None:

@@ -96,7 +96,9 @@ def _pinned(path: Path, what: str) -> Iterator[Fd]:
         fd = syscall.obj_get(str(path))
     except BpfError as exc:
         if exc.errno in (errno.EPERM, errno.EACCES):
-            raise NotPermitted(f"cannot open {path}: {exc.strerror} (ka guard needs root)", "root", exc.errno) from exc
+            raise NotPermitted(
+                f"cannot open {path}: {exc.strerror} (ka guard needs root)", "root", exc.errno
+            ) from exc
         raise
     with Fd(fd, what) as owned:
         yield owned
@@ -110,7 +112,9 @@ def _read_record(pins_dir: PinDir) -> PolicyRecord:
         try:
             return PolicyRecord.unpack(syscall.map_lookup(policy_map.fd, KEY0, POLICY.size))
         except ValueError as exc:
-            raise Refused(f"{pins_dir.policy}: {exc}; detach it with this ka's version first", "not-ka") from exc
+            raise Refused(
+                f"{pins_dir.policy}: {exc}; detach it with this ka's version first", "not-ka"
+            ) from exc
 
 
 def _read_counters(path: Path) -> Counters:
@@ -130,7 +134,9 @@ def read(pins_dir: PinDir) -> Attachment:
     policy = None if record is None else record.policy()
     keep_own = record is not None and record.keep_own
     if not pins_dir.complete:
-        return Attachment(pins_dir.cgroup_id, None, pins_dir.directory, INCOMPLETE, policy, keep_own, counters)
+        return Attachment(
+            pins_dir.cgroup_id, None, pins_dir.directory, INCOMPLETE, policy, keep_own, counters
+        )
     with _pinned(pins_dir.link, "link") as link:
         info = syscall.link_info(link.fd)
     found = cgroups.by_id(pins_dir.cgroup_id) if info.cgroup_id else None
@@ -229,11 +235,15 @@ def _link_failed(exc: BpfError, cgroup: cgroups.Cgroup) -> GuardError:
             "capabilities",
             errno.EPERM,
         )
-    return Refused(f"the kernel refused to attach to cgroup {cgroup.path}: {exc.strerror}", "attach", exc.errno or 0)
+    return Refused(
+        f"the kernel refused to attach to cgroup {cgroup.path}: {exc.strerror}", "attach", exc.errno or 0
+    )
 
 
 def _attach_new(record: PolicyRecord, cgroup: cgroups.Cgroup, where: PinDir) -> None:
-    staging = where.directory.with_name(f"new-{where.cgroup_id}-{os.getpid()}")  # bpffs refuses names with dots
+    staging = where.directory.with_name(
+        f"new-{where.cgroup_id}-{os.getpid()}"
+    )  # bpffs refuses names with dots
     committed = False
     with contextlib.ExitStack() as stack:
         policy_map = stack.enter_context(_policy_map(record))
@@ -281,7 +291,9 @@ def _replace(record: PolicyRecord, where: PinDir) -> None:
                 staging.unlink()
 
 
-def attach(policy: KeepAlive, cgroup: cgroups.Cgroup, *, keep_own: bool = False, bpffs: Path = BPFFS) -> Attachment:
+def attach(
+    policy: KeepAlive, cgroup: cgroups.Cgroup, *, keep_own: bool = False, bpffs: Path = BPFFS
+) -> Attachment:
     """Attach the policy to every TCP connection established in ``cgroup`` (and below it) from now
     on, until ``detach``; see the module's docstring for the order of the steps."""
     record = programs.policy_record(policy, keep_own=keep_own)  # ValueError before anything else
@@ -321,7 +333,9 @@ def detach(cgroup_id: int, bpffs: Path = BPFFS) -> Attachment:
     with pins.locked(bpffs):
         where = pins.pin_dir(bpffs, cgroup_id)
         if not where.directory.exists():
-            raise NotGuarded(f"ka has no attachment on cgroup id {cgroup_id} (pins {where.directory})", "attachment")
+            raise NotGuarded(
+                f"ka has no attachment on cgroup id {cgroup_id} (pins {where.directory})", "attachment"
+            )
         final = read(where)
         if where.complete:
             with _pinned(where.link, "link") as link, contextlib.suppress(BpfError):

@@ -106,7 +106,8 @@ class Btf:
     def _name_offsets(self, name: str) -> list[int]:
         """Where ``name`` starts as a whole string in the string section."""
         needle = b"\0" + name.encode() + b"\0"
-        found, start = [], self._strings - 1
+        found: list[int] = []
+        start = self._strings - 1
         while True:
             at = self._data.find(needle, start, self._strings_end)
             if at < 0:
@@ -142,7 +143,7 @@ class Btf:
             return POINTER_SIZE
         if kind == ARRAY:
             elem, _index, count = struct.unpack_from("<III", self._data, self._starts[type_id] + 12)
-            return self.size_of(elem) * count
+            return self.size_of(elem) * int(count)
         return size
 
     def _members(self, type_id: int) -> list[tuple[str, int, int]]:

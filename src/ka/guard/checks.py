@@ -42,7 +42,8 @@ KERNEL_NEEDS = {
     ),
     "iterator": Need(
         (5, 15),
-        "the tcp iterator may call bpf_setsockopt, and a socket's cgroup is a plain pointer, since Linux 5.15",
+        "the tcp iterator may call bpf_setsockopt, and a socket's cgroup is a plain pointer, "
+        "since Linux 5.15",
     ),
 }
 # Before 5.11 BPF memory counts against RLIMIT_MEMLOCK (the loader raises it); before 5.8 there

@@ -82,5 +82,7 @@ def uncovered_listeners(cgroup: cgroups.Cgroup) -> tuple[list[Listener], list[Un
             if owner not in paths:
                 where = cgroups.by_id(owner)
                 paths[owner] = where.path if where else f"id {owner}"
-            found[conn.inode] = Listener(pid, live.command_name(pid), conn.fd, conn.inode, conn.local, paths[owner])
+            found[conn.inode] = Listener(
+                pid, live.command_name(pid), conn.fd, conn.inode, conn.local, paths[owner]
+            )
     return sorted(found.values(), key=lambda listener: (listener.pid, listener.fd)), unreadable

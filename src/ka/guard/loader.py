@@ -8,10 +8,10 @@ commits an attachment leaves nothing behind: the ``with`` blocks close what was 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
-import resource
 from collections.abc import Mapping
 from types import TracebackType
 
@@ -66,10 +66,10 @@ def not_permitted(exc: BpfError, what: str) -> NotPermitted:
 def _memlock_for_old_kernels() -> None:
     # Before 5.11 maps and programs are charged to RLIMIT_MEMLOCK, 64 KiB by default.
     if kernel_version() < MEMCG_ACCOUNTING:
-        try:
+        import resource  # POSIX only: this module is imported everywhere the ka command runs
+
+        with contextlib.suppress(ValueError, OSError):  # else the map or load that needs it gets EPERM
             resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-        except (ValueError, OSError):
-            pass  # the map or load that needs it reports EPERM
 
 
 def create_map(map_type: syscall.MapType, key_size: int, value_size: int, max_entries: int, name: str) -> Fd:
@@ -98,16 +98,27 @@ def load(
     EPERM is ``NotPermitted``."""
     code = program.encode({map_name: fd.fileno() for map_name, fd in maps.items()})
     _memlock_for_old_kernels()
-    options = {"expected_attach_type": expected_attach_type, "attach_btf_id": attach_btf_id}
+
+    def attempt(log: ctypes.Array[ctypes.c_char] | None) -> Fd:
+        fd = syscall.prog_load(
+            prog_type,
+            code,
+            name,
+            expected_attach_type=expected_attach_type,
+            attach_btf_id=attach_btf_id,
+            log=log,
+        )
+        return Fd(fd, f"program {name}")
+
     try:
-        return Fd(syscall.prog_load(prog_type, code, name, **options), f"program {name}")
+        return attempt(None)
     except BpfError as exc:
         if exc.errno == errno.EPERM:
             raise not_permitted(exc, f"load the {name} program") from exc
         first = exc
     log = ctypes.create_string_buffer(LOG_SIZE)
     try:
-        return Fd(syscall.prog_load(prog_type, code, name, log=log, **options), f"program {name}")
+        return attempt(log)
     except BpfError as exc:
         text = log.value.decode(errors="replace").strip()
         raise Refused(

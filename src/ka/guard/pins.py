@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import os
 import shutil
 from collections.abc import Iterator
@@ -132,7 +131,11 @@ def locked(bpffs: Path) -> Iterator[None]:
         directory.mkdir(mode=0o755, exist_ok=True)
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     except PermissionError as exc:
-        raise NotPermitted(f"cannot write to {directory}: {exc.strerror} (run ka guard as root)", "root") from exc
+        raise NotPermitted(
+            f"cannot write to {directory}: {exc.strerror} (run ka guard as root)", "root"
+        ) from exc
+    import fcntl  # POSIX only: this module is imported everywhere the ka command runs
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

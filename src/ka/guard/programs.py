@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from .._options import LIMITS_BY_PLATFORM, OS_CALLS, Option
 from ..policy import KeepAlive
-from .asm import B, DW, FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, SUB, W, Assembler, Helper, Program
+from .asm import DW, FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, SUB, Assembler, B, Helper, Program, W
 from .btf import FUNC, PTR, Btf, BtfError
 
 ACTIVE_ESTABLISHED_CB = 4  # enum bpf_sock_ops_cb: an outgoing connection is established
@@ -109,10 +109,10 @@ class PolicyRecord(NamedTuple):
     def unpack(cls, data: bytes) -> PolicyRecord:
         layout, options, flags, *fields = POLICY.unpack_from(data)
         if layout != LAYOUT:
-            raise ValueError(f"a policy record of layout {layout}, not {LAYOUT} (attached by another ka version)")
-        values = {
-            option: value for (option, (bit, *_)), value in zip(STEPS.items(), fields) if options & bit
-        }
+            raise ValueError(
+                f"a policy record of layout {layout}, not {LAYOUT} (attached by another ka version)"
+            )
+        values = {option: value for (option, (bit, *_)), value in zip(STEPS.items(), fields) if options & bit}
         return cls(options, flags, values)
 
     def policy(self) -> KeepAlive:
@@ -270,7 +270,9 @@ def iterator_layout(btf: Btf) -> IteratorLayout:
         raise BtfError("sock_cgroup_data.cgroup is not a struct cgroup pointer here (before Linux 5.15)")
     if kn.points_to != "kernfs_node" or kn_id.size != 8:
         raise BtfError("cgroup.kn.id is not a 64-bit kernfs node id here")
-    return IteratorLayout(btf.find("bpf_iter_tcp", FUNC), state.offset, cgroup.offset, kn.offset, kn_id.offset)
+    return IteratorLayout(
+        btf.find("bpf_iter_tcp", FUNC), state.offset, cgroup.offset, kn.offset, kn_id.offset
+    )
 
 
 def iterator_program(layout: IteratorLayout) -> Program:

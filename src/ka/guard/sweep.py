@@ -129,13 +129,21 @@ def iterator_layout(keep_own: bool, btf_path: Path = VMLINUX) -> programs.Iterat
 
 
 @contextlib.contextmanager
-def _iterator(layout: programs.IteratorLayout, record: PolicyRecord, ids: set[int]) -> Iterator[tuple[Fd, Fd]]:
+def _iterator(
+    layout: programs.IteratorLayout, record: PolicyRecord, ids: set[int]
+) -> Iterator[tuple[Fd, Fd]]:
     """The loaded iterator program and its counters map."""
     with contextlib.ExitStack() as stack:
-        policy_map = stack.enter_context(loader.create_map(MapType.ARRAY, 4, POLICY.size, 1, "ka_sweep_policy"))
+        policy_map = stack.enter_context(
+            loader.create_map(MapType.ARRAY, 4, POLICY.size, 1, "ka_sweep_policy")
+        )
         syscall.map_update(policy_map.fd, KEY0, record.pack())
-        counters = stack.enter_context(loader.create_map(MapType.ARRAY, 4, COUNTERS.size, 1, "ka_sweep_count"))
-        cgroup_map = stack.enter_context(loader.create_map(MapType.HASH, 8, 1, max(1, len(ids)), "ka_sweep_cgroup"))
+        counters = stack.enter_context(
+            loader.create_map(MapType.ARRAY, 4, COUNTERS.size, 1, "ka_sweep_count")
+        )
+        cgroup_map = stack.enter_context(
+            loader.create_map(MapType.HASH, 8, 1, max(1, len(ids)), "ka_sweep_cgroup")
+        )
         for identifier in ids:
             syscall.map_update(cgroup_map.fd, struct.pack("=Q", identifier), b"\1")
         program = stack.enter_context(
@@ -155,9 +163,10 @@ def _run_iterator(program: Fd) -> None:
     """Create the iterator in this thread's network namespace and read it to the end (the program
     runs once per socket as it is read; it writes nothing)."""
     with Fd(syscall.link_create(program.fd, 0, AttachType.TRACE_ITER), "iterator link") as link:
-        with Fd(syscall.iter_create(link.fd), "iterator") as it:
-            while os.read(it.fd, 1 << 16):
-                pass
+        iterator = Fd(syscall.iter_create(link.fd), "iterator")
+    with iterator:
+        while os.read(iterator.fd, 1 << 16):
+            pass
 
 
 def _iterator_reaches(
@@ -174,10 +183,23 @@ def _iterator_reaches(
                 else:
                     netns.run_in_netns_of(pid, lambda: _run_iterator(program))
             except BpfError as exc:
-                raise GuardError(f"the sweep's iterator failed in {_netns_name(identifier)}: {exc}", "iterator", exc.errno or 0) from exc
+                raise GuardError(
+                    f"the sweep's iterator failed in {_netns_name(identifier)}: {exc}",
+                    "iterator",
+                    exc.errno or 0,
+                ) from exc
             c = Counters.from_values(syscall.map_lookup(counters.fd, KEY0, COUNTERS.size))
             reaches.append(
-                Reach("iterator", _netns_name(identifier), c.seen, c.handled, c.applied, c.kept_own, c.options_failed, c.last_error)
+                Reach(
+                    "iterator",
+                    _netns_name(identifier),
+                    c.seen,
+                    c.handled,
+                    c.applied,
+                    c.kept_own,
+                    c.options_failed,
+                    c.last_error,
+                )
             )
     return reaches
 
@@ -199,7 +221,11 @@ def _process_reaches(
             done.update(c.inode for c in conns)
             kept = 0
             if keep_own and conns:
-                own = {s.connection.inode for s in live.read(pid, conns) if s.settings is not None and s.settings.enabled}
+                own = {
+                    s.connection.inode
+                    for s in live.read(pid, conns)
+                    if s.settings is not None and s.settings.enabled
+                }
                 kept = len(own)
                 conns = [c for c in conns if c.inode not in own]
             report = live.apply(pid, conns, policy)

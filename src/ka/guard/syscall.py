@@ -15,7 +15,7 @@ import enum
 import os
 import platform
 import struct
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 # The bpf(2) system call's number per machine (arch/*/entry/syscalls, include/uapi/asm-generic/unistd.h).
 SYSCALL_NUMBERS = {
@@ -118,7 +118,7 @@ class ProgInfo(NamedTuple):
 _libc: ctypes.CDLL | None = None
 
 
-def _syscall() -> ctypes._CFuncPtr:
+def _syscall() -> Any:
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
@@ -195,9 +195,10 @@ def prog_load(
     expected_attach_type: int = 0,
     attach_btf_id: int = 0,
     log: ctypes.Array[ctypes.c_char] | None = None,
+    log_level: int = 1,
 ) -> int:
     """A loaded program's descriptor (BPF_PROG_LOAD). With ``log``, the verifier writes its log
-    there (level 1: every instruction it checked, and why it refused)."""
+    there: level 1 says why it refused, level 2 prints every instruction it checked."""
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
     log_size = 0 if log is None else len(log)
@@ -211,7 +212,7 @@ def prog_load(
         len(insns) // 8,
         _address(code),
         _address(lic),
-        0 if log is None else 1,
+        0 if log is None else log_level,
         log_size,
         _address(log),
         0,

@@ -72,7 +72,9 @@ def _cgroup_of(attributes: bytes) -> int | None:
 def _dump(family: int, states: int) -> Iterator[DiagSocket]:
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG) as nl:
         request = _REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, states)
-        header = _NLMSG.pack(_NLMSG.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+        header = _NLMSG.pack(
+            _NLMSG.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0
+        )
         nl.sendall(header + request)
         while True:
             data = nl.recv(1 << 16)
@@ -86,7 +88,9 @@ def _dump(family: int, states: int) -> Iterator[DiagSocket]:
                     raise OSError(err, f"sock_diag dump: {os.strerror(err)}")
                 if kind != SOCK_DIAG_BY_FAMILY or len(body) < _MESSAGE.size:
                     continue
-                fam, state, _timer, _retrans, sport, dport, src, dst, *_rest, inode = _MESSAGE.unpack_from(body)
+                fam, state, _timer, _retrans, sport, dport, src, dst, *_rest, inode = _MESSAGE.unpack_from(
+                    body
+                )
                 yield DiagSocket(
                     inode,
                     "ipv4" if fam == socket.AF_INET else "ipv6",
@@ -107,7 +111,7 @@ def tcp_sockets(states: Iterable[str] | None = None) -> list[DiagSocket]:
     mask = 0
     for name in wanted:
         mask |= 1 << _STATE_NUMBERS[name]
-    found = []
+    found: list[DiagSocket] = []
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
             found.extend(_dump(family, mask))
