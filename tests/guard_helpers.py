@@ -286,3 +286,11 @@ def connect_when_listening(port: int, timeout: float = 10.0) -> socket.socket:
 
 def inode_of(sock: socket.socket) -> int:
     return os.fstat(sock.fileno()).st_ino
+
+
+def more_pairs(peer: subprocess.Popen[str], n: int) -> list[int]:
+    """``n`` new connections inside guard_peer.py (client and server ends); their client ports."""
+    assert peer.stdin is not None and peer.stdout is not None
+    peer.stdin.write(f"pairs {n}\n")
+    peer.stdin.flush()
+    return list(json.loads(peer.stdout.readline()))

@@ -9,7 +9,6 @@ once, one read.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import socket
@@ -37,6 +36,7 @@ from guard_helpers import (
     inode_of,
     keepalive_timers,
     keepalive_timers_now,
+    more_pairs,
     private_bpffs,
     shown,
     unavailable,
@@ -220,18 +220,10 @@ def test_after_detach_new_connections_are_untouched(clients: Clients, bpffs: Pat
     assert final["counters"]["handled"] == len(clients.connections())
     assert attached_programs(ka.guard.target(cgroup_path).directory) == []
     assert not Path(final["pins"]).exists()
-    fresh_ports = set(_more_pairs(clients.peer, 2))
+    fresh_ports = set(more_pairs(clients.peer, 2))
     after = shown(clients.peer.pid)
     fresh = [c for c in after if c["local"]["port"] in fresh_ports or c["remote"]["port"] in fresh_ports]
     assert len(fresh) == 4  # two pairs, both ends in the peer
     assert [values(c) for c in fresh] == [UNTOUCHED] * 4
     old = [c for c in after if c not in fresh and c["local"]["port"] != clients.own_values_port]
     assert len(old) == 8 and all(values(c) == EXPECTED for c in old)  # they keep what they got
-
-
-def _more_pairs(peer: subprocess.Popen[str], n: int) -> list[int]:
-    """``n`` new connections inside the peer (client and server ends); their client ports."""
-    assert peer.stdin is not None and peer.stdout is not None
-    peer.stdin.write(f"pairs {n}\n")
-    peer.stdin.flush()
-    return list(json.loads(peer.stdout.readline()))

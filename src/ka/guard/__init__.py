@@ -11,8 +11,8 @@ root). ``sweep`` gives it to the connections that already exist.
 
 The rooms: ``syscall`` (bpf(2) through ctypes), ``loader`` (maps, programs, the verifier's
 log), ``asm`` (the assembler), ``btf`` (the kernel's types, for the sweep), ``programs`` (the
-two programs and the records they share with ka), ``pins`` (bpffs), ``attachments`` (attach,
-list, detach), ``sweep``, ``coverage`` (listeners no program covers), ``checks`` (kernels and
+two programs and the records they share with ka), ``pins`` (bpffs), ``attachment`` (attach,
+list, detach), ``sweeper`` (the sweep), ``coverage`` (listeners no program covers), ``checks`` (kernels and
 capabilities), ``errors``. No compiler, libbpf or bcc: the programs are assembled in Python.
 """
 
@@ -23,14 +23,14 @@ from pathlib import Path
 
 from ..live import cgroup as cgroups
 from ..policy import KeepAlive, resolve_policy
-from . import attachments as _attachments
-from . import sweep as _sweep
-from .attachments import ATTACHED, CGROUP_GONE, INCOMPLETE, Attachment
+from . import attachment as _attachment
+from . import sweeper as _sweeper
+from .attachment import ATTACHED, CGROUP_GONE, INCOMPLETE, Attachment
 from .coverage import Listener, Unreadable, uncovered_listeners
 from .errors import GuardError, NotGuarded, NotPermitted, Refused, Unsupported
 from .pins import BPFFS
 from .programs import Counters
-from .sweep import METHODS, Reach, SweepReport
+from .sweeper import METHODS, Reach, SweepReport
 
 __all__ = [
     "ATTACHED",
@@ -63,11 +63,16 @@ def target(
     cgroup: str | os.PathLike[str] | None = None, *, unit: str | None = None, pid: int | None = None
 ) -> cgroups.Cgroup:
     """The cgroup v2 named by exactly one of: a path (a directory under the v2 mount, or relative to
-    its root), a systemd unit, a process. ``ValueError`` unless exactly one is given;
-    ``ka.live.cgroup.CgroupError`` when there is no such cgroup."""
+    its root), a systemd unit, a process. ``ValueError`` unless exactly one is given,
+    ``Unsupported`` without a cgroup v2 hierarchy, ``ka.live.cgroup.CgroupError`` when there is
+    no such cgroup."""
     given = [name for name, value in (("cgroup", cgroup), ("unit", unit), ("pid", pid)) if value is not None]
     if len(given) != 1:
         raise ValueError(f"name the cgroup by exactly one of cgroup=, unit= or pid= (got {given or 'none'})")
+    try:
+        cgroups.cgroup2_mount()
+    except cgroups.CgroupError as exc:
+        raise Unsupported(f"ka guard attaches to a cgroup v2: {exc}", "cgroup2") from exc
     if cgroup is not None:
         return cgroups.resolve(cgroup)
     if unit is not None:
@@ -97,12 +102,12 @@ def attach(
     ``GuardError`` naming what is missing: ``NotPermitted``, ``Unsupported``, ``Refused``.
     """
     resolved = resolve_policy(policy)
-    return _attachments.attach(resolved, target(cgroup, unit=unit, pid=pid), keep_own=keep_own, bpffs=bpffs)
+    return _attachment.attach(resolved, target(cgroup, unit=unit, pid=pid), keep_own=keep_own, bpffs=bpffs)
 
 
 def attachments(bpffs: Path = BPFFS) -> list[Attachment]:
     """Every ka attachment: where, with which policy, and its counters."""
-    return _attachments.attachments(bpffs)
+    return _attachment.attachments(bpffs)
 
 
 def status(
@@ -113,7 +118,7 @@ def status(
     bpffs: Path = BPFFS,
 ) -> Attachment | None:
     """The attachment on that cgroup, or None."""
-    return _attachments.find(cgroups.cgroup_id(target(cgroup, unit=unit, pid=pid)), bpffs)
+    return _attachment.find(cgroups.cgroup_id(target(cgroup, unit=unit, pid=pid)), bpffs)
 
 
 def detach(
@@ -131,7 +136,7 @@ def detach(
         cgroup_id = cgroups.cgroup_id(target(cgroup, unit=unit, pid=pid))
     elif cgroup is not None or unit is not None or pid is not None:
         raise ValueError("name the cgroup by cgroup_id= or by cgroup=, unit= or pid=, not both")
-    return _attachments.detach(cgroup_id, bpffs)
+    return _attachment.detach(cgroup_id, bpffs)
 
 
 def sweep(
@@ -145,11 +150,11 @@ def sweep(
     bpffs: Path = BPFFS,
 ) -> SweepReport:
     """Give the cgroup's existing connections the policy: ``policy`` if given, else the policy
-    attached to the cgroup (``keep_own`` too, unless given). See ``ka.guard.sweep`` (the module)
+    attached to the cgroup (``keep_own`` too, unless given). See ``ka.guard.sweeper``
     for the two methods."""
     where = target(cgroup, unit=unit, pid=pid)
     if policy is None:
-        found = _attachments.find(cgroups.cgroup_id(where), bpffs)
+        found = _attachment.find(cgroups.cgroup_id(where), bpffs)
         if found is None or found.policy is None:
             raise ValueError(
                 f"give a policy: cgroup {where.path} has no ka attachment to take the policy from"
@@ -158,4 +163,4 @@ def sweep(
         keep_own = found.keep_own if keep_own is None else keep_own
     else:
         resolved = resolve_policy(policy)
-    return _sweep.sweep(where, resolved, keep_own=bool(keep_own), method=method)
+    return _sweeper.sweep(where, resolved, keep_own=bool(keep_own), method=method)

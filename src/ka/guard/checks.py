@@ -100,15 +100,16 @@ def require_capabilities(*, iterator: bool = False, mask: int | None = None) -> 
         return cap_name(cap), admin or _has(caps, cap)
 
     needs = [bpf_cap(CAP_BPF)]
-    needs.append(bpf_cap(CAP_PERFMON) if iterator else (cap_name(CAP_NET_ADMIN), _has(caps, CAP_NET_ADMIN)))
+    net_admin = cap_name(CAP_NET_ADMIN), admin or _has(caps, CAP_NET_ADMIN)  # CAP_SYS_ADMIN does too
+    needs.append(bpf_cap(CAP_PERFMON) if iterator else net_admin)
     missing = list(dict.fromkeys(name for name, ok in needs if not ok))
     if not missing:
         return
     who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
-    instead = " (CAP_SYS_ADMIN would do instead of CAP_BPF/CAP_PERFMON)" if new_caps else ""
     need = "the tcp iterator needs" if iterator else "loading and attaching the program needs"
+    instead = "; CAP_SYS_ADMIN stands for any of them" if new_caps else ""
     raise NotPermitted(
-        f"{need} {' and '.join(missing)}{instead}: this process ({who}) lacks "
-        f"{'it' if len(missing) == 1 else 'them'}; run ka guard as root with its full capabilities",
+        f"{need} {' and '.join(missing)}: this process ({who}) lacks "
+        f"{'it' if len(missing) == 1 else 'them'}{instead}; run ka guard as root with its full capabilities",
         "capabilities" if os.geteuid() == 0 else "root",
     )

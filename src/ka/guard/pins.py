@@ -28,6 +28,8 @@ from ..live.cgroup import mount_points
 from .errors import NotPermitted, Unsupported
 
 BPFFS = Path("/sys/fs/bpf")
+# bpf_preload (CONFIG_BPF_PRELOAD) puts these in every new bpffs: they do not make it in use.
+PRELOADED = frozenset({"maps.debug", "progs.debug"})
 TOP = "ka"
 LINK, POLICY, COUNTERS = "link", "policy", "counters"
 
@@ -90,7 +92,7 @@ def unmount_if_empty(bpffs: Path) -> bool:
     there; True when it was unmounted."""
     with contextlib.suppress(OSError):
         top(bpffs).rmdir()
-    if not is_mounted(bpffs) or os.listdir(bpffs):
+    if not is_mounted(bpffs) or set(os.listdir(bpffs)) - PRELOADED:
         return False
     libc = ctypes.CDLL(None, use_errno=True)
     return bool(libc.umount2(os.fsencode(bpffs), 0) == 0)

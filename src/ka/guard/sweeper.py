@@ -29,7 +29,7 @@ from ..live import netns
 from ..live.procfs import STATE_GROUPS
 from ..policy import KeepAlive
 from . import checks, loader, programs, syscall
-from .attachments import KEY0
+from .attachment import KEY0
 from .btf import VMLINUX, Btf, BtfError
 from .coverage import Listener, Unreadable, uncovered_listeners
 from .errors import GuardError, Unsupported

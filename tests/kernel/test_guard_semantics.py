@@ -1,0 +1,171 @@
+"""What a guard does and does not reach, against the real kernel: --keep-own, attaching again
+(the policy replaced in place, the counters kept), a listener made before its process joined
+the cgroup, and the sweep of connections that existed before (iterator and processes; the
+iterator's fallback on a kernel too old for it). Root only; everything made is removed.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guard_helpers import (
+    Servers,
+    connected_to,
+    guard,
+    guarded_cgroup,
+    have,
+    made_cgroup,
+    more_pairs,
+    private_bpffs,
+    shown,
+    unavailable,
+    values,
+)
+from helpers import EXPECTED, POLICY, fresh_values, kernel_values
+from ka.guard import checks
+from ka.guard.errors import Unsupported
+
+REASON = unavailable()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+POLICY_TEXT = str(POLICY)
+OTHER = "idle=44 interval=6 count=3 user_timeout=0"  # 0: back to the system behaviour
+OTHER_VALUES = (1, 44, 6, 3, 0)
+UNTOUCHED = fresh_values() if REASON is None else (0, 0, 0, 0, 0)
+CURL_OWN = (1, 60, 60, 9, 0)  # curl sets 60/60 before connecting (its --keepalive-time default)
+OLD_KERNEL = ["setarch", platform.machine(), "--uname-2.6"]
+
+
+@pytest.fixture(scope="module")
+def bpffs() -> Iterator[Path]:
+    with private_bpffs() as directory:
+        yield directory
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[Servers]:
+    made = Servers()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def _counters(bpffs: Path, cgroup_id: int) -> dict[str, Any]:
+    (found,) = [a for a in guard("list", "--bpffs", str(bpffs))["attachments"] if a["cgroup_id"] == cgroup_id]
+    return dict(found)
+
+
+def _by_port(conns: list[dict[str, Any]], ports: set[int]) -> list[dict[str, Any]]:
+    return [c for c in conns if c["local"]["port"] in ports or c["remote"]["port"] in ports]
+
+
+@pytest.mark.skipif(not have("curl"), reason="curl is not installed")
+def test_keep_own_then_attaching_again_replaces_the_policy_in_place(bpffs: Path, servers: Servers) -> None:
+    try:
+        checks.require_kernel("keep_own")
+    except Unsupported as exc:
+        pytest.skip(str(exc))
+    port4, _ = servers.ports
+    with guarded_cgroup("own", bpffs, POLICY_TEXT, "--keep-own") as (cgroup, attached):
+        assert attached["keep_own"]
+        before = len(servers.accepted)
+        curl = cgroup.start(["curl", "-s", f"http://127.0.0.1:{port4}/"])
+        peer, _ = cgroup.peer(0, 0)
+        servers.wait(before + 1)
+        assert [values(c) for c in shown(curl.pid)] == [CURL_OWN]  # keepalive on before: kept
+        assert [values(c) for c in shown(peer.pid)] == [EXPECTED] * 4
+        first = _counters(bpffs, attached["cgroup_id"])
+        assert first["counters"] | {"last_error": 0} == {
+            "handled": 5,
+            "applied": 4,
+            "kept_own": 1,
+            "options_failed": 0,
+            "last_error": 0,
+            "seen": 0,
+        }
+        again = guard("attach", OTHER, "--cgroup", cgroup.path, "--bpffs", str(bpffs))
+        assert again["updated"] and not again["keep_own"] and again["policy"] == OTHER
+        assert again["link_id"] == attached["link_id"] and again["prog_id"] != attached["prog_id"]
+        assert again["counters"] == first["counters"]  # carried over to the new program
+        curl2 = cgroup.start(["curl", "-s", f"http://127.0.0.1:{port4}/"])
+        servers.wait(before + 2)
+        fresh = set(more_pairs(peer, 1))
+        assert [values(c) for c in shown(curl2.pid)] == [OTHER_VALUES]  # curl's 60/60 replaced
+        assert [values(c) for c in _by_port(shown(peer.pid), fresh)] == [OTHER_VALUES] * 2
+        assert [values(c) for c in shown(curl.pid)] == [CURL_OWN]  # established before: unchanged
+        after = _counters(bpffs, attached["cgroup_id"])["counters"]
+        assert (after["handled"], after["applied"], after["kept_own"]) == (8, 7, 1)
+        print(f"\n--keep-own, then attached again: {first['counters']} -> {after}")
+
+
+def test_a_listener_made_before_joining_is_not_covered_and_is_reported(bpffs: Path) -> None:
+    with guarded_cgroup("late", bpffs, POLICY_TEXT) as (cgroup, attached):
+        peer, info = cgroup.peer(0, 0, "--listen-before-join")
+        joined, _v6, early = info["listen"]
+        mine = [connected_to(early), connected_to(joined)]
+        try:
+            conns = shown(peer.pid)
+            accepted_early = _by_port(conns, {mine[0].getsockname()[1]})
+            accepted_joined = _by_port(conns, {mine[1].getsockname()[1]})
+            assert [values(c) for c in accepted_early] == [UNTOUCHED]  # the early listener's cgroup
+            assert [values(c) for c in accepted_joined] == [EXPECTED]
+            listed = _counters(bpffs, attached["cgroup_id"])["uncovered_listeners"]
+            swept = guard("sweep", "--cgroup", cgroup.path, "--bpffs", str(bpffs))["uncovered_listeners"]
+            for report in (listed, swept):
+                assert [(x["pid"], x["local"]["port"]) for x in report] == [(peer.pid, early)]
+                assert report[0]["socket_cgroup"] != cgroup.path
+            assert kernel_values(mine[0]) == kernel_values(mine[1]) == UNTOUCHED
+        finally:
+            for sock in mine:
+                sock.close()
+
+
+def test_the_sweep_reaches_connections_made_before_and_only_inside(bpffs: Path, servers: Servers) -> None:
+    port4, port6 = servers.ports
+    with made_cgroup("sweep") as cgroup:
+        before = len(servers.accepted)
+        peer, _ = cgroup.peer(port4, port6)  # own4, own6 (both ends), out4, out6: 6 inside
+        servers.wait(before + 2)
+        outside = servers.accepted[before:]
+        assert [values(c) for c in shown(peer.pid)] == [UNTOUCHED] * 6
+
+        by_iterator = guard("sweep", POLICY_TEXT, "--cgroup", cgroup.path, "--bpffs", str(bpffs))
+        assert by_iterator["method"] == "iterator" and by_iterator["fallback_reason"] is None
+        (reach,) = by_iterator["reaches"]
+        assert (reach["handled"], reach["applied"], reach["failed"]) == (6, 6, 0)
+        assert reach["seen"] >= 8  # every TCP socket of the namespace, the 2 outside ends included
+        assert [values(c) for c in shown(peer.pid)] == [EXPECTED] * 6
+        assert [kernel_values(s) for s in outside] == [UNTOUCHED] * 2
+
+        by_processes = guard(
+            "sweep", OTHER, "--cgroup", cgroup.path, "--method", "processes", "--bpffs", str(bpffs)
+        )
+        assert by_processes["method"] == "processes"
+        assert (by_processes["handled"], by_processes["applied"], by_processes["failed"]) == (6, 6, 0)
+        assert [values(c) for c in shown(peer.pid)] == [OTHER_VALUES] * 6
+        assert [kernel_values(s) for s in outside] == [UNTOUCHED] * 2
+
+        old = guard("sweep", POLICY_TEXT, "--cgroup", cgroup.path, "--bpffs", str(bpffs), prefix=OLD_KERNEL)
+        assert old["method"] == "processes" and "too old" in old["fallback_reason"]
+        assert old["applied"] == 6
+        refused = guard(
+            "sweep", POLICY_TEXT, "--cgroup", cgroup.path, "--method", "iterator", "--bpffs", str(bpffs),
+            expect=4, prefix=OLD_KERNEL,
+        )  # fmt: skip
+        assert refused["error"]["missing"] == "kernel"
+        no_policy = guard("sweep", "--cgroup", cgroup.path, "--bpffs", str(bpffs), expect=2)
+        assert "give a policy" in no_policy["error"]["message"]
+
+        attached = guard("attach", OTHER, "--cgroup", cgroup.path, "--sweep", "--bpffs", str(bpffs))
+        try:
+            assert attached["sweep"]["policy"] == OTHER and attached["sweep"]["applied"] == 6
+            assert [values(c) for c in shown(peer.pid)] == [OTHER_VALUES] * 6
+        finally:
+            guard("detach", "--cgroup", cgroup.path, "--bpffs", str(bpffs))
+        print(f"\nsweep: iterator {reach}, processes {by_processes['reaches']}")
