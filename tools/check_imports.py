@@ -60,6 +60,7 @@ LAYERS: dict[str, list[str]] = {
         "ka.aio",
         "ka.listen",
         "ka.live",
+        "ka.guard",
         "ka.cli",
         "ka.http",
         "ka.bench",

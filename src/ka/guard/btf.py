@@ -146,8 +146,8 @@ class Btf:
             return self.size_of(elem) * int(count)
         return size
 
-    def _members(self, type_id: int) -> list[tuple[str, int, int]]:
-        """(name, type id, bit offset) of a struct's or union's members."""
+    def _members(self, type_id: int) -> list[tuple[str, int, int, bool]]:
+        """(name, type id, bit offset, is a bit field) of a struct's or union's members."""
         kind, _name, vlen, _size, kind_flag = self._record(type_id)
         if kind not in (STRUCT, UNION):
             raise BtfError(f"BTF type {type_id} is not a struct or union")
@@ -155,20 +155,33 @@ class Btf:
         members = []
         for i in range(vlen):
             name_off, member_type, offset = _MEMBER.unpack_from(self._data, start + i * _MEMBER.size)
+            # with kind_flag the top 8 bits are a bit field's size; without it an int's own
+            # encoding says how many bits it takes
             bits = offset & 0xFFFFFF if kind_flag else offset
-            members.append((self._name(name_off) if name_off else "", member_type, bits))
+            bit_field = bool(offset >> 24) if kind_flag else self._int_bits(member_type) not in (None, 0)
+            members.append((self._name(name_off) if name_off else "", member_type, bits, bit_field))
         return members
 
-    def _lookup(self, type_id: int, name: str) -> tuple[int, int] | None:
-        """(type id, bit offset) of member ``name``, looking inside anonymous members too."""
-        for member_name, member_type, bits in self._members(type_id):
+    def _int_bits(self, type_id: int) -> int | None:
+        """For an int narrower than its size (a bit field without kind_flag): its bits; else None."""
+        resolved = self.resolve(type_id)
+        if not resolved or self._record(resolved)[0] != INT:
+            return None
+        encoding = struct.unpack_from("<I", self._data, self._starts[resolved] + _RECORD.size)[0]
+        nr_bits, bit_offset = encoding & 0xFF, (encoding >> 16) & 0xFF
+        return None if nr_bits == 8 * self.size_of(resolved) and not bit_offset else nr_bits
+
+    def _lookup(self, type_id: int, name: str) -> tuple[int, int, bool] | None:
+        """(type id, bit offset, is a bit field) of member ``name``, looking inside anonymous
+        members too."""
+        for member_name, member_type, bits, bit_field in self._members(type_id):
             if member_name == name:
-                return member_type, bits
+                return member_type, bits, bit_field
             inner = self.resolve(member_type)
             if not member_name and self._record(inner)[0] in (STRUCT, UNION):
                 found = self._lookup(inner, name)
                 if found is not None:
-                    return found[0], bits + found[1]
+                    return found[0], bits + found[1], found[2]
         return None
 
     def member(self, struct_name: str, path: str) -> Member:
@@ -177,6 +190,7 @@ class Btf:
         part that is not there."""
         type_id = self.find(struct_name, STRUCT)
         bits = 0
+        bit_field = False
         where = f"struct {struct_name}"
         member_type = type_id
         for part in path.split("."):
@@ -186,10 +200,10 @@ class Btf:
             found = self._lookup(current, part)
             if found is None:
                 raise BtfError(f"{where} has no member {part!r} in this kernel")
-            member_type, offset = found
+            member_type, offset, bit_field = found
             bits += offset
             where = f"{where}.{part}"
-        if bits % 8:
+        if bits % 8 or bit_field:
             raise BtfError(f"{where} is a bit field, not a member the program can load")
         resolved = self.resolve(member_type)
         kind, _name, _vlen, size_or_type, _flag = self._record(resolved)
