@@ -45,12 +45,14 @@ class Cmd(enum.IntEnum):
     OBJ_GET = 7
     PROG_ATTACH = 8
     PROG_DETACH = 9
+    PROG_GET_FD_BY_ID = 13
     OBJ_GET_INFO_BY_FD = 15
     PROG_QUERY = 16
     LINK_CREATE = 28
     LINK_UPDATE = 29
     ITER_CREATE = 33
     LINK_DETACH = 34
+    ENABLE_STATS = 32
 
 
 class MapType(enum.IntEnum):
@@ -108,11 +110,14 @@ class MapInfo(NamedTuple):
 
 
 class ProgInfo(NamedTuple):
-    """The fields of ``struct bpf_prog_info`` ka reads: type, id and name."""
+    """The fields of ``struct bpf_prog_info`` ka reads: type, id, name, and the time the program
+    ran and how often (counted only while statistics are on: ``enable_stats``)."""
 
     type: int
     id: int
     name: str
+    run_time_ns: int
+    run_cnt: int
 
 
 _libc: ctypes.CDLL | None = None
@@ -324,4 +329,16 @@ def prog_info(fd: int) -> ProgInfo:
     raw = _info(fd, 232)
     type_, id_ = struct.unpack_from("=II", raw)
     name = raw[64:80].rstrip(b"\0").decode(errors="replace")
-    return ProgInfo(type_, id_, name)
+    run_time_ns, run_cnt = struct.unpack_from("=QQ", raw, 192)
+    return ProgInfo(type_, id_, name, run_time_ns, run_cnt)
+
+
+def prog_get_fd_by_id(prog_id: int) -> int:
+    """A descriptor of the loaded program with this id (BPF_PROG_GET_FD_BY_ID)."""
+    return bpf(Cmd.PROG_GET_FD_BY_ID, _attr("III", prog_id, 0, 0))
+
+
+def enable_stats() -> int:
+    """Count every program's run time while the returned descriptor is open (BPF_ENABLE_STATS,
+    BPF_STATS_RUN_TIME; Linux 5.8+, CAP_SYS_ADMIN); the sysctl is left alone."""
+    return bpf(Cmd.ENABLE_STATS, _attr("I", 0))
