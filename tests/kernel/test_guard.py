@@ -101,6 +101,7 @@ def clients(bpffs: Path, servers: Servers) -> Iterator[Clients]:
     port4, port6 = servers.ports
     mine: list[socket.socket] = []
     with guarded_cgroup("clients", bpffs, POLICY_TEXT) as (cgroup, attached):
+        inner = cgroup.child("inner")
         try:
             peer, info = cgroup.peer(port4, port6, "--own-values")
             mine += [connected_to(info["listen"][0]), connected_to(info["listen"][1], socket.AF_INET6)]
@@ -108,7 +109,8 @@ def clients(bpffs: Path, servers: Servers) -> Iterator[Clients]:
             expected_out = 3  # the peer's out4, out6 and own-values connections
             if have("socat"):
                 programs_in["socat4"] = cgroup.start(["socat", "-u", "-", f"TCP4:127.0.0.1:{port4}"]).pid
-                programs_in["socat6"] = cgroup.start(["socat", "-u", "-", f"TCP6:[::1]:{port6}"]).pid
+                # in a cgroup below the guarded one: covered too
+                programs_in["socat6"] = inner.start(["socat", "-u", "-", f"TCP6:[::1]:{port6}"]).pid
                 expected_out += 2
             if have("curl"):
                 programs_in["curl"] = cgroup.start(["curl", "-s", f"http://127.0.0.1:{port4}/"]).pid
@@ -137,6 +139,7 @@ def clients(bpffs: Path, servers: Servers) -> Iterator[Clients]:
             made.listed = guard("list", "--bpffs", str(bpffs))
             yield made
         finally:
+            inner.close()
             for sock in mine:
                 sock.close()
 
@@ -196,6 +199,7 @@ def test_ss_shows_the_policys_keepalive_timer_inside(clients: Clients) -> None:
 
 def test_connections_outside_the_cgroup_are_untouched(clients: Clients) -> None:
     assert len(clients.outside) >= 10
+    print(f"\n{len(clients.outside)} connections outside read back the system defaults")
     assert [kernel_values(s) for s in clients.outside] == [UNTOUCHED] * len(clients.outside)
     timers = keepalive_timers([inode_of(s) for s in clients.outside], 0, timeout=0)
     assert [t for t, _ in timers.values() if t == "keepalive"] == []
