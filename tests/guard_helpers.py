@@ -85,9 +85,13 @@ class MadeCgroup:
     def child(self, label: str) -> MadeCgroup:
         return MadeCgroup(label, self.directory)
 
+    def _joining(self) -> list[str]:
+        """A shell that joins the cgroup and execs its arguments."""
+        return ["sh", "-c", f'echo $$ > {self.directory}/cgroup.procs && exec "$@"', "sh"]
+
     def start(self, argv: Sequence[str], *, stdin: bool = True) -> subprocess.Popen[str]:
         """``argv`` started inside the cgroup (a shell joins it, then execs the program)."""
-        wrapped = ["sh", "-c", f'echo $$ > {self.directory}/cgroup.procs && exec "$@"', "sh", *argv]
+        wrapped = [*self._joining(), *argv]
         proc = subprocess.Popen(
             wrapped,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
@@ -98,10 +102,23 @@ class MadeCgroup:
         self.procs.append(proc)
         return proc
 
-    def peer(self, port4: int, port6: int, *flags: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-        """guard_peer.py (it joins the cgroup itself) and its first JSON line."""
+    def peer(
+        self, port4: int, port6: int, *flags: str, netns: str | None = None
+    ) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+        """guard_peer.py (it joins the cgroup itself) and its first JSON line; ``netns``: run in
+        that network namespace (joined to the cgroup first: ``ip netns exec`` hides /sys's cgroups)."""
+        argv = [
+            sys.executable,
+            str(PEER),
+            str(self.directory / "cgroup.procs"),
+            str(port4),
+            str(port6),
+            *flags,
+        ]
+        if netns is not None:
+            argv = [*self._joining(), "ip", "netns", "exec", netns, *argv[:2], "-", *argv[3:]]
         proc = subprocess.Popen(
-            [sys.executable, str(PEER), str(self.directory / "cgroup.procs"), str(port4), str(port6), *flags],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -3,8 +3,8 @@ socket option unless told to.
 
     python guard_peer.py CGROUP_PROCS PORT4 PORT6 [--listen-before-join] [--own-values]
 
-It joins the cgroup (writes its pid to CGROUP_PROCS), then: listens on 127.0.0.1 and ::1,
-connects to each of its own listeners and accepts (client and server ends inside the cgroup),
+It joins the cgroup (writes its pid to CGROUP_PROCS; ``-``: it was started inside), then: listens
+on 127.0.0.1 and ::1, connects to each of its own listeners and accepts (both ends inside),
 connects to the test's servers on PORT4 and PORT6 (0: skip), and accepts whatever else connects
 to its listeners. ``--listen-before-join``: a third listener (127.0.0.1) made before joining,
 whose accepted connections the guard cannot cover. ``--own-values``: one more connection to
@@ -30,8 +30,9 @@ def main() -> None:
     procs, port4, port6 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     flags = set(sys.argv[4:])
     early = socket.create_server(("127.0.0.1", 0)) if "--listen-before-join" in flags else None
-    with open(procs, "w") as f:
-        f.write(str(os.getpid()))
+    if procs != "-":  # "-": started inside the cgroup already
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
     listeners = [
         socket.create_server(("127.0.0.1", 0)),
         socket.create_server(("::1", 0), family=socket.AF_INET6),

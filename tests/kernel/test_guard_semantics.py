@@ -6,13 +6,17 @@ iterator's fallback on a kernel too old for it). Root only; everything made is r
 
 from __future__ import annotations
 
+import os
 import platform
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import ka.live.cgroup
+import netns
 from guard_helpers import (
     Servers,
     connected_to,
@@ -29,6 +33,7 @@ from guard_helpers import (
 from helpers import EXPECTED, POLICY, fresh_values, kernel_values
 from ka.guard import checks
 from ka.guard.errors import Unsupported
+from live_helpers import NOBODY, as_nobody
 
 REASON = unavailable()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -169,3 +174,40 @@ def test_the_sweep_reaches_connections_made_before_and_only_inside(bpffs: Path, 
         finally:
             guard("detach", "--cgroup", cgroup.path, "--bpffs", str(bpffs))
         print(f"\nsweep: iterator {reach}, processes {by_processes['reaches']}")
+
+
+def test_the_iterator_sweeps_each_network_namespace_the_cgroup_uses(bpffs: Path) -> None:
+    with netns.NetnsPair() as pair, made_cgroup("netns") as cgroup:
+        peer, _ = cgroup.peer(0, 0, netns=pair.names["near"])  # own4, own6: 4 inside, in "near"
+        report = guard("sweep", POLICY_TEXT, "--cgroup", cgroup.path, "--bpffs", str(bpffs))
+        assert report["method"] == "iterator"
+        by_netns = {r["netns"]: (r["handled"], r["applied"]) for r in report["reaches"]}
+        near_path = Path("/run/netns") / pair.names["near"]
+        near, own = (f"net:[{os.stat(path).st_ino}]" for path in (near_path, "/proc/self/ns/net"))
+        assert by_netns == {own: (0, 0), near: (4, 4)}, by_netns
+        assert [values(c) for c in shown(peer.pid)] == [EXPECTED] * 4
+
+
+def test_a_unit_and_a_process_name_the_cgroup(bpffs: Path) -> None:
+    with made_cgroup("guarded.service") as cgroup:
+        unit = cgroup.directory.name
+        sleeper = cgroup.start(["sleep", "60"], stdin=False)
+        attached = guard("attach", POLICY_TEXT, "--unit", unit, "--bpffs", str(bpffs))
+        assert attached["cgroup"] == cgroup.path
+        for _ in range(100):  # the shell joins, then execs sleep
+            if sleeper.pid in ka.live.cgroup.pids(cgroup.cgroup):
+                break
+            time.sleep(0.02)
+        (done,) = guard("detach", "--pid", str(sleeper.pid), "--bpffs", str(bpffs))["detached"]
+        assert done["cgroup_id"] == attached["cgroup_id"]
+
+
+@as_nobody
+def test_not_root_is_named(bpffs: Path) -> None:
+    with guarded_cgroup("nobody", bpffs, POLICY_TEXT) as (cgroup, _attached):
+        refused = guard(
+            "attach", OTHER, "--cgroup", cgroup.path, "--bpffs", str(bpffs), expect=3, prefix=NOBODY
+        )
+        assert refused["error"]["missing"] == "root" and "uid 65534" in refused["error"]["message"]
+        listed = guard("list", "--bpffs", str(bpffs), expect=3, prefix=NOBODY)
+        assert listed["error"]["missing"] == "root", listed

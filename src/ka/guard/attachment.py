@@ -152,7 +152,12 @@ def attachments(bpffs: Path = BPFFS) -> list[Attachment]:
     checks.check_platform()
     if not pins.is_mounted(bpffs):
         return []
-    return [read(d) for d in pins.pin_dirs(bpffs)]
+    try:
+        return [read(d) for d in pins.pin_dirs(bpffs)]
+    except PermissionError as exc:
+        raise NotPermitted(
+            f"cannot read the pins under {bpffs}: {exc.strerror} (ka guard needs root)", "root"
+        ) from exc
 
 
 def find(cgroup_id: int, bpffs: Path = BPFFS) -> Attachment | None:

@@ -113,6 +113,8 @@ def pin_dirs(bpffs: Path) -> list[PinDir]:
         names = os.listdir(top(bpffs))
     except FileNotFoundError:
         return []
+    except PermissionError as exc:
+        raise NotPermitted(f"cannot read {top(bpffs)}: {exc.strerror} (ka guard needs root)", "root") from exc
     for name in names:
         if name.isdigit():
             found.append(pin_dir(bpffs, int(name)))

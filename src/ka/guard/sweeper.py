@@ -35,7 +35,7 @@ from .coverage import Listener, Unreadable, uncovered_listeners
 from .errors import GuardError, Unsupported
 from .loader import Fd
 from .programs import COUNTERS, POLICY, Counters, PolicyRecord
-from .syscall import AttachType, BpfError, MapType, ProgType
+from .syscall import AttachType, MapType, ProgType
 
 METHODS = ("auto", "iterator", "processes")
 
@@ -182,7 +182,7 @@ def _iterator_reaches(
                     _run_iterator(program)
                 else:
                     netns.run_in_netns_of(pid, lambda: _run_iterator(program))
-            except BpfError as exc:
+            except OSError as exc:  # a BpfError, or entering the namespace (CAP_SYS_ADMIN)
                 raise GuardError(
                     f"the sweep's iterator failed in {_netns_name(identifier)}: {exc}",
                     "iterator",
