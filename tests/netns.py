@@ -9,7 +9,6 @@ veth with nftables, so the far end neither hears nor answers.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import os
 import shutil
@@ -21,12 +20,13 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
+from ka.live.netns import enter
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 T = TypeVar("T")
 
-CLONE_NEWNET = 0x40000000
 NEAR_ADDR = "10.213.0.1"
 FAR_ADDR = "10.213.0.2"
 _serial = itertools.count()
@@ -42,17 +42,6 @@ def unavailable() -> str | None:
         if shutil.which(tool) is None:
             return f"the {tool!r} command is missing (Debian package {package})"
     return None
-
-
-def _setns(fd: int) -> None:
-    setns = getattr(os, "setns", None)  # Python 3.12+
-    if setns is not None:
-        setns(fd, CLONE_NEWNET)
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns into a network namespace failed: {os.strerror(err)}")
 
 
 def _ip(*args: str) -> None:
@@ -126,7 +115,7 @@ class NetnsPair:
             try:
                 ns_fd = os.open(f"/run/netns/{self.names[side]}", os.O_RDONLY)
                 try:
-                    _setns(ns_fd)
+                    enter(ns_fd)
                 finally:
                     os.close(ns_fd)
                 out.append(fn(*args))

@@ -10,7 +10,6 @@ once, one read.
 from __future__ import annotations
 
 import os
-import platform
 import socket
 import subprocess
 import time
@@ -37,7 +36,6 @@ from guard_helpers import (
     keepalive_timers,
     keepalive_timers_now,
     more_pairs,
-    private_bpffs,
     shown,
     unavailable,
     values,
@@ -57,25 +55,6 @@ REDIS_CLI = (
     3,
     EXPECTED[4],
 )  # redis-cli sets keepalive 15 s (interval 15/3, 3 probes) after connecting
-CURL_OWN = (1, 60, 60, 9, 0)  # curl sets 60/60 before connecting (its --keepalive-time default)
-NO_CAP_BPF = ["setpriv", "--bounding-set=-bpf,-sys_admin"]
-NO_CAP_NET_ADMIN = ["setpriv", "--bounding-set=-net_admin"]
-OLD_KERNEL = ["setarch", platform.machine(), "--uname-2.6"]
-
-
-@pytest.fixture(scope="module")
-def bpffs() -> Iterator[Path]:
-    with private_bpffs() as directory:
-        yield directory
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[Servers]:
-    made = Servers()
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 @dataclass

@@ -14,13 +14,12 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import netns
-from guard_helpers import guard, made_cgroup, private_bpffs, unavailable
+from guard_helpers import guard, made_cgroup, unavailable
 
 REASON = unavailable() or netns.unavailable()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
@@ -44,12 +43,6 @@ try:
 except OSError as exc:
     print("died", exc.errno, time.monotonic() - heard, flush=True)
 """
-
-
-@pytest.fixture(scope="module")
-def bpffs() -> Iterator[Path]:
-    with private_bpffs() as directory:
-        yield directory
 
 
 def _line(proc: subprocess.Popen[str], timeout: float) -> str | None:

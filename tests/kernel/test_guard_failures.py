@@ -13,7 +13,7 @@ import platform
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import pytest
 
 import ka
 import ka.guard
-from guard_helpers import attached_programs, guard, made_cgroup, private_bpffs, unavailable
+from guard_helpers import attached_programs, guard, made_cgroup, unavailable
 from helpers import POLICY
 from ka.guard import attachment, loader, pins, programs, sweeper, syscall
 from ka.guard.asm import R0, Assembler, Program
@@ -36,12 +36,6 @@ POLICY_TEXT = str(POLICY)
 NO_CAP_BPF = ["setpriv", "--bounding-set=-bpf,-sys_admin"]
 NO_CAP_NET_ADMIN = ["setpriv", "--bounding-set=-net_admin,-sys_admin"]
 OLD_KERNEL = ["setarch", platform.machine(), "--uname-2.6"]
-
-
-@pytest.fixture(scope="module")
-def bpffs() -> Iterator[Path]:
-    with private_bpffs() as directory:
-        yield directory
 
 
 def _nothing_left(cgroup_dir: Path, bpffs: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from guard_helpers import (
     have,
     made_cgroup,
     more_pairs,
-    private_bpffs,
     shown,
     unavailable,
     values,
@@ -44,21 +42,6 @@ OTHER_VALUES = (1, 44, 6, 3, 0)
 UNTOUCHED = fresh_values() if REASON is None else (0, 0, 0, 0, 0)
 CURL_OWN = (1, 60, 60, 9, 0)  # curl sets 60/60 before connecting (its --keepalive-time default)
 OLD_KERNEL = ["setarch", platform.machine(), "--uname-2.6"]
-
-
-@pytest.fixture(scope="module")
-def bpffs() -> Iterator[Path]:
-    with private_bpffs() as directory:
-        yield directory
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[Servers]:
-    made = Servers()
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def _counters(bpffs: Path, cgroup_id: int) -> dict[str, Any]:

@@ -29,7 +29,8 @@ def netns_id(pid: int | None = None) -> int:
         raise ProcessLookupError(3, f"no process with pid {pid}") from None
 
 
-def _setns(fd: int) -> None:
+def enter(fd: int) -> None:
+    """Move this thread into the network namespace open at ``fd`` (setns(2), CAP_SYS_ADMIN)."""
     setns = getattr(os, "setns", None)  # Python 3.12+
     if setns is not None:
         setns(fd, CLONE_NEWNET)
@@ -52,7 +53,7 @@ def run_in_netns_of(pid: int, fn: Callable[[], T]) -> T:
         try:
             fd = os.open(proc_dir(pid) / "ns" / "net", os.O_RDONLY)
             try:
-                _setns(fd)
+                enter(fd)
             finally:
                 os.close(fd)
             results.append(fn())
