@@ -15,12 +15,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from ka.live.netns import enter
+from ka.live.netns import run_in_netns
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -108,26 +107,7 @@ class NetnsPair:
 
     def run(self, side: str, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` in a new thread inside the ``side`` namespace; returns or raises its result."""
-        out: list[T] = []
-        errors: list[BaseException] = []
-
-        def body() -> None:
-            try:
-                ns_fd = os.open(f"/run/netns/{self.names[side]}", os.O_RDONLY)
-                try:
-                    enter(ns_fd)
-                finally:
-                    os.close(ns_fd)
-                out.append(fn(*args))
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=body, name=f"netns-{side}")
-        thread.start()
-        thread.join()
-        if errors:
-            raise errors[0]
-        return out[0]
+        return run_in_netns(f"/run/netns/{self.names[side]}", lambda: fn(*args))
 
     def make_socket(
         self, side: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM, proto: int = 0

@@ -1,10 +1,10 @@
 """Running a function inside another process's network namespace (Linux).
 
 A socket call, a netlink dump or a BPF iterator sees the network namespace of the thread that
-makes it. ``run_in_netns_of(pid, fn)`` calls ``fn`` in a short-lived thread that first enters
-process ``pid``'s namespace with ``setns(2)`` (CAP_SYS_ADMIN), so the caller's own threads stay
-where they are; when ``pid`` shares the caller's namespace, ``fn`` runs directly, without
-privileges.
+makes it. ``run_in_netns(path, fn)`` calls ``fn`` in a short-lived thread that first enters the
+namespace at ``path`` with ``setns(2)`` (CAP_SYS_ADMIN), so the caller's own threads stay where
+they are; ``run_in_netns_of(pid, fn)`` does it for process ``pid``'s namespace, and calls ``fn``
+directly, without privileges, when that is the caller's own.
 """
 
 from __future__ import annotations
@@ -41,17 +41,16 @@ def enter(fd: int) -> None:
         raise OSError(err, f"setns into a network namespace: {os.strerror(err)}")
 
 
-def run_in_netns_of(pid: int, fn: Callable[[], T]) -> T:
-    """``fn()`` inside process ``pid``'s network namespace; its result, or what it raised.
-    ``PermissionError`` when the namespace cannot be entered (CAP_SYS_ADMIN is needed)."""
-    if netns_id(pid) == netns_id(None):
-        return fn()
+def run_in_netns(path: str | os.PathLike[str], fn: Callable[[], T]) -> T:
+    """``fn()`` in a new thread inside the network namespace at ``path`` (``/proc/PID/ns/net``,
+    ``/run/netns/NAME``); its result, or what it raised. ``PermissionError`` when the namespace
+    cannot be entered (CAP_SYS_ADMIN is needed)."""
     results: list[T] = []
     errors: list[BaseException] = []
 
     def body() -> None:
         try:
-            fd = os.open(proc_dir(pid) / "ns" / "net", os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY)
             try:
                 enter(fd)
             finally:
@@ -60,9 +59,17 @@ def run_in_netns_of(pid: int, fn: Callable[[], T]) -> T:
         except BaseException as exc:
             errors.append(exc)
 
-    thread = threading.Thread(target=body, name=f"netns-of-{pid}")
+    thread = threading.Thread(target=body, name=f"netns {path}")
     thread.start()
     thread.join()
     if errors:
         raise errors[0]
     return results[0]
+
+
+def run_in_netns_of(pid: int, fn: Callable[[], T]) -> T:
+    """``fn()`` inside process ``pid``'s network namespace: directly when it is this process's,
+    else as ``run_in_netns`` does."""
+    if netns_id(pid) == netns_id(None):
+        return fn()
+    return run_in_netns(proc_dir(pid) / "ns" / "net", fn)
