@@ -6,6 +6,7 @@ reads that do not go through ka.guard (ss, bpftool's view by BPF_PROG_QUERY, ka 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -28,8 +29,10 @@ PEER = Path(__file__).with_name("guard_peer.py")
 _serial = iter(range(1_000_000))
 
 
+@functools.cache
 def unavailable() -> str | None:
-    """Why the guard cannot be tried here, or None."""
+    """Why the guard cannot be tried here, or None (asked once per run: it makes and removes a
+    cgroup and mounts and unmounts a BPF filesystem, as the tests will)."""
     if not sys.platform.startswith("linux"):
         return "ka guard is Linux only"
     if os.geteuid() != 0:
@@ -38,15 +41,20 @@ def unavailable() -> str | None:
     from ka.live.cgroup import CgroupError, cgroup2_mount
 
     try:
-        cgroup2_mount()
-    except CgroupError as exc:
-        return str(exc)
+        probe = cgroup2_mount() / f"ka-guard-probe-{os.getpid()}"
+        probe.mkdir()
+        probe.rmdir()
+    except (CgroupError, OSError) as exc:
+        return f"cannot make a cgroup v2 here: {exc}"
     try:
         checks.require_kernel("attach")
     except Exception as exc:
         return str(exc)
-    if "bpf" not in Path("/proc/filesystems").read_text():
-        return "this kernel has no BPF filesystem"
+    try:
+        with private_bpffs():
+            pass
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return f"cannot mount a BPF filesystem here: {exc}"
     return None
 
 
