@@ -43,7 +43,7 @@ from guard_helpers import (
 from helpers import EXPECTED, POLICY, fresh_values, kernel_values
 
 REASON = unavailable()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 POLICY_TEXT = str(POLICY)  # idle=33 interval=7 count=4 user_timeout=12.345
 UNTOUCHED = fresh_values() if REASON is None else (0, 0, 0, 0, 0)

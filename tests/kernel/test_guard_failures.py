@@ -8,11 +8,13 @@ case ends with nothing attached and nothing pinned. Root only.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import platform
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from ka.guard.syscall import AttachType, MapType, ProgType
 from live_helpers import ka_command
 
 REASON = unavailable()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 POLICY_TEXT = str(POLICY)
 NO_CAP_BPF = ["setpriv", "--bounding-set=-bpf,-sys_admin"]
@@ -304,8 +306,20 @@ def test_the_programs_are_what_the_kernel_disassembles() -> None:
 
 def test_attach_mounts_the_bpffs_when_none_is_mounted() -> None:
     default = pins.BPFFS
-    if pins.is_mounted(default):
-        pytest.skip(f"a BPF filesystem is already mounted at {default}")
+    # one run of this test at a time on the machine (CI runs the suite twice side by side): a
+    # lock on the temporary directory itself, so nothing is left behind
+    lock = os.open(tempfile.gettempdir(), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if pins.is_mounted(default):
+            pytest.skip(f"a BPF filesystem is already mounted at {default}")
+        _attach_mounting(default)
+    finally:
+        os.close(lock)
+    assert not pins.is_mounted(default)
+
+
+def _attach_mounting(default: Path) -> None:
     with made_cgroup("mount") as cgroup:
         try:
             attached = guard("attach", POLICY_TEXT, "--cgroup", cgroup.path)
@@ -320,4 +334,3 @@ def test_attach_mounts_the_bpffs_when_none_is_mounted() -> None:
                 attachment.detach(ours.cgroup_id, default)
             if pins.is_mounted(default):
                 assert pins.unmount_if_empty(default), os.listdir(default)
-    assert not pins.is_mounted(default)

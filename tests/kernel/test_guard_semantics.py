@@ -34,7 +34,7 @@ from ka.guard.errors import Unsupported
 from live_helpers import NOBODY, as_nobody
 
 REASON = unavailable()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 POLICY_TEXT = str(POLICY)
 OTHER = "idle=44 interval=6 count=3 user_timeout=0"  # 0: back to the system behaviour
