@@ -31,7 +31,7 @@ from guard_helpers import (
 from helpers import EXPECTED, POLICY, fresh_values, kernel_values
 from ka.guard import checks
 from ka.guard.errors import Unsupported
-from live_helpers import NOBODY, as_nobody
+from live_helpers import NOBODY, as_nobody, ka_command
 
 REASON = unavailable()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
@@ -109,6 +109,16 @@ def test_a_listener_made_before_joining_is_not_covered_and_is_reported(bpffs: Pa
                 assert [(x["pid"], x["local"]["port"]) for x in report] == [(peer.pid, early)]
                 assert report[0]["socket_cgroup"] != cgroup.path
             assert kernel_values(mine[0]) == kernel_values(mine[1]) == UNTOUCHED
+            text = ka_command("guard", "list", "--bpffs", str(bpffs)).stdout
+            fix = f"ka apply --pid {peer.pid} --state listen --local-port {early} --policy '{POLICY_TEXT}'"
+            assert "connections they accept are not guarded" in text and fix in text, text
+            # the fix the listing gives: the listener's options, which Linux copies to what it accepts
+            applied = ka_command(*fix.split()[1:8], "--policy", POLICY_TEXT)
+            assert applied.returncode == 0, applied.stderr
+            mine.append(connected_to(early))
+            time.sleep(0.1)
+            accepted_later = _by_port(shown(peer.pid), {mine[-1].getsockname()[1]})
+            assert [values(c) for c in accepted_later] == [EXPECTED]
         finally:
             for sock in mine:
                 sock.close()

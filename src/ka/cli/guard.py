@@ -170,7 +170,7 @@ def _policy_text(policy: Any) -> str:
     return "-" if policy is None else str(policy)
 
 
-def _listeners_text(listeners: list[guard.Listener]) -> list[str]:
+def _listeners_text(listeners: list[guard.Listener], policy: object) -> list[str]:
     if not listeners:
         return []
     lines = [
@@ -181,7 +181,8 @@ def _listeners_text(listeners: list[guard.Listener]) -> list[str]:
         lines.append(
             f"  pid {listener.pid} ({listener.command}) fd {listener.fd} {listener.local}: "
             f"socket in {listener.socket_cgroup}; fix: restart it inside the cgroup, or "
-            f"ka apply --pid {listener.pid} --state listen --local-port {listener.local.port} POLICY"
+            f"ka apply --pid {listener.pid} --state listen --local-port {listener.local.port} "
+            f"--policy '{policy}'"
         )
     return lines
 
@@ -226,7 +227,7 @@ def _attach(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     if swept is not None:
         _print_sweep(swept)
-    for line in _listeners_text(listeners):
+    for line in _listeners_text(listeners, found.policy):
         print(f"warning: {line}" if not line.startswith("  ") else line, file=sys.stderr)
     return EXIT_OK
 
@@ -276,7 +277,7 @@ def _list(args: argparse.Namespace) -> int:
     headers = ("CGROUP", "ID", "STATE", "POLICY", "KEEP-OWN", "HANDLED", "APPLIED", "KEPT", "OPTIONS FAILED")
     print(table(headers, rows, right={1, 5, 6, 7}))
     for a in found:
-        for line in _listeners_text(listeners.get(a.cgroup_id, [])):
+        for line in _listeners_text(listeners.get(a.cgroup_id, []), a.policy):
             print(line if line.startswith("  ") else f"{a.cgroup}: {line}")
         if a.state != guard.ATTACHED:
             print(f"{a.pins}: {a.state}; ka guard detach --cgroup-id {a.cgroup_id} removes it")
@@ -337,7 +338,7 @@ def _sweep(args: argparse.Namespace) -> int:
         print_json({**report.as_dict(), "exit_code": code})
         return code
     _print_sweep(report)
-    for line in _listeners_text(report.listeners):
+    for line in _listeners_text(report.listeners, report.policy):
         print(line, file=sys.stderr)
     return code
 
