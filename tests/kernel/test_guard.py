@@ -74,12 +74,12 @@ class Clients:
 
 
 @pytest.fixture(scope="module")
-def clients(bpffs: Path, servers: Servers) -> Iterator[Clients]:
+def clients(guard_bpffs: Path, guard_servers: Servers) -> Iterator[Clients]:
     """The policy attached to a cgroup; inside it a Python client and server, socat, curl, busybox
     nc (client and listener) and redis-cli, over IPv4 and IPv6; the test's own sockets outside."""
-    port4, port6 = servers.ports
+    port4, port6 = guard_servers.ports
     mine: list[socket.socket] = []
-    with guarded_cgroup("clients", bpffs, POLICY_TEXT) as (cgroup, attached):
+    with guarded_cgroup("clients", guard_bpffs, POLICY_TEXT) as (cgroup, attached):
         inner = cgroup.child("inner")
         try:
             peer, info = cgroup.peer(port4, port6, "--own-values")
@@ -106,16 +106,20 @@ def clients(bpffs: Path, servers: Servers) -> Iterator[Clients]:
                     ["redis-cli", "-h", "127.0.0.1", "-p", str(port4), "PING"]
                 ).pid
                 expected_out += 1
-            servers.wait(expected_out)
+            guard_servers.wait(expected_out)
             time.sleep(0.2)  # the last handshakes' callbacks
             timers = keepalive_timers_now()  # first: redis-cli's 15 s idle must not have run out
             with ThreadPoolExecutor(4) as pool:  # ka show per process, side by side
                 inside = dict(zip(programs_in, pool.map(shown, programs_in.values())))
             made = Clients(
-                attached, peer, inside, info["made"]["own_values"], servers.accepted[-expected_out:] + mine
+                attached,
+                peer,
+                inside,
+                info["made"]["own_values"],
+                guard_servers.accepted[-expected_out:] + mine,
             )
             made.timers = {c["inode"]: timers.get(c["inode"], ("", 0.0)) for _, c in made.connections()}
-            made.listed = guard("list", "--bpffs", str(bpffs))
+            made.listed = guard("list", "--bpffs", str(guard_bpffs))
             yield made
         finally:
             inner.close()
@@ -123,12 +127,12 @@ def clients(bpffs: Path, servers: Servers) -> Iterator[Clients]:
                 sock.close()
 
 
-def test_attach_reports_the_policy_and_its_pins(clients: Clients, bpffs: Path) -> None:
+def test_attach_reports_the_policy_and_its_pins(clients: Clients, guard_bpffs: Path) -> None:
     attached = clients.attached
     assert attached["state"] == "attached" and attached["policy"] == POLICY_TEXT
     assert attached["counters"]["handled"] == 0 and not attached["updated"] and not attached["mounted_bpffs"]
     pins = Path(attached["pins"])
-    assert pins == bpffs / "ka" / str(attached["cgroup_id"])
+    assert pins == guard_bpffs / "ka" / str(attached["cgroup_id"])
     assert sorted(os.listdir(pins)) == ["counters", "link", "policy"]
     assert attached["prog_id"] in attached_programs(Path(ka.guard.target(attached["cgroup"]).directory))
 
@@ -196,9 +200,9 @@ def test_list_reads_the_counters_back_from_the_kernel(clients: Clients) -> None:
     assert listed["uncovered_listeners"] == []
 
 
-def test_after_detach_new_connections_are_untouched(clients: Clients, bpffs: Path) -> None:
+def test_after_detach_new_connections_are_untouched(clients: Clients, guard_bpffs: Path) -> None:
     cgroup_path = clients.attached["cgroup"]
-    done = guard("detach", "--cgroup", cgroup_path, "--bpffs", str(bpffs))
+    done = guard("detach", "--cgroup", cgroup_path, "--bpffs", str(guard_bpffs))
     (final,) = done["detached"]
     assert final["counters"]["handled"] == len(clients.connections())
     assert attached_programs(ka.guard.target(cgroup_path).directory) == []

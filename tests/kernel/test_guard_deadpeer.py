@@ -51,9 +51,9 @@ def _line(proc: subprocess.Popen[str], timeout: float) -> str | None:
     return proc.stdout.readline().strip() if ready else None
 
 
-def test_a_silent_peer_is_found_on_the_policys_schedule(bpffs: Path) -> None:
+def test_a_silent_peer_is_found_on_the_policys_schedule(guard_bpffs: Path) -> None:
     with netns.NetnsPair() as pair, made_cgroup("deadpeer") as cgroup:
-        attached = guard("attach", POLICY_TEXT, "--cgroup", cgroup.path, "--bpffs", str(bpffs))
+        attached = guard("attach", POLICY_TEXT, "--cgroup", cgroup.path, "--bpffs", str(guard_bpffs))
         server = pair.listener("far")
         server.settimeout(10)
         port = str(server.getsockname()[1])
@@ -98,7 +98,7 @@ def test_a_silent_peer_is_found_on_the_policys_schedule(bpffs: Path) -> None:
             control = _line(clients["control"], max(0.0, silenced + DETECTION + LATE - time.monotonic()))
             (listed,) = [
                 a
-                for a in guard("list", "--bpffs", str(bpffs))["attachments"]
+                for a in guard("list", "--bpffs", str(guard_bpffs))["attachments"]
                 if a["cgroup_id"] == attached["cgroup_id"]
             ]
         finally:
@@ -109,7 +109,7 @@ def test_a_silent_peer_is_found_on_the_policys_schedule(bpffs: Path) -> None:
             for conn in accepted:
                 conn.close()
             server.close()
-            guard("detach", "--cgroup", cgroup.path, "--bpffs", str(bpffs))
+            guard("detach", "--cgroup", cgroup.path, "--bpffs", str(guard_bpffs))
     assert outcome is not None, "the guarded client was still waiting"
     what, err, after = outcome.split()
     name = errno.errorcode.get(int(err), err)

@@ -40,13 +40,13 @@ NO_CAP_NET_ADMIN = ["setpriv", "--bounding-set=-net_admin,-sys_admin"]
 OLD_KERNEL = ["setarch", platform.machine(), "--uname-2.6"]
 
 
-def _nothing_left(cgroup_dir: Path, bpffs: Path) -> None:
+def _nothing_left(cgroup_dir: Path, guard_bpffs: Path) -> None:
     assert attached_programs(cgroup_dir) == []
-    top = bpffs / "ka"
+    top = guard_bpffs / "ka"
     assert not top.exists() or os.listdir(top) == [], os.listdir(top)
 
 
-def _attach_refused(bpffs: Path, prefix: list[str], expect: int, label: str) -> dict[str, Any]:
+def _attach_refused(guard_bpffs: Path, prefix: list[str], expect: int, label: str) -> dict[str, Any]:
     with made_cgroup(label) as cgroup:
         error = guard(
             "attach",
@@ -54,11 +54,11 @@ def _attach_refused(bpffs: Path, prefix: list[str], expect: int, label: str) -> 
             "--cgroup",
             cgroup.path,
             "--bpffs",
-            str(bpffs),
+            str(guard_bpffs),
             expect=expect,
             prefix=prefix,
         )
-        _nothing_left(cgroup.directory, bpffs)
+        _nothing_left(cgroup.directory, guard_bpffs)
     return dict(error["error"])
 
 
@@ -69,8 +69,8 @@ def _run_python(prefix: list[str], code: str) -> str:
     return out.stderr
 
 
-def test_without_cap_bpf_nothing_is_attached(bpffs: Path) -> None:
-    error = _attach_refused(bpffs, NO_CAP_BPF, 3, "nocapbpf")
+def test_without_cap_bpf_nothing_is_attached(guard_bpffs: Path) -> None:
+    error = _attach_refused(guard_bpffs, NO_CAP_BPF, 3, "nocapbpf")
     assert error["missing"] == "capabilities" and "needs CAP_BPF:" in error["message"], error
     # Not only ka's own check: the kernel itself refuses the map without CAP_BPF.
     stderr = _run_python(
@@ -81,8 +81,8 @@ def test_without_cap_bpf_nothing_is_attached(bpffs: Path) -> None:
     assert "NotPermitted" in stderr and "refused to create the map" in stderr, stderr
 
 
-def test_without_cap_net_admin_nothing_is_attached(bpffs: Path) -> None:
-    error = _attach_refused(bpffs, NO_CAP_NET_ADMIN, 3, "nonetadmin")
+def test_without_cap_net_admin_nothing_is_attached(guard_bpffs: Path) -> None:
+    error = _attach_refused(guard_bpffs, NO_CAP_NET_ADMIN, 3, "nonetadmin")
     assert "needs CAP_NET_ADMIN:" in error["message"], error
     stderr = _run_python(
         NO_CAP_NET_ADMIN,
@@ -95,13 +95,13 @@ def test_without_cap_net_admin_nothing_is_attached(bpffs: Path) -> None:
     assert "NotPermitted" in stderr and "refused to load" in stderr, stderr
 
 
-def test_a_kernel_too_old_is_named(bpffs: Path) -> None:
-    error = _attach_refused(bpffs, OLD_KERNEL, 4, "oldkernel")
+def test_a_kernel_too_old_is_named(guard_bpffs: Path) -> None:
+    error = _attach_refused(guard_bpffs, OLD_KERNEL, 4, "oldkernel")
     assert error["missing"] == "kernel" and re.search(r"kernel 2\.6\.\S+ is too old", error["message"]), error
     assert "5.9" in error["message"]
 
 
-def test_an_exclusive_attachment_on_a_parent_refuses_with_its_name(bpffs: Path) -> None:
+def test_an_exclusive_attachment_on_a_parent_refuses_with_its_name(guard_bpffs: Path) -> None:
     asm = Assembler()
     asm.mov(R0, 1)
     asm.exit()
@@ -118,8 +118,10 @@ def test_an_exclusive_attachment_on_a_parent_refuses_with_its_name(bpffs: Path) 
         try:
             syscall.prog_attach(parent_fd, other.fd, AttachType.CGROUP_SOCK_OPS, 0)  # exclusive
             try:
-                error = guard("attach", POLICY_TEXT, "--cgroup", child.path, "--bpffs", str(bpffs), expect=5)
-                _nothing_left(child.directory, bpffs)
+                error = guard(
+                    "attach", POLICY_TEXT, "--cgroup", child.path, "--bpffs", str(guard_bpffs), expect=5
+                )
+                _nothing_left(child.directory, guard_bpffs)
                 assert len(attached_programs(parent.directory)) == 1  # the other tool's, untouched
             finally:
                 syscall.prog_detach(parent_fd, other.fd, AttachType.CGROUP_SOCK_OPS)
@@ -164,18 +166,18 @@ STEPS: dict[str, Callable[[], tuple[Any, str, Callable[..., Any]]]] = {
 
 @pytest.mark.parametrize("step", list(STEPS))
 def test_an_attach_interrupted_at_any_step_leaves_nothing(
-    bpffs: Path, monkeypatch: pytest.MonkeyPatch, step: str
+    guard_bpffs: Path, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
     with made_cgroup("cut") as cgroup:
         fds_before = len(os.listdir("/proc/self/fd"))
         target, name, replacement = STEPS[step]()
         monkeypatch.setattr(target, name, replacement)
         with pytest.raises(KeyboardInterrupt):
-            ka.guard.attach(POLICY, cgroup.path, bpffs=bpffs)
+            ka.guard.attach(POLICY, cgroup.path, bpffs=guard_bpffs)
         monkeypatch.undo()
-        _nothing_left(cgroup.directory, bpffs)
+        _nothing_left(cgroup.directory, guard_bpffs)
         assert len(os.listdir("/proc/self/fd")) == fds_before  # every map, program and link closed
-        assert ka.guard.status(cgroup.path, bpffs=bpffs) is None
+        assert ka.guard.status(cgroup.path, bpffs=guard_bpffs) is None
 
 
 def test_a_refused_program_shows_the_verifiers_log() -> None:
@@ -210,31 +212,33 @@ def test_no_cgroup_v2_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     assert info.value.missing == "cgroup2"
 
 
-def test_a_bad_policy_is_refused_before_any_bpf_call(bpffs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_policy_is_refused_before_any_bpf_call(
+    guard_bpffs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_call(*args: object) -> int:
         raise AssertionError("bpf(2) was called")
 
     monkeypatch.setattr(syscall, "bpf", no_call)
     with made_cgroup("badpolicy") as cgroup:
         with pytest.raises(ValueError, match="idle"):
-            ka.guard.attach("idle=40000", cgroup.path, bpffs=bpffs)
-        out = ka_command("guard", "attach", "count=200", "--cgroup", cgroup.path, "--bpffs", str(bpffs))
+            ka.guard.attach("idle=40000", cgroup.path, bpffs=guard_bpffs)
+        out = ka_command("guard", "attach", "count=200", "--cgroup", cgroup.path, "--bpffs", str(guard_bpffs))
         assert out.returncode == 2 and "count" in out.stderr
         monkeypatch.undo()
-        _nothing_left(cgroup.directory, bpffs)
+        _nothing_left(cgroup.directory, guard_bpffs)
 
 
-def test_a_removed_cgroup_shows_in_list_and_detach_clears_it(bpffs: Path) -> None:
+def test_a_removed_cgroup_shows_in_list_and_detach_clears_it(guard_bpffs: Path) -> None:
     with made_cgroup("removed") as cgroup:
-        attached = guard("attach", POLICY_TEXT, "--cgroup", cgroup.path, "--bpffs", str(bpffs))
+        attached = guard("attach", POLICY_TEXT, "--cgroup", cgroup.path, "--bpffs", str(guard_bpffs))
         cgroup.directory.rmdir()  # the kernel detaches the program with the cgroup
     (listed,) = [
         a
-        for a in guard("list", "--bpffs", str(bpffs))["attachments"]
+        for a in guard("list", "--bpffs", str(guard_bpffs))["attachments"]
         if a["cgroup_id"] == attached["cgroup_id"]
     ]
     assert listed["state"] == "cgroup removed" and listed["cgroup"] is None
-    guard("detach", "--cgroup-id", str(attached["cgroup_id"]), "--bpffs", str(bpffs))
+    guard("detach", "--cgroup-id", str(attached["cgroup_id"]), "--bpffs", str(guard_bpffs))
     assert not Path(attached["pins"]).exists()
 
 
