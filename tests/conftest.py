@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite: each implementation of the core, socket pairs and pools."""
+"""Fixtures shared by the whole suite: each implementation of the core, socket pairs and pools,
+the ka guard tests' BPF filesystem and servers."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ import importlib
 import os
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import standin_build
 from helpers import loopback_pair
 from ka.bench.pool import LoopbackPool
+
+if TYPE_CHECKING:
+    from guard_helpers import Servers
 
 IMPLEMENTATIONS = ["c", "python"]
 
@@ -72,3 +77,24 @@ def run(request: pytest.FixtureRequest) -> Callable[[Any], Any]:
         uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed")
         return uvloop.run  # type: ignore[no-any-return]
     return asyncio.run
+
+
+@pytest.fixture(scope="module")
+def guard_bpffs() -> Iterator[Path]:
+    """ka guard tests: a BPF filesystem of the module's own, never /sys/fs/bpf."""
+    from guard_helpers import private_bpffs  # here: the other kernel tests need none of it
+
+    with private_bpffs() as directory:
+        yield directory
+
+
+@pytest.fixture(scope="module")
+def guard_servers() -> Iterator[Servers]:
+    """ka guard tests: IPv4 and IPv6 listeners outside every test cgroup, holding what they accept."""
+    from guard_helpers import Servers
+
+    made = Servers()
+    try:
+        yield made
+    finally:
+        made.close()

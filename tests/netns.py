@@ -9,24 +9,23 @@ veth with nftables, so the far end neither hears nor answers.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
+
+from ka.live.netns import run_in_netns
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 T = TypeVar("T")
 
-CLONE_NEWNET = 0x40000000
 NEAR_ADDR = "10.213.0.1"
 FAR_ADDR = "10.213.0.2"
 _serial = itertools.count()
@@ -42,17 +41,6 @@ def unavailable() -> str | None:
         if shutil.which(tool) is None:
             return f"the {tool!r} command is missing (Debian package {package})"
     return None
-
-
-def _setns(fd: int) -> None:
-    setns = getattr(os, "setns", None)  # Python 3.12+
-    if setns is not None:
-        setns(fd, CLONE_NEWNET)
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns into a network namespace failed: {os.strerror(err)}")
 
 
 def _ip(*args: str) -> None:
@@ -119,26 +107,7 @@ class NetnsPair:
 
     def run(self, side: str, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` in a new thread inside the ``side`` namespace; returns or raises its result."""
-        out: list[T] = []
-        errors: list[BaseException] = []
-
-        def body() -> None:
-            try:
-                ns_fd = os.open(f"/run/netns/{self.names[side]}", os.O_RDONLY)
-                try:
-                    _setns(ns_fd)
-                finally:
-                    os.close(ns_fd)
-                out.append(fn(*args))
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=body, name=f"netns-{side}")
-        thread.start()
-        thread.join()
-        if errors:
-            raise errors[0]
-        return out[0]
+        return run_in_netns(f"/run/netns/{self.names[side]}", lambda: fn(*args))
 
     def make_socket(
         self, side: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM, proto: int = 0

@@ -63,6 +63,7 @@ LAYERS: dict[str, list[str]] = {
         "ka.listen",
         "ka.live",
         "ka.audit",
+        "ka.guard",
         "ka.cli",
         "ka.http",
         "ka.bench",

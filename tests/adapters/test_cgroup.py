@@ -4,6 +4,7 @@ process moved into it, a unit found by name; mountinfo parsing from text."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -105,3 +106,44 @@ def test_a_unit_that_does_not_run_is_named_in_the_error() -> None:
     _v2_or_skip()
     with pytest.raises(cgroup.CgroupError, match=r"unit ka-never-\d+\.service: no cgroup"):
         cgroup.of_unit(f"ka-never-{os.getpid()}")
+
+
+def test_ids_subtrees_and_lookups_by_id(made: cgroup.Cgroup) -> None:
+    parent = cgroup.resolve(made.directory.parent)
+    identifier = cgroup.cgroup_id(made)
+    assert identifier == made.directory.stat().st_ino  # what BPF and bpftool call the cgroup id
+    assert cgroup.subtree(parent) == [parent, made]
+    assert cgroup.subtree(made) == [made]
+    assert cgroup.by_id(identifier) == made
+    assert cgroup.by_id(2**62) is None
+
+
+def test_mount_points_by_filesystem_type(tmp_path: Path) -> None:
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "24 1 0:22 / /sys/fs/bpf rw - bpf bpf rw,mode=700\n"
+        "25 1 0:23 /sub /srv/bpf rw - bpf bpf rw\n"  # a bind mount of a subdirectory: not the root
+        "26 1 0:24 / /tmp/b\\040pf rw - bpf bpf rw\n"
+    )
+    assert cgroup.mount_points("bpf", info) == [Path("/sys/fs/bpf"), Path("/tmp/b pf")]
+    assert cgroup.mount_points("cgroup2", info) == []
+
+
+def test_sock_diag_names_the_cgroup_a_socket_belongs_to() -> None:
+    """A socket belongs to the cgroup its process was in when it made it (no privilege needed)."""
+    from ka.live import netns, sockdiag
+
+    _v2_or_skip()
+    here = cgroup.cgroup_id(cgroup.of_pid(os.getpid()))
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        inode = os.fstat(listener.fileno()).st_ino
+        found = [
+            s
+            for s in netns.run_in_netns_of(os.getpid(), lambda: sockdiag.tcp_sockets(["listen"]))
+            if s.inode == inode
+        ]
+        assert [(s.family, s.state, s.local.port, s.cgroup_id) for s in found] == [
+            ("ipv4", "listen", listener.getsockname()[1], here)
+        ]
+    with pytest.raises(ValueError, match="unknown TCP states"):
+        sockdiag.tcp_sockets(["listening"])

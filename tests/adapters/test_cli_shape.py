@@ -100,6 +100,7 @@ def test_help_shows_an_example_of_every_command() -> None:
         "probe",
         "audit",
         "exporter",
+        "guard",
         "bench",
         "completion",
     ]

@@ -16,6 +16,7 @@ EXIT_READ_ONLY = 5  # the setting lives on a read-only file system (a container'
 # ka audit: no violation found, but a picked process could not be read for a reason other than
 # permission (which is EXIT_PERMISSION): the audit is incomplete.
 EXIT_UNREADABLE = 6
+EXIT_REFUSED = 7  # ka guard: the kernel refused a BPF program or attachment (the verifier, an exclusive one)
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT): ka probe prints what it knew by then
 
 # What ``ka --help`` and docs/cli.md say about each code.
@@ -27,6 +28,7 @@ EXIT_CODES = {
     EXIT_UNSUPPORTED: "not supported on this platform",
     EXIT_READ_ONLY: "the sysctls are read-only here (a container)",
     EXIT_UNREADABLE: "ka audit could not read a process (not for permission)",
+    EXIT_REFUSED: "ka guard: the kernel refused the program or the attachment",
     EXIT_INTERRUPTED: "interrupted (ka probe prints what it knew by then)",
 }
 

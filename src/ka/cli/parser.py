@@ -19,6 +19,7 @@ from . import bench as bench_command
 from . import completion as completion_command
 from . import defaults as defaults_command
 from . import exporter as exporter_command
+from . import guard as guard_command
 from . import listen as listen_command
 from . import probe as probe_command
 from . import show as show_command
@@ -47,6 +48,7 @@ COMMANDS: tuple[Command, ...] = (
     probe_command,
     audit_command,
     exporter_command,
+    guard_command,
     bench_command,
     completion_command,
 )

@@ -8,6 +8,9 @@ mount (the caller's cgroup namespace). A unit's cgroup comes from systemd
 (``systemctl show --property=ControlGroup``) where it runs, else from a search of the hierarchy
 for a directory of that name (``system.slice/NAME.service``, ``user.slice/.../NAME.service``).
 
+A cgroup's id (``cgroup_id``) is the inode number of its directory, as the kernel's BPF side
+knows it; ``subtree`` lists a cgroup and those below it, ``by_id`` finds one by id.
+
 Used by ``ka audit --cgroup/--unit`` and ``ka guard``; the rest of ka does not need cgroups.
 """
 
@@ -51,20 +54,29 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
+def mount_points(fstype: str, mountinfo: Path = MOUNTINFO) -> list[Path]:
+    """Where filesystems of type ``fstype`` (``cgroup2``, ``bpf``) are mounted with their root at
+    the filesystem's root, in mount order; ``OSError`` if mountinfo cannot be read."""
+    found = []
+    for line in mountinfo.read_text().splitlines():
+        # mountinfo(5): ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if sep and right.split()[:1] == [fstype] and len(fields) >= 5 and fields[3] == "/":
+            found.append(Path(_unescape(fields[4])))
+    return found
+
+
 def cgroup2_mount(mountinfo: Path = MOUNTINFO) -> Path:
     """The directory where the cgroup v2 hierarchy is mounted; ``CgroupError`` if it is not."""
     if PLATFORM != "linux":
         raise CgroupError(f"cgroups are a Linux feature; this system is {PLATFORM}")
     try:
-        lines = mountinfo.read_text().splitlines()
+        found = mount_points("cgroup2", mountinfo)
     except OSError as exc:
         raise CgroupError(f"cannot read {mountinfo} to find the cgroup v2 mount: {exc.strerror}") from exc
-    for line in lines:
-        # mountinfo(5): ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
-        left, sep, right = line.partition(" - ")
-        fields = left.split()
-        if sep and right.split()[:1] == ["cgroup2"] and len(fields) >= 5 and fields[3] == "/":
-            return Path(_unescape(fields[4]))
+    if found:
+        return found[0]
     raise CgroupError(
         "no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified, or boot "
         "with systemd.unified_cgroup_hierarchy=1)"
@@ -230,3 +242,38 @@ def pids(cgroup: Cgroup, recursive: bool = True) -> list[int]:
             continue
         found.update(int(pid) for pid in text.split())
     return sorted(found)
+
+
+def cgroup_id(cgroup: Cgroup) -> int:
+    """The kernel's id of the cgroup (what BPF helpers and ``bpftool cgroup`` call cgroup id):
+    the inode number of its directory on 64-bit kernels."""
+    return os.stat(cgroup.directory).st_ino
+
+
+def subtree(cgroup: Cgroup) -> list[Cgroup]:
+    """The cgroup and every cgroup below it, parents first. A cgroup removed while the tree is
+    walked is left out."""
+    root = cgroup.directory
+    # directory is the mount point joined with path: take the path's parts off the end
+    mount = root.parents[cgroup.path.count("/") - 1] if cgroup.path != "/" else root
+    found = [cgroup]
+    for directory, subdirs, _files in os.walk(root):
+        subdirs.sort()
+        for name in subdirs:
+            path = Path(directory) / name
+            if (path / "cgroup.procs").is_file():
+                found.append(Cgroup(path, "/" + path.relative_to(mount).as_posix()))
+    return found
+
+
+def by_id(identifier: int, mount: Path | None = None) -> Cgroup | None:
+    """The cgroup whose id is ``identifier``, or None when none is (removed, or outside this
+    cgroup namespace's view)."""
+    root = cgroup2_mount() if mount is None else mount
+    for directory, _subdirs, _files in os.walk(root):
+        try:
+            if os.stat(directory).st_ino == identifier:
+                return resolve(directory, root)
+        except (OSError, CgroupError):
+            continue
+    return None

@@ -8,6 +8,10 @@ in milliseconds), uid and inode; ``INET_DIAG_INFO`` adds ``struct tcp_info``, wh
 states wanted are filtered in the kernel. It carries no keepalive option values: those are read
 from the sockets themselves (``ka.live.read``).
 
+``tcp_sockets`` lists the cgroup each socket belongs to as well (``INET_DIAG_CGROUP_ID``, Linux
+5.7+, what ``ss --cgroup`` shows): the cgroup of the process that created it, when it did, which
+/proc has no field for (``ka guard`` finds listeners its program does not cover with it).
+
 A netlink socket speaks for the network namespace it was made in: this module lists the
 caller's own. Another namespace's table comes from ``/proc/PID/net/tcp`` (``procfs``).
 Pure Python over the socket module (``AF_NETLINK``); Linux only.
@@ -20,6 +24,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from .model import Endpoint, TcpEntry, Timer
 from .procfs import TCP_STATES, TIMER_NAMES
@@ -31,6 +36,7 @@ NLM_F_DUMP = 0x300  # NLM_F_ROOT | NLM_F_MATCH
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 INET_DIAG_INFO = 2  # linux/inet_diag.h: the attribute carrying struct tcp_info
+INET_DIAG_CGROUP_ID = 21  # linux/inet_diag.h: the socket's cgroup v2 id (u64), sent unasked
 
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port id
 # inet_diag_req_v2: family, protocol, extensions, pad, states, then inet_diag_sockid (48 bytes,
@@ -49,8 +55,12 @@ STATE_NUMBERS = {name: number for number, name in TCP_STATES.items()}
 
 
 def states_mask(states: Iterable[str] | None) -> int:
-    """The ``idiag_states`` bit mask for these state names (None: every state a process holds)."""
+    """The ``idiag_states`` bit mask for these state names (None: every state a process holds);
+    ``ValueError`` naming an unknown one."""
     names = set(TCP_STATES.values()) - _NOT_HELD if states is None else set(states) - _NOT_HELD
+    unknown = sorted(names - set(STATE_NUMBERS))
+    if unknown:
+        raise ValueError(f"unknown TCP states {unknown}: expected names from {sorted(STATE_NUMBERS)}")
     mask = 0
     for name in names:
         mask |= 1 << STATE_NUMBERS[name]
@@ -110,18 +120,58 @@ class _Parser:
         )
 
 
-def _tcp_info(buffer: bytearray, offset: int, length: int) -> tuple[int, int] | None:
-    """(tcpi_retransmits, tcpi_probes) from the message's INET_DIAG_INFO attribute, if present."""
+class DiagSocket(NamedTuple):
+    """One TCP socket as sock_diag reports it, with the cgroup it belongs to (None on kernels
+    before 5.7, which do not report it)."""
+
+    inode: int
+    family: str
+    state: str
+    local: Endpoint
+    remote: Endpoint
+    cgroup_id: int | None
+
+
+class _CgroupParser(_Parser):
+    """Turns inet_diag_msg messages into ``DiagSocket``."""
+
+    def entry(self, buffer: bytearray, offset: int, length: int) -> Any:
+        (family, state, _code, _retrans, sport, dport, src, dst, *_rest, inode) = _MESSAGE.unpack_from(
+            buffer, offset + _HEADER.size
+        )
+        return DiagSocket(
+            inode,
+            _FAMILY_NAMES[family],
+            TCP_STATES.get(state) or f"state-{state}",
+            Endpoint(self.address(family, src), _ntohs(sport)),
+            Endpoint(self.address(family, dst), _ntohs(dport)),
+            _cgroup_id(buffer, offset, length),
+        )
+
+
+def _attribute(buffer: bytearray, offset: int, length: int, wanted: int) -> int | None:
+    """Where the payload of the message's attribute ``wanted`` starts, if it is there."""
     at = offset + _HEADER.size + _MESSAGE.size
     end = offset + length
     while at + _ATTRIBUTE.size <= end:
         size, kind = _ATTRIBUTE.unpack_from(buffer, at)
         if size < _ATTRIBUTE.size:
             return None
-        if kind == INET_DIAG_INFO and size >= _ATTRIBUTE.size + 4:
-            return buffer[at + 6], buffer[at + 7]  # after tcpi_state and tcpi_ca_state
+        if kind == wanted:
+            return at + _ATTRIBUTE.size if size >= _ATTRIBUTE.size + 4 else None
         at += (size + 3) & ~3
     return None
+
+
+def _cgroup_id(buffer: bytearray, offset: int, length: int) -> int | None:
+    at = _attribute(buffer, offset, length, INET_DIAG_CGROUP_ID)
+    return None if at is None else int(struct.unpack_from("=Q", buffer, at)[0])
+
+
+def _tcp_info(buffer: bytearray, offset: int, length: int) -> tuple[int, int] | None:
+    """(tcpi_retransmits, tcpi_probes) from the message's INET_DIAG_INFO attribute, if present."""
+    at = _attribute(buffer, offset, length, INET_DIAG_INFO)
+    return None if at is None else (buffer[at + 2], buffer[at + 3])  # after tcpi_state, tcpi_ca_state
 
 
 def _read_dump(
@@ -129,7 +179,7 @@ def _read_dump(
     sequence: int,
     inodes: set[int] | None,
     parser: _Parser,
-    table: dict[int, TcpEntry],
+    table: dict[int, Any],
 ) -> None:
     """Reads one dump's answers until NLMSG_DONE, adding the sockets of ``inodes`` to ``table``;
     OSError on an error. One loop over each received buffer: a socket not asked for costs two
@@ -175,12 +225,26 @@ def dump(
     much in the kernel (a tcp_info of ~250 bytes per socket is left out).
     Raises OSError when the kernel refuses (no sock_diag: ``EPROTONOSUPPORT``/``ENOENT``).
     """
-    mask = states_mask(states)
     table: dict[int, TcpEntry] = {}
-    if not mask:
-        return table
-    parser = _Parser(with_info)
     extensions = 1 << (INET_DIAG_INFO - 1) if with_info else 0
+    _dump_into(table, states_mask(states), extensions, inodes, _Parser(with_info))
+    return table
+
+
+def tcp_sockets(states: Iterable[str] | None = None) -> list[DiagSocket]:
+    """The TCP sockets (IPv4 and IPv6) of this thread's network namespace in the given states
+    (None: every state a process can hold), each with the cgroup it belongs to."""
+    table: dict[int, DiagSocket] = {}
+    _dump_into(table, states_mask(states), 0, None, _CgroupParser(False))
+    return list(table.values())
+
+
+def _dump_into(
+    table: dict[int, Any], mask: int, extensions: int, inodes: set[int] | None, parser: _Parser
+) -> None:
+    """One dump per address family into ``table``; a kernel without IPv6 answers only IPv4."""
+    if not mask:
+        return
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER)
         for sequence, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
@@ -189,8 +253,11 @@ def dump(
                 _HEADER.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, sequence, 0
             )
             sock.sendall(header + body)
-            _read_dump(sock, sequence, inodes, parser, table)
-    return table
+            try:
+                _read_dump(sock, sequence, inodes, parser, table)
+            except OSError as exc:
+                if family != socket.AF_INET6 or exc.errno not in (errno.ENOENT, errno.EAFNOSUPPORT):
+                    raise
 
 
 def available() -> bool:
