@@ -120,7 +120,13 @@ def test_an_exclusive_attachment_on_a_parent_refuses_with_its_name(guard_bpffs: 
             syscall.prog_attach(parent_fd, other.fd, AttachType.CGROUP_SOCK_OPS, 0)  # exclusive
             try:
                 error = guard(
-                    "attach", POLICY_TEXT, "--cgroup", child.path, "--bpffs", str(guard_bpffs), expect=EXIT_REFUSED
+                    "attach",
+                    POLICY_TEXT,
+                    "--cgroup",
+                    child.path,
+                    "--bpffs",
+                    str(guard_bpffs),
+                    expect=EXIT_REFUSED,
                 )
                 _nothing_left(child.directory, guard_bpffs)
                 assert len(attached_programs(parent.directory)) == 1  # the other tool's, untouched
