@@ -44,18 +44,15 @@ def extra(name: str) -> list[str]:
 def tests(session: nox.Session) -> None:
     """The test suite (docs examples included) on ka built from this tree; args go to pytest.
 
-    KA_REQUIRE_EXTENSIONS=1 fails a run whose compiled core did not build or import.
-    KA_TEST_EXTRAS picks ka's extras to install (default ``test,integrations``; ``test`` alone
-    where the integration libraries have no wheels, as on free-threaded 3.14t and PyPy: the tests
-    that need one skip with a reason).
+    Installs ka with its ``test`` extra and the ``peers`` dependency group (the libraries and
+    servers the integration tests run against). KA_REQUIRE_EXTENSIONS=1 fails a run whose compiled
+    core did not build or import. KA_TEST_PEERS=0 leaves the peers out where they have no wheels
+    (free-threaded builds, PyPy): the tests that need one skip with a reason.
     """
-    extras = os.environ.get("KA_TEST_EXTRAS", "test,integrations")
-    unknown = set(extras.split(",")) - set(PYPROJECT["project"]["optional-dependencies"])
-    if unknown or "test" not in extras.split(","):
-        session.error(
-            f"KA_TEST_EXTRAS={extras!r}: expected 'test' and any of ka's extras, not {sorted(unknown)}"
-        )
-    session.install(f".[{extras}]")
+    peers = os.environ.get("KA_TEST_PEERS", "1")
+    if peers not in ("0", "1"):
+        session.error(f"KA_TEST_PEERS={peers!r}: expected 1 (install the peers group) or 0 (leave it out)")
+    session.install(".[test]", *(group("peers") if peers == "1" else ()))
     session.run("python", "-m", "pytest", *session.posargs)
 
 
@@ -63,9 +60,9 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff and mypy --strict over src, tests, tools, benchmarks, docs and this file.
 
-    Configured in pyproject.toml; the test and integrations extras are installed for their types.
+    Configured in pyproject.toml; the test extra and the peers group are installed for their types.
     """
-    session.install(*group("lint"), *extra("test"), *extra("integrations"))
+    session.install(*group("lint"), *extra("test"), *group("peers"))
     _same_ruff_as_pre_commit(session)
     session.run("ruff", "--version")
     session.run("ruff", "check", "--no-cache", *LINT_PATHS)
@@ -131,12 +128,13 @@ def dist(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none", tags=["check"])
-def py314(session: nox.Session) -> None:
-    """CPython 3.14 in a Debian sid chroot: the wheel and the suite (tools/check_py314.sh).
+def sid(session: nox.Session) -> None:
+    """CPython 3.14 and 3.15 from a Debian sid chroot: the wheel and the suite on each.
 
-    Needs root (debootstrap, chroot); without it the script says it skipped.
+    tools/check_sid_pythons.sh (KA_SID_PYTHONS picks the versions). Needs root (debootstrap,
+    chroot); without it the script says it skipped.
     """
-    session.run("bash", "tools/check_py314.sh", external=True)
+    session.run("bash", "tools/check_sid_pythons.sh", external=True)
 
 
 @nox.session
