@@ -3,9 +3,9 @@
 import os
 import re
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
@@ -16,7 +16,7 @@ def env_flag(name: str) -> bool:
     """An on/off environment switch, as src/ka/_impl.py reads it (KA_NO_EXTENSIONS=0 is off)."""
     value = os.environ.get(name, "").strip().lower()
     if value not in TRUE + FALSE:
-        sys.exit(f"{name}={os.environ[name]!r}: expected one of {', '.join(TRUE)} (on) or 0, false, no, off (off)")
+        sys.exit(f"{name}={os.environ[name]!r}: expected 1, true, yes, on (on) or 0, false, no, off (off)")
     return value in TRUE
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
 import socket
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from helpers import loopback_pair
+from ka._impl import env_flag
 from ka.bench.pool import LoopbackPool
 
 IMPLEMENTATIONS = ["c", "python"]
@@ -28,12 +28,12 @@ def core(request: pytest.FixtureRequest) -> ModuleType:
     """
     if request.param == "python":
         return importlib.import_module("ka._ka_py")
-    if os.environ.get("KA_NO_EXTENSIONS"):
+    if env_flag("KA_NO_EXTENSIONS"):
         pytest.skip("KA_NO_EXTENSIONS is set: the compiled core is not under test")
     try:
         return importlib.import_module("ka._ka_c")
     except ImportError as exc:
-        if os.environ.get("KA_REQUIRE_EXTENSIONS"):
+        if env_flag("KA_REQUIRE_EXTENSIONS"):
             raise
         pytest.skip(f"the compiled core cannot be imported here: {exc}")
 

@@ -21,11 +21,12 @@ import email.policy
 import re
 import sys
 import tarfile
-import tomllib
 import zipfile
 from email.message import Message
 from html.parser import HTMLParser
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 URL_NAMES = ("Homepage", "Documentation", "Source", "Issues", "Changelog")
@@ -69,7 +70,8 @@ def check(metadata: Message, sdist_files: set[str]) -> list[str]:
     # The support policy, three ways.
     minimum = re.fullmatch(r">=3\.(\d+)", metadata["Requires-Python"] or "")
     classifiers = metadata.get_all("Classifier") or []
-    minors = sorted(int(m[1]) for c in classifiers if (m := re.fullmatch(r"Programming Language :: Python :: 3\.(\d+)", c)))
+    version = re.compile(r"Programming Language :: Python :: 3\.(\d+)")
+    minors = sorted(int(m[1]) for c in classifiers if (m := version.fullmatch(c)))
     build = project["tool"]["cibuildwheel"]["build"].split()
     built = sorted({int(m[1]) for b in build if (m := re.fullmatch(r"cp3(\d+)-\*", b))})
     threaded = sorted({int(m[1]) for b in build if (m := re.fullmatch(r"cp3(\d+)t-\*", b))})
@@ -77,7 +79,8 @@ def check(metadata: Message, sdist_files: set[str]) -> list[str]:
         problems.append(f"Requires-Python is {metadata['Requires-Python']!r}, expected '>=3.N'")
     elif minors != built or not minors or minors[0] != int(minimum[1]):
         problems.append(f"classifiers name 3.{minors}, the wheels 3.{built}, Requires-Python {minimum[0]}")
-    if threaded and not any(c.startswith("Programming Language :: Python :: Free Threading ::") for c in classifiers):
+    free_threading = "Programming Language :: Python :: Free Threading ::"
+    if threaded and not any(c.startswith(free_threading) for c in classifiers):
         problems.append(f"free-threaded wheels (3.{threaded}t) but no Free Threading classifier")
     problems += [f"unknown classifier {c!r}" for c in classifiers if c not in known]
 
@@ -116,11 +119,10 @@ def check(metadata: Message, sdist_files: set[str]) -> list[str]:
             path = "docs/" + page.removesuffix(".html") + ".md"
             if not page.endswith(".html") or path not in sdist_files:
                 problems.append(f"{link}: no page {path} in docs/")
-        elif target.startswith(source):
-            if target.removeprefix(source).rstrip("/") not in sdist_files | {
-                f.rsplit("/", 1)[0] for f in sdist_files
-            }:
-                problems.append(f"{link}: no such file in the sdist")
+        elif target.startswith(source) and target.removeprefix(source).rstrip("/") not in sdist_files | {
+            f.rsplit("/", 1)[0] for f in sdist_files
+        }:
+            problems.append(f"{link}: no such file or folder in the sdist")
     print(f"  {len(classifiers)} classifiers, {len(urls)} urls, {len(parser.found)} links in the description")
     return problems
 

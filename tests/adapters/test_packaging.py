@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = ROOT / "pyproject.toml"
@@ -94,7 +94,8 @@ def test_one_support_policy_everywhere() -> None:
     assert threaded == ["3.14t", "3.15t"]
     assert config["project"]["requires-python"] == f">={versions[0]}"
     classifiers = config["project"]["classifiers"]
-    named = [c.rsplit(" :: ", 1)[1] for c in classifiers if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)]
+    version = re.compile(r"Programming Language :: Python :: (3\.\d+)")
+    named = [m[1] for c in classifiers if (m := version.fullmatch(c))]
     assert named == versions
     assert any(c.startswith("Programming Language :: Python :: Free Threading ::") for c in classifiers)
     workflow = (ROOT / ".github" / "workflows" / "tests.yml").read_text(encoding="utf-8")

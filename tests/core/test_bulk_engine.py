@@ -26,12 +26,13 @@ import pytest
 
 import ka
 from helpers import kernel_values
+from ka._impl import env_flag
 from ka.bench.pool import LoopbackPool
 from ka.protocol import Spec
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux option numbers and io_uring"),
-    pytest.mark.skipif(bool(os.environ.get("KA_NO_EXTENSIONS")), reason="KA_NO_EXTENSIONS: no compiled core"),
+    pytest.mark.skipif(env_flag("KA_NO_EXTENSIONS"), reason="KA_NO_EXTENSIONS: no compiled core"),
 ]
 
 POLICY = ka.KeepAlive(idle=43, interval=8, count=5, user_timeout=7)
