@@ -52,7 +52,10 @@ def tests(session: nox.Session) -> None:
     peers = os.environ.get("KA_TEST_PEERS", "1")
     if peers not in ("0", "1"):
         session.error(f"KA_TEST_PEERS={peers!r}: expected 1 (install the peers group) or 0 (leave it out)")
-    session.install(".[test]", *(group("peers") if peers == "1" else ()))
+    # pip's own lines are the progress of the longest quiet step (ka's build, ~80 packages).
+    what = " and the test peers (the peers group: ~80 packages, a minute on a first run)" * (peers == "1")
+    session.log(f"installing ka (its compiled core built from this tree) with the test extra{what}")
+    session.install(".[test]", *(group("peers") if peers == "1" else ()), "--progress-bar=off", silent=False)
     session.run("python", "-m", "pytest", *session.posargs)
 
 

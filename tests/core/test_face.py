@@ -79,7 +79,8 @@ def _import_in_child(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_an_unknown_no_extensions_value_is_refused_by_name() -> None:
     done = _import_in_child("import ka", KA_NO_EXTENSIONS="maybe")
     assert done.returncode != 0
-    assert "ValueError: KA_NO_EXTENSIONS='maybe' is not an on/off value: expected 1, true, yes or on" in done.stderr
+    expected = "ValueError: KA_NO_EXTENSIONS='maybe' is not an on/off value: expected 1, true, yes or on"
+    assert expected in done.stderr
 
 
 # ``None`` in sys.modules makes ``import ka._ka_c`` raise ImportError, as a broken build would.
@@ -89,13 +90,14 @@ _BROKEN_CORE = (
 )
 
 
-@pytest.mark.skipif(sys.implementation.name != "cpython", reason="elsewhere the twin is chosen, not fallen back to")
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="elsewhere the twin is chosen, no fallback")
 def test_a_compiled_core_that_fails_to_import_falls_back_with_a_warning() -> None:
     """Issue 23: the fallback to the twin (2.5x slower) was silent; it names the import error."""
     done = _import_in_child(_BROKEN_CORE)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "python True"
-    assert "RuntimeWarning: the compiled core of ka could not be imported (ModuleNotFoundError: " in done.stderr
+    warning = "RuntimeWarning: the compiled core of ka could not be imported (ModuleNotFoundError: "
+    assert warning in done.stderr
     assert "import of ka._ka_c halted; None in sys.modules" in done.stderr
     # Chosen on purpose: no warning.
     quiet = _import_in_child(_BROKEN_CORE, KA_NO_EXTENSIONS="1")
