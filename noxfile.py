@@ -61,7 +61,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(tags=["check"])
 def lint(session: nox.Session) -> None:
-    """ruff and mypy --strict over src, tests, tools, benchmarks, docs and this file.
+    """ruff and mypy --strict over src, tests, tools, benchmarks, docs and this file; the type
+    completeness of ka's public names (pyright --verifytypes, 100% required).
 
     Configured in pyproject.toml; the test extra and the peers group are installed for their types.
     """
@@ -71,6 +72,10 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "--no-cache", *LINT_PATHS)
     session.log("mypy --strict (files and options from pyproject.toml)")
     session.run("mypy", "--no-incremental", f"--cache-dir={os.devnull}")
+    # pyright reads an installed package (an editable install hides it) from the python on PATH:
+    # the session's. Types from the peers without type information count as external.
+    session.install(".", "--no-deps")
+    session.run("pyright", "--verifytypes", "ka", "--ignoreexternal")
 
 
 def _same_ruff_as_pre_commit(session: nox.Session) -> None:

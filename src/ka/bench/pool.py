@@ -135,7 +135,7 @@ class LoopbackPool:
                 if on_accept is not None:
                     on_accept(conn)
                 sockets.append(conn)
-            self.accept_ns = time.perf_counter_ns() - start
+            self.accept_ns: int = time.perf_counter_ns() - start
             for conn in sockets:
                 conn.settimeout(None)
             if not connect_first:

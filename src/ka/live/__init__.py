@@ -21,7 +21,8 @@ than this process may open descriptors is handled.
 
 The modules: ``model`` (the data types), ``procfs`` (reading /proc), ``filters`` (checking ports,
 pids and states; picking connections), ``pidfd`` (the syscalls and the duplicates they make) and
-``flows`` (reading and applying), ``scanning`` (every process). Every public name is here too.
+``flows`` (reading and applying), ``scanning`` (every process). Every public name (``__all__``) is
+here too; ``cgroup`` (cgroup v2: a process's or unit's cgroup and its processes) is a module of its own.
 """
 
 from __future__ import annotations
@@ -41,91 +42,69 @@ from .model import (
     Scan,
     Skipped,
     Status,
-    TcpEntry,
     Timer,
 )
-from .pidfd import (
+from .pidfd import check_platform
+from .procfs import STATE_GROUPS, TCP_STATES, command_name, connections, netns_name, process_owner
+from .scanning import scan
+
+# isort: split
+# The machinery below the public names: importable here for ka's own commands and tests, but not
+# the public API (not in __all__, not in the reference); reach it through its module.
+from .model import TcpEntry  # noqa: F401
+from .pidfd import (  # noqa: F401
     MAX_CHUNK,
     SYS_PIDFD_GETFD,
     SYS_PIDFD_OPEN,
     Duplicates,
     Process,
-    check_platform,
     chunk_size,
     pidfd_getfd,
     pidfd_open,
 )
-from .procfs import (
+from .procfs import (  # noqa: F401
     CAP_SYS_PTRACE,
     CAPABILITY_NAMES,
     PROC,
-    STATE_GROUPS,
-    TCP_STATES,
     TIMER_NAMES,
-    command_name,
-    connections,
-    netns_name,
     parse_tcp_line,
     permission_message,
     proc_dir,
     process_ids,
-    process_owner,
     socket_fds,
     status_value,
     tcp_table,
     thread_group,
 )
-from .scanning import scan
 
 __all__ = [
     "APPLY_STATUSES",
-    "CAPABILITY_NAMES",
-    "CAP_SYS_PTRACE",
     "DRY_RUN_STATUSES",
-    "MAX_CHUNK",
-    "PROC",
     "STATE_GROUPS",
-    "SYS_PIDFD_GETFD",
-    "SYS_PIDFD_OPEN",
     "TCP_STATES",
-    "TIMER_NAMES",
     "ApplyReport",
     "Change",
     "Connection",
     "ConnectionState",
-    "Duplicates",
     "Endpoint",
     "NotPermitted",
-    "Process",
     "ProcessConnections",
     "Scan",
     "Skipped",
     "Status",
-    "TcpEntry",
     "Timer",
     "apply",
     "check_pid",
     "check_platform",
     "check_port",
-    "chunk_size",
     "command_name",
     "connections",
     "dead_peer_after",
     "netns_name",
     "normalize_states",
-    "parse_tcp_line",
-    "permission_message",
-    "pidfd_getfd",
-    "pidfd_open",
     "predicted",
-    "proc_dir",
-    "process_ids",
     "process_owner",
     "read",
     "scan",
     "select",
-    "socket_fds",
-    "status_value",
-    "tcp_table",
-    "thread_group",
 ]
