@@ -100,7 +100,8 @@ def docs(session: nox.Session) -> None:
     """The documentation site with Sphinx, warnings as errors; args: the output directory.
 
     ka is installed (autodoc imports it). The HTML goes to the directory given as argument, else
-    $DOCS_OUT, else .nox/docs/tmp/html.
+    $DOCS_OUT, else .nox/docs/tmp/html. Then the built API reference is checked against every
+    public module's __all__ (tools/check_api_reference.py).
     """
     session.install(*group("docs"), ".")
     out = (
@@ -111,6 +112,8 @@ def docs(session: nox.Session) -> None:
     # -E: read every page afresh; -W --keep-going: report every warning, then fail on any.
     session.run("python", "-m", "sphinx", "-E", "-W", "--keep-going", "-b", "html", "docs", out)
     session.log(f"documentation built without warnings: {out}/index.html")
+    # The reference as built: each documented module shows exactly its __all__.
+    session.run("python", "tools/check_api_reference.py", out)
 
 
 @nox.session(tags=["check"])

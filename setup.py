@@ -3,9 +3,9 @@
 import os
 import re
 import sys
+import tomllib
 from pathlib import Path
 
-import tomllib
 from setuptools import Extension, setup
 
 HERE = Path(__file__).parent

@@ -21,12 +21,11 @@ import email.policy
 import re
 import sys
 import tarfile
+import tomllib
 import zipfile
 from email.message import Message
 from html.parser import HTMLParser
 from pathlib import Path
-
-import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 URL_NAMES = ("Homepage", "Documentation", "Source", "Issues", "Changelog")
