@@ -10,7 +10,8 @@
 #      (tools/check_metadata.py: urls, classifiers, license, Requires-Python) and every link of
 #      the rendered README (absolute, and naming a page or file that exists);
 #   5. cibuildwheel's build identifiers for Linux, macOS and Windows are exactly the ones wanted;
-#   6. the GitHub workflows validate against the workflow JSON schema (vendored, offline).
+#   6. the GitHub workflows and .readthedocs.yaml validate against their JSON schemas (vendored,
+#      offline).
 # CPython 3.14 and 3.15 are not in pyenv here: tools/check_sid_pythons.sh builds and tests the
 # wheel on them in a debootstrap sid chroot (nox -s sid); cp314t/cp315t run on the wheel runners.
 # Run it as `nox -s dist`: the tools (the `dist` dependency group) come from the session's venv on
@@ -174,7 +175,8 @@ schema=$(python -c 'import cibuildwheel, pathlib
 print(pathlib.Path(cibuildwheel.__file__).parent / "resources" / "cibuildwheel.schema.json")')
 check-jsonschema --schemafile "$schema" "$WORK/cibuildwheel.json"
 
-step "GitHub workflows against the workflow schema"
+step "GitHub workflows against the workflow schema, .readthedocs.yaml against Read the Docs' schema"
 check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+check-jsonschema --builtin-schema vendor.readthedocs .readthedocs.yaml
 
 step "dist check passed"

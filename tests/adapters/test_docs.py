@@ -153,7 +153,8 @@ def test_every_code_block_runs_or_says_it_does_not(collector: ModuleType) -> Non
             elif block.language == "pycon" or block.language in NOT_CODE:
                 continue
             elif not block.norun:
-                neither.append(f"{where}: a {block.language} block no test runs: mark it `{block.language} norun`")
+                language = block.language
+                neither.append(f"{where}: a {language} block no test runs: mark it `{language} norun`")
     assert not neither, "\n".join(neither)
 
 
