@@ -20,6 +20,7 @@ import pytest
 import ka
 from ka import cli, live, server, system
 from ka._impl import env_flag
+from ka.live import pidfd
 from reliability_helpers import default_timeout, fd_state, fdinfo_flags, open_fds, run_python
 
 linux_only = pytest.mark.skipif(
@@ -135,7 +136,7 @@ def test_ctrl_c_while_duplicating_leaks_no_descriptor(
 ) -> None:
     """Nothing duplicated and leaked: SIGINT right after the at-th pidfd_getfd (the window
     between a dup and its store) leaves this process with the descriptors it had."""
-    real = live.pidfd_getfd
+    real = pidfd.pidfd_getfd
     calls = 0
 
     def getfd_then_sigint(pidfd: int, fd: int) -> int:

@@ -45,7 +45,16 @@ from .model import (
     Timer,
 )
 from .pidfd import check_platform
-from .procfs import STATE_GROUPS, TCP_STATES, command_name, connections, netns_name, process_owner
+from .procfs import (
+    CAP_SYS_PTRACE,
+    STATE_GROUPS,
+    TCP_STATES,
+    command_name,
+    connections,
+    netns_name,
+    permission_message,
+    process_owner,
+)
 from .scanning import scan
 
 # isort: split
@@ -63,12 +72,10 @@ from .pidfd import (  # noqa: F401
     pidfd_open,
 )
 from .procfs import (  # noqa: F401
-    CAP_SYS_PTRACE,
     CAPABILITY_NAMES,
     PROC,
     TIMER_NAMES,
     parse_tcp_line,
-    permission_message,
     proc_dir,
     process_ids,
     socket_fds,
@@ -79,6 +86,7 @@ from .procfs import (  # noqa: F401
 
 __all__ = [
     "APPLY_STATUSES",
+    "CAP_SYS_PTRACE",
     "DRY_RUN_STATUSES",
     "STATE_GROUPS",
     "TCP_STATES",
@@ -102,6 +110,7 @@ __all__ = [
     "dead_peer_after",
     "netns_name",
     "normalize_states",
+    "permission_message",
     "predicted",
     "process_owner",
     "read",
