@@ -130,8 +130,9 @@ assert ka.__file__.startswith(sys.prefix), ka.__file__; print('import ka ->', ka
         # tests and docs: the pages' examples run from the sdist too (none may skip for a
         # missing docs/).
         if [ "$tag" = "$OLDEST" ]; then marks=""; else marks="not netns"; fi
-        "$venv/bin/python" -m pytest -q -p no:cacheprovider -rs ${marks:+-m "$marks"} tests docs \
-            >"$WORK/pytest-$tag.log" 2>&1 || { tail -n 40 "$WORK/pytest-$tag.log"; fail "the suite on $version"; }
+        "$venv/bin/python" -m pytest -q -p no:cacheprovider -rfEs ${marks:+-m "$marks"} tests docs \
+            >"$WORK/pytest-$tag.log" 2>&1 ||
+            { grep -E "^(FAILED|ERROR) " "$WORK/pytest-$tag.log"; tail -n 3 "$WORK/pytest-$tag.log"; fail "the suite on $version"; }
         if grep -q "no docs/ next to tests" "$WORK/pytest-$tag.log"; then fail "doc tests skipped: docs/ missing"; fi
         tail -n 1 "$WORK/pytest-$tag.log"
     )
