@@ -89,7 +89,15 @@ def _limits(ax: Any, values: list[float], reference: float) -> None:
     ax.set_ylim(low - margin, high + margin)
 
 
-def _legend(ax: Any) -> None:
+def _finish(ax: Any, sizes: list[int], drawn: list[float], reference: str, ylabel: str, title: str) -> None:
+    """The reference line at 1 (named), the axes around the data, labels, the legend below."""
+    ax.axhline(1.0, color="grey", linewidth=1)
+    ax.annotate(f"{reference} = 1", (sizes[-1], 1.0), textcoords="offset points", xytext=(-4, 4),
+                ha="right", color="grey")  # fmt: skip
+    _limits(ax, drawn, 1.0)
+    _pool_axis(ax, sizes)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
 
 
@@ -116,15 +124,9 @@ def _one_thread_plot(plt: Any, results: dict[str, Any], kind: str, directory: st
     if not drawn:
         plt.close(fig)
         return None
-    ax.axhline(1.0, color="grey", linewidth=1)
-    ax.annotate("C floor = 1", (sizes[-1], 1.0), textcoords="offset points", xytext=(-4, 4),
-                ha="right", color="grey")  # fmt: skip
-    _limits(ax, drawn, 1.0)
-    _pool_axis(ax, sizes)
     calls = "setsockopt" if kind == "apply" else "getsockopt"
-    ax.set_ylabel("cost per socket / C floor")
-    ax.set_title(f"{kind}, one thread: how close to a C loop of {calls}\n(lower is better; 1 = the C loop)")
-    _legend(ax)
+    title = f"{kind}, one thread: how close to a C loop of {calls}\n(lower is better; 1 = the C loop)"
+    _finish(ax, sizes, drawn, "C floor", "cost per socket / C floor", title)
     return _save(plt, fig, directory, f"{kind}_one_thread.png")
 
 
@@ -148,15 +150,9 @@ def _threads_plot(plt: Any, results: dict[str, Any], directory: str) -> str | No
     if not drawn:
         plt.close(fig)
         return None
-    ax.axhline(1.0, color="grey", linewidth=1)
-    ax.annotate("stdlib loop = 1", (sizes[-1], 1.0), textcoords="offset points", xytext=(-4, 4),
-                ha="right", color="grey")  # fmt: skip
-    _limits(ax, drawn, 1.0)
-    _pool_axis(ax, sizes)
-    ax.set_ylabel("speed-up over the stdlib loop")
     cpus = results.get("machine", {}).get("cpus", "?")
-    ax.set_title(f"Bulk calls on 1 and 2 threads, against the stdlib loop\n(higher is better; {cpus} cores)")
-    _legend(ax)
+    title = f"Bulk calls on 1 and 2 threads, against the stdlib loop\n(higher is better; {cpus} cores)"
+    _finish(ax, sizes, drawn, "stdlib loop", "speed-up over the stdlib loop", title)
     return _save(plt, fig, directory, "threads.png")
 
 
@@ -175,7 +171,7 @@ def _thread_scaling_plot(plt: Any, results: dict[str, Any], directory: str) -> s
     pool = f"{sweep['pool']:,}"
     ax.set_title(f"apply_many(int array) on {pool} sockets:\nspeed-up with threads, against one per core")
     ax.grid(True, alpha=0.3)
-    _legend(ax)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     return _save(plt, fig, directory, "thread_scaling.png")
 
 
