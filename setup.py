@@ -3,10 +3,14 @@
 import os
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 from setuptools import Extension, setup
+
+if sys.version_info < (3, 11):  # before tomllib below fails with a less helpful message
+    sys.exit(f"ka needs Python 3.11 or later (requires-python in pyproject.toml), not {sys.version_info[:2]}")
+
+import tomllib
 
 HERE = Path(__file__).parent
 TRUE, FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
