@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -243,7 +244,10 @@ def test_show_reports_the_live_values(server: EchoServer) -> None:
     lines = text.stdout.splitlines()
     assert lines[0].startswith(f"process {server.pid} (python") and f"{N4 + N6} TCP connections" in lines[0]
     assert lines[1].split()[:5] == ["FD", "LOCAL", "REMOTE", "STATE", "KEEPALIVE"]
-    assert sum(" on " in line for line in lines[2:]) == 1 and "keepalive 4" in text.stdout
+    assert sum(" on " in line for line in lines[2:]) == 1
+    # the timer counts down from idle=45 s: how far depends on the machine's load, not on ka
+    timers = [int(m) for m in re.findall(r"keepalive (\d+)s", text.stdout)]
+    assert len(timers) == 1 and 0 < timers[0] <= 45, text.stdout
 
 
 @linux_only
