@@ -91,9 +91,7 @@ def _limits(ax: Any, values: list[float], reference: float) -> None:
 
 def _finish(ax: Any, sizes: list[int], drawn: list[float], reference: str, ylabel: str, title: str) -> None:
     """The reference line at 1 (named), the axes around the data, labels, the legend below."""
-    ax.axhline(1.0, color="grey", linewidth=1)
-    ax.annotate(f"{reference} = 1", (sizes[-1], 1.0), textcoords="offset points", xytext=(-4, 4),
-                ha="right", color="grey")  # fmt: skip
+    ax.axhline(1.0, color="grey", linewidth=1, label=f"{reference} (= 1)")
     _limits(ax, drawn, 1.0)
     _pool_axis(ax, sizes)
     ax.set_ylabel(ylabel)
