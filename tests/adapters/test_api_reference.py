@@ -8,7 +8,9 @@ built ``objects.inv``).
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import pkgutil
 import re
 from pathlib import Path
@@ -61,6 +63,17 @@ def _directives(section: str | None = None) -> list[tuple[str, str, set[str]]]:
     return found
 
 
+def _all_of(name: str) -> list[str] | None:
+    """A module's ``__all__`` as its source writes it (without importing it: the libraries of
+    ka.integrations need not be installed)."""
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.origin is not None, name
+    for node in ast.parse(Path(spec.origin).read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and "__all__" in [getattr(t, "id", None) for t in node.targets]:
+            return list(ast.literal_eval(node.value))
+    return None
+
+
 def _modules() -> list[str]:
     names = ["ka"]
     for info in pkgutil.walk_packages(ka.__path__, "ka."):
@@ -97,13 +110,18 @@ def test_each_documented_module_shows_exactly_its_all() -> None:
     modules = [(target, options) for directive, target, options in _directives() if directive == "automodule"]
     assert len(modules) >= 26  # ka.server, aio, listen, http, the 21 integrations modules, live, cgroup
     for name, options in modules:
-        module = importlib.import_module(name)
-        names = getattr(module, "__all__", None)
+        names = _all_of(name)
         assert names is not None, f"{name} has no __all__: its public names are not decided"
-        assert all(hasattr(module, n) for n in names), f"{name}.__all__ names a missing attribute"
         assert {"members", "undoc-members"} <= options, f"{name}: needs :members: and :undoc-members:"
         widening = options & {"private-members", "imported-members", "ignore-module-all", "special-members"}
         assert not widening and "exclude-members" not in options, f"{name}: {options}"
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as missing:
+            if (missing.name or "ka").split(".")[0] == "ka":
+                raise
+            continue  # its library is not installed here: __all__ as written was checked above
+        assert all(hasattr(module, n) for n in names), f"{name}.__all__ names a missing attribute"
 
 
 def test_the_face_shows_exactly_kas_all() -> None:
