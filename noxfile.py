@@ -44,33 +44,38 @@ def extra(name: str) -> list[str]:
 def tests(session: nox.Session) -> None:
     """The test suite (docs examples included) on ka built from this tree; args go to pytest.
 
-    KA_REQUIRE_EXTENSIONS=1 fails a run whose compiled core did not build or import.
-    KA_TEST_EXTRAS picks ka's extras to install (default ``test,integrations``; ``test`` alone
-    where the integration libraries have no wheels, as on free-threaded 3.14t and PyPy: the tests
-    that need one skip with a reason).
+    Installs ka with its ``test`` extra and the ``peers`` dependency group (the libraries and
+    servers the integration tests run against). KA_REQUIRE_EXTENSIONS=1 fails a run whose compiled
+    core did not build or import. KA_TEST_PEERS=0 leaves the peers out where they have no wheels
+    (free-threaded builds, PyPy): the tests that need one skip with a reason.
     """
-    extras = os.environ.get("KA_TEST_EXTRAS", "test,integrations")
-    unknown = set(extras.split(",")) - set(PYPROJECT["project"]["optional-dependencies"])
-    if unknown or "test" not in extras.split(","):
-        session.error(
-            f"KA_TEST_EXTRAS={extras!r}: expected 'test' and any of ka's extras, not {sorted(unknown)}"
-        )
-    session.install(f".[{extras}]")
+    peers = os.environ.get("KA_TEST_PEERS", "1")
+    if peers not in ("0", "1"):
+        session.error(f"KA_TEST_PEERS={peers!r}: expected 1 (install the peers group) or 0 (leave it out)")
+    # pip's own lines are the progress of the longest quiet step (ka's build, ~80 packages).
+    what = " and the test peers (the peers group: ~80 packages, a minute on a first run)" * (peers == "1")
+    session.log(f"installing ka (its compiled core built from this tree) with the test extra{what}")
+    session.install(".[test]", *(group("peers") if peers == "1" else ()), "--progress-bar=off", silent=False)
     session.run("python", "-m", "pytest", *session.posargs)
 
 
 @nox.session(tags=["check"])
 def lint(session: nox.Session) -> None:
-    """ruff and mypy --strict over src, tests, tools, benchmarks, docs and this file.
+    """ruff and mypy --strict over src, tests, tools, benchmarks, docs and this file; the type
+    completeness of ka's public names (pyright --verifytypes, 100% required).
 
-    Configured in pyproject.toml; the test and integrations extras are installed for their types.
+    Configured in pyproject.toml; the test extra and the peers group are installed for their types.
     """
-    session.install(*group("lint"), *extra("test"), *extra("integrations"))
+    session.install(*group("lint"), *extra("test"), *group("peers"))
     _same_ruff_as_pre_commit(session)
     session.run("ruff", "--version")
     session.run("ruff", "check", "--no-cache", *LINT_PATHS)
     session.log("mypy --strict (files and options from pyproject.toml)")
     session.run("mypy", "--no-incremental", f"--cache-dir={os.devnull}")
+    # pyright reads an installed package (an editable install hides it) from the python on PATH:
+    # the session's. Types from the peers without type information count as external.
+    session.install(".", "--no-deps")
+    session.run("pyright", "--verifytypes", "ka", "--ignoreexternal")
 
 
 def _same_ruff_as_pre_commit(session: nox.Session) -> None:
@@ -95,7 +100,8 @@ def docs(session: nox.Session) -> None:
     """The documentation site with Sphinx, warnings as errors; args: the output directory.
 
     ka is installed (autodoc imports it). The HTML goes to the directory given as argument, else
-    $DOCS_OUT, else .nox/docs/tmp/html.
+    $DOCS_OUT, else .nox/docs/tmp/html. Then the built API reference is checked against every
+    public module's __all__ (tools/check_api_reference.py).
     """
     session.install(*group("docs"), ".")
     out = (
@@ -106,6 +112,8 @@ def docs(session: nox.Session) -> None:
     # -E: read every page afresh; -W --keep-going: report every warning, then fail on any.
     session.run("python", "-m", "sphinx", "-E", "-W", "--keep-going", "-b", "html", "docs", out)
     session.log(f"documentation built without warnings: {out}/index.html")
+    # The reference as built: each documented module shows exactly its __all__.
+    session.run("python", "tools/check_api_reference.py", out)
 
 
 @nox.session(tags=["check"])
@@ -131,12 +139,13 @@ def dist(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none", tags=["check"])
-def py314(session: nox.Session) -> None:
-    """CPython 3.14 in a Debian sid chroot: the wheel and the suite (tools/check_py314.sh).
+def sid(session: nox.Session) -> None:
+    """CPython 3.14 and 3.15 from a Debian sid chroot: the wheel and the suite on each.
 
-    Needs root (debootstrap, chroot); without it the script says it skipped.
+    tools/check_sid_pythons.sh (KA_SID_PYTHONS picks the versions). Needs root (debootstrap,
+    chroot); without it the script says it skipped.
     """
-    session.run("bash", "tools/check_py314.sh", external=True)
+    session.run("bash", "tools/check_sid_pythons.sh", external=True)
 
 
 @nox.session

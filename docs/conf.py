@@ -6,9 +6,15 @@ Build: ``nox -s docs`` (warnings are errors), or in a venv with the ``docs`` dep
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import ka
+
+# The project's addresses, written once (pyproject.toml's [project.urls]).
+PYPROJECT = Path(__file__).parents[1] / "pyproject.toml"
+URLS = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["urls"]
 
 project = "ka"
 author = "ka developers"
@@ -21,6 +27,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.viewcode",
+    "sphinx_copybutton",
 ]
 
 source_suffix = {".md": "markdown"}
@@ -34,6 +41,23 @@ myst_heading_anchors = 3  # [text](page.md#a-heading) links to headings down to 
 html_theme = "furo"
 html_title = f"ka {release}"
 html_static_path: list[str] = []
+html_baseurl = URLS["Documentation"]
+html_theme_options = {
+    # "view the source" on every page, and the repository in the footer
+    "source_repository": URLS["Source"],
+    "source_branch": "main",
+    "source_directory": "docs/",
+    "footer_icons": [
+        {"name": "Source", "url": URLS["Source"], "html": "source repository", "class": ""},
+    ],
+}
+
+# The copy button copies the commands, not the prompts or the output: ">>> " and "... " in pycon
+# blocks, "$ " in console blocks; a block without prompts (shell, python) is copied whole.
+copybutton_prompt_text = r">>> |\.\.\. |\$ "
+copybutton_prompt_is_regexp = True
+copybutton_only_copy_prompt_lines = True
+copybutton_remove_prompts = True
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
@@ -43,7 +67,7 @@ autosummary_generate = False  # the tables in api.md link to autodoc entries on 
 # Pages that other branches of this repository add (written in parallel and merged later). A link
 # to one of them resolves once it exists; until then it renders as plain text instead of failing
 # the build. Remove a name here once its page is merged.
-PAGES_FROM_OTHER_BRANCHES = {"servers/ka-listen"}
+PAGES_FROM_OTHER_BRANCHES: set[str] = set()
 
 
 def _pending_page(app: Any, env: Any, node: Any, contnode: Any) -> Any:
@@ -56,5 +80,10 @@ def setup(app: Any) -> None:
     app.connect("missing-reference", _pending_page)
 
 
-# The client libraries ka.integrations wraps are optional; the reference needs none of them.
-autodoc_mock_imports = ["urllib3", "requests", "httpx", "httpcore", "aiohttp"]
+# The libraries ka.integrations has glue for are optional (ka's extras); the reference needs none
+# of them, so the site builds the same with or without them installed.
+autodoc_mock_imports = [
+    "aiohttp", "anyio", "asyncpg", "asyncssh", "gunicorn", "httpcore", "httpx", "hypercorn", "kafka",
+    "kombu", "paramiko", "pika", "prometheus_client", "psycopg", "pymongo", "redis", "requests",
+    "tornado", "trio", "twisted", "urllib3", "uvicorn", "websockets",
+]  # fmt: skip

@@ -7,8 +7,13 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-# pip 25.1 or later reads dependency groups (--group)
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q --group nox
+[ -x "$VENV/bin/python" ] || { echo "making $VENV with $PYTHON"; "$PYTHON" -m venv "$VENV"; }
+# pip 25.1 or later reads dependency groups (--group); nothing to do when nox is already there.
+if plan=$("$VENV/bin/python" -m pip install --dry-run --group nox 2>/dev/null) && ! grep -q "Would install" <<<"$plan"; then
+    :  # the pinned nox is there
+else
+    echo "installing nox (pyproject.toml's nox group) into $VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q --group nox
+fi
 exec "$VENV/bin/nox" "$@"

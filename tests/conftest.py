@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import importlib
-import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 import standin_build
 from helpers import loopback_pair
+from ka._impl import env_flag
 from ka.bench.pool import LoopbackPool
 
 if TYPE_CHECKING:
@@ -35,12 +35,12 @@ def core(request: pytest.FixtureRequest) -> ModuleType:
     """
     if request.param == "python":
         return importlib.import_module("ka._ka_py")
-    if os.environ.get("KA_NO_EXTENSIONS"):
+    if env_flag("KA_NO_EXTENSIONS"):
         pytest.skip("KA_NO_EXTENSIONS is set: the compiled core is not under test")
     try:
         return importlib.import_module("ka._ka_c")
     except ImportError as exc:
-        if os.environ.get("KA_REQUIRE_EXTENSIONS"):
+        if env_flag("KA_REQUIRE_EXTENSIONS"):
             raise
         pytest.skip(f"the compiled core cannot be imported here: {exc}")
 

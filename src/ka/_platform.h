@@ -69,7 +69,7 @@ typedef struct {
 #  include "_ka_posix.h"
 #endif
 
-static int ka_platform_code(void) { return KA_PLATFORM; }
+static inline int ka_platform_code(void) { return KA_PLATFORM; }
 
 /* Read one descriptor's values: SO_KEEPALIVE, then each knob through the OS header's
  * ka_read_knob. A knob the platform lacks reads as -1 and is not an error; on failure *option

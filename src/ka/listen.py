@@ -70,7 +70,8 @@ __all__ = [
     "split_command",
 ]
 
-SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first passed descriptor
+#: The first descriptor passed by socket activation (``sd_listen_fds(3)``): 3.
+SD_LISTEN_FDS_START = 3
 DEFAULT_FDNAME = "ka-listen"
 _MAX_FDNAME = 255  # systemd's fdname_is_valid()
 _MAX_BACKLOG = 2**31 - 1  # listen() takes a C int (Linux then caps it at net.core.somaxconn)

@@ -218,11 +218,11 @@ class ReadResult(_Accounted):
         failed_count: int,
     ) -> None:
         super().__init__(fds, errnos, options, failed_count)
-        self.enabled = enabled
-        self.idle = idle
-        self.interval = interval
-        self.count = count
-        self.user_timeout_ms = user_timeout_ms
+        self.enabled: array.array[int] = enabled
+        self.idle: array.array[int] = idle
+        self.interval: array.array[int] = interval
+        self.count: array.array[int] = count
+        self.user_timeout_ms: array.array[int] = user_timeout_ms
 
     def __getitem__(self, index: int) -> KeepAliveSettings:
         if self.errnos[index]:

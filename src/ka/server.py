@@ -28,8 +28,11 @@ from ._options import LISTENER_FACTS, LISTENERS, PLATFORM
 from .policy import KeepAlive, require_policy
 from .targets import Target
 
+#: How a listener's policy reaches its accepted sockets: ``"inherit"`` or ``"per-accept"``.
 Mode = Literal["inherit", "per-accept"]
+#: The accepted sockets inherit the listener's options (Linux, FreeBSD): nothing runs per accept.
 INHERIT: Mode = "inherit"
+#: The listener is left alone and each accepted socket is given the policy (macOS, Windows).
 PER_ACCEPT: Mode = "per-accept"
 
 __all__ = [
@@ -110,10 +113,13 @@ class Platform:
         return platform
 
 
+#: Linux: accepted sockets inherit the listener's keepalive options (``INHERIT``).
 LINUX = Platform.of("linux")
+#: FreeBSD: accepted sockets inherit them (``INHERIT``).
 FREEBSD = Platform.of("freebsd")
+#: macOS: accepted sockets do not inherit the idle time (``PER_ACCEPT``).
 MACOS = Platform.of("darwin")
-# Windows documents no inheritance of per-socket keepalive values: never relied on.
+#: Windows: documents no inheritance of per-socket keepalive values, so never relied on (``PER_ACCEPT``).
 WINDOWS = Platform.of("windows")
 
 

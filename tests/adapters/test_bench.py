@@ -184,15 +184,21 @@ def test_progress_off_a_terminal_is_one_line_per_phase(capfd: pytest.CaptureFixt
     assert err.count("\n") == 1 and "apply: pool of 10" in err and "round" not in err
 
 
-def test_plots_are_ratios_with_the_twin_on_its_own_panel(tmp_path: Path) -> None:
+def test_plots_one_message_each_at_the_pages_width(tmp_path: Path) -> None:
+    """Issue 23: three panels of ten series in ~730 px were unreadable; each plot now shows one
+    message with at most four series, at the documentation page's width."""
     pytest.importorskip("matplotlib")
+    import struct
+
     results = {
         "rounds": 3,
+        "machine": {"cpus": 2},
         "apply": {
             str(n): {
                 methods.STDLIB_APPLY: [1400.0 * f],
                 methods.FLOOR: [1000.0 * f],
                 methods.BULK_ARRAY: [1010.0 * f],
+                methods.BULK_THREADS.format(2): [560.0 * f],
                 methods.TWIN_APPLY: [12000.0 * f],
             }
             for n, f in ((1000, 1.0), (4000, 1.1))
@@ -200,5 +206,13 @@ def test_plots_are_ratios_with_the_twin_on_its_own_panel(tmp_path: Path) -> None
         "read": {str(n): {methods.STDLIB_READ: [1700.0], methods.FLOOR: [1200.0]} for n in (1000, 4000)},
     }
     written = plots.plots(results, str(tmp_path))
-    assert sorted(Path(p).name for p in written) == ["apply_ratios.png", "read_ratios.png"]
+    names = sorted(Path(p).name for p in written)
+    assert names == ["apply_one_thread.png", "read_one_thread.png", "threads.png"]
+    for path in written:
+        header = Path(path).read_bytes()[:24]
+        width, height = struct.unpack(">II", header[16:24])  # the PNG's IHDR chunk
+        assert 700 <= width <= 760 and height < width, (path, width, height)
+    # the plot of one thread shows no twin (it would flatten the rest) and no threads
+    shown = [series.method for series in plots.one_thread_series("apply")]
+    assert methods.TWIN_APPLY not in shown and len(shown) <= 4
     assert targets.ratio_of(results, "apply", 4000, methods.BULK_ARRAY, methods.FLOOR) == pytest.approx(1.01)

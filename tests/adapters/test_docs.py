@@ -77,7 +77,7 @@ def test_collector_runs_only_pycon_blocks(collector: ModuleType) -> None:
             ">>> 1 + 1",
             "2",
             "```",  # no blank line before the closing fence
-            "````pycon skip",
+            "````pycon norun",
             ">>> machine_dependent()",
             "````",
             ":::{code-block} text",
@@ -109,3 +109,85 @@ def test_readme_links_into_the_docs_resolve() -> None:
     local = [link for link in links if "://" not in link]
     missing = [link for link in local if not (readme.parent / link).exists()]
     assert not missing, f"README.md links to missing files: {missing}"
+
+
+# Languages whose blocks are not code: output, diagrams, synopses.
+NOT_CODE = {"text"}
+# The languages a code block may have: pycon runs; the rest are shown (shell commands as `shell`,
+# a session with `$ ` prompts and its output as `console`).
+LANGUAGES = {"pycon", "python", "shell", "console", "c", "text"}
+# Directives whose body is not shown as code.
+NOT_SHOWN = ("{eval-rst}", "{toctree}", "{include}")
+
+
+def _pages_and_readme() -> list[Path]:
+    return [*_pages(), DOCS.parent / "README.md"]
+
+
+def _examples_the_tests_run() -> set[str]:
+    """Example files a test runs: the scripts above, and files another test module names."""
+    named = set(RUN_AS_SCRIPTS)
+    tests = [p for p in (DOCS.parent / "tests").rglob("*.py") if p.name != Path(__file__).name]
+    sources = "\n".join(p.read_text(encoding="utf-8") for p in tests)
+    named |= {p.name for p in EXAMPLES.glob("*.py") if p.name in sources or p.stem in sources}
+    return named
+
+
+def test_every_code_block_runs_or_says_it_does_not(collector: ModuleType) -> None:
+    """Issue 23: every block of the site (and the README) is executed by the tests (a pycon
+    session, an example file a test runs) or marked ``norun``; none is neither."""
+    run = _examples_the_tests_run()
+    neither: list[str] = []
+    for page in _pages_and_readme():
+        for block in collector.code_blocks(page.read_text(encoding="utf-8")):
+            where = f"{page.relative_to(DOCS.parent)}:{block.line}"
+            if block.info.startswith(NOT_SHOWN):
+                continue
+            if block.info.startswith("{literalinclude}"):
+                name = Path(block.info.split()[1]).name
+                if name not in run:
+                    neither.append(f"{where}: {name} is shown but no test runs it")
+                continue
+            if block.language not in LANGUAGES:
+                neither.append(f"{where}: language {block.language!r}, expected one of {sorted(LANGUAGES)}")
+            elif block.language == "pycon" or block.language in NOT_CODE:
+                continue
+            elif not block.norun:
+                language = block.language
+                neither.append(f"{where}: a {language} block no test runs: mark it `{language} norun`")
+    assert not neither, "\n".join(neither)
+
+
+def test_shown_python_parses(collector: ModuleType) -> None:
+    """The python blocks that are not run are still Python (a top-level ``await`` stands for code
+    inside a coroutine) and import the libraries they use (a block may continue the page's example
+    above it, which imports ka)."""
+    import ast
+
+    unimported: list[str] = []
+    for page in _pages_and_readme():
+        for block in collector.code_blocks(page.read_text(encoding="utf-8")):
+            if block.language != "python":
+                continue
+            where = f"{page.relative_to(DOCS.parent)}:{block.line}"
+            try:
+                tree = compile(block.text, where, "exec", ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            except SyntaxError as error:
+                pytest.fail(f"{where}: not Python: {error}")
+            imported = {
+                alias.asname or alias.name.split(".")[0]
+                for node in ast.walk(tree)
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names
+            }
+            # a module used as `name.attr` must be imported in the block (asyncpg, sqlalchemy, ...)
+            used = {
+                node.value.id
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            }
+            modules = {"asyncpg", "sqlalchemy", "httpx", "httpcore", "aiohttp", "redis", "psycopg", "uvicorn"}
+            missing = (used & modules) - imported
+            if missing:
+                unimported.append(f"{where}: uses {sorted(missing)} without importing it")
+    assert not unimported, "\n".join(unimported)

@@ -84,7 +84,7 @@ def example() -> Iterator[Callable[[str], tuple[int, int]]]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start(name: str) -> tuple[int, int]:
-        # server_<library>.py needs that library in this environment (the integrations extra)
+        # server_<library>.py needs that library in this environment (the peers dependency group)
         pytest.importorskip(name.removeprefix("server_").removesuffix(".py"))
         port = free_port()
         env = dict(os.environ, KA_POLICY=POLICY_TEXT)

@@ -13,6 +13,7 @@ import pytest
 import ka
 from helpers import kernel_values, ss_timers
 from ka import live
+from ka.live import procfs
 from live_helpers import NOBODY, as_nobody, echo_server, sockets_of, timer_seconds
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ka.live is Linux only")
@@ -184,7 +185,7 @@ def test_parse_tcp_line() -> None:
         "   0: 0100007F:1F90 0200007F:C350 01 00000000:00000000 02:00000B86 00000000  1000        2 4242 1 0"
         " 20 4 30 10 -1"
     )
-    entry = live.parse_tcp_line(line, "ipv4")
+    entry = procfs.parse_tcp_line(line, "ipv4")
     assert entry.local == ("127.0.0.1", 8080) and entry.remote == ("127.0.0.2", 50000)
     assert entry.state == "established" and entry.uid == 1000 and entry.inode == 4242
     assert entry.timer.name == "keepalive" and entry.timer.probes == 2

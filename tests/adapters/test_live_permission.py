@@ -13,7 +13,7 @@ import pytest
 
 import ka
 from ka import live
-from ka.live import procfs
+from ka.live import procfs, sockdiag
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ka.live is Linux only")
 
@@ -111,7 +111,7 @@ def test_capabilities_ka_holds_too_are_no_cause(proc: FakeProc) -> None:
     # theirs & ~mine is empty: the bits ka holds are not listed, and no capability cause is given.
     proc.me(uid=0, gid=0, eff=0b111)
     proc.target(uid=0, gid=0, prm=0b101)
-    causes, _ = live.ptrace_obstacles(PID)
+    causes, _ = procfs.ptrace_obstacles(PID)
     assert causes == ["ka has no CAP_SYS_PTRACE though it runs as root"]
 
 
@@ -119,13 +119,13 @@ def test_only_permitted_capabilities_count_as_held(proc: FakeProc) -> None:
     # Effective but not permitted (it cannot be, but the mask must be the intersection): lacking.
     proc.me(uid=0, gid=0, eff=0b11, prm=0b01)
     proc.target(uid=0, gid=0, prm=0b10)
-    causes, _ = live.ptrace_obstacles(PID)
+    causes, _ = procfs.ptrace_obstacles(PID)
     assert causes[0] == "it holds capabilities ka lacks (cap_dac_override)"
 
 
 def test_many_capabilities_are_summed_up(proc: FakeProc) -> None:
     proc.target(uid=1000, gid=1000, prm=0b111111)
-    causes, _ = live.ptrace_obstacles(PID)
+    causes, _ = procfs.ptrace_obstacles(PID)
     assert causes[0] == (
         "it holds capabilities ka lacks (cap_chown, cap_dac_override, cap_dac_read_search, cap_fowner "
         "and 2 more)"
@@ -136,7 +136,7 @@ def test_many_capabilities_are_summed_up(proc: FakeProc) -> None:
 def test_the_neighbours_of_the_cap_sys_ptrace_bit_do_not_count(proc: FakeProc, others: int) -> None:
     proc.me(uid=1000, gid=1000, eff=others)
     proc.target(uid=0, gid=0, prm=0)
-    assert live.ptrace_obstacles(PID).causes[-1] == "ka has no CAP_SYS_PTRACE"
+    assert procfs.ptrace_obstacles(PID).causes[-1] == "ka has no CAP_SYS_PTRACE"
 
 
 @pytest.mark.parametrize("dac", [0, 1 << 3])  # none, or cap_fowner (a neighbour that does not count)
@@ -192,7 +192,7 @@ def test_scope_1_lets_an_ancestor_in(proc: FakeProc) -> None:
     proc.scope(1)
     status = proc.root / str(PID) / "status"
     status.write_text(status.read_text().replace("PPid:\t1", f"PPid:\t{os.getpid()}"))
-    assert live.ptrace_obstacles(PID).causes == ["ka has no CAP_SYS_PTRACE"]
+    assert procfs.ptrace_obstacles(PID).causes == ["ka has no CAP_SYS_PTRACE"]
 
 
 @pytest.mark.parametrize("eff", [0, PTRACE])
@@ -207,7 +207,7 @@ def test_scope_3_refuses_everyone(proc: FakeProc, eff: int) -> None:
 
 def test_a_set_user_id_program(proc: FakeProc) -> None:
     proc.target(uid=(1000, 0, 0), gid=1000, prm=0)
-    causes, remedy = live.ptrace_obstacles(PID)
+    causes, remedy = procfs.ptrace_obstacles(PID)
     assert causes == [
         "it runs with uids 1000 (real), 0 (effective) and 0 (saved), a set-user-id program, and ka as "
         "uid 1000",
@@ -218,7 +218,7 @@ def test_a_set_user_id_program(proc: FakeProc) -> None:
 
 def test_another_group(proc: FakeProc) -> None:
     proc.target(uid=1000, gid=5, prm=0)
-    causes, remedy = live.ptrace_obstacles(PID)
+    causes, remedy = procfs.ptrace_obstacles(PID)
     assert causes[0] == "it runs with gid 5 and ka with gid 1000"
     assert remedy == "run ka with CAP_SYS_PTRACE (sudo)"
 
@@ -227,7 +227,7 @@ def test_another_group(proc: FakeProc) -> None:
 def test_a_process_that_is_not_dumpable(proc: FakeProc) -> None:
     # Same uid as ka, but /proc/PID belongs to root: the kernel does that for a non-dumpable process.
     proc.owner(0)
-    causes, remedy = live.ptrace_obstacles(PID)
+    causes, remedy = procfs.ptrace_obstacles(PID)
     assert causes == [
         "it is not dumpable (a set-id program, or prctl(PR_SET_DUMPABLE, 0))",
         "ka has no CAP_SYS_PTRACE",
@@ -239,7 +239,7 @@ def test_another_user_namespace(proc: FakeProc) -> None:
     inode = proc.other_user_namespace()
     proc.me(uid=0, gid=0, eff=0)
     proc.target(uid=0, gid=0, prm=0)
-    causes, remedy = live.ptrace_obstacles(PID)
+    causes, remedy = procfs.ptrace_obstacles(PID)
     assert causes == [
         f"it runs in another user namespace (user:[{inode}])",
         "ka has no CAP_SYS_PTRACE though it runs as root",
@@ -259,7 +259,7 @@ def test_sock_diag_lists_what_proc_net_tcp_lists(pair: tuple[socket.socket, sock
     # netlink table equals /proc's, field by field, timers within a second.
     ka.apply(pair[1], ka.KeepAlive(50, 5, 3))
     inodes = {os.fstat(s.fileno()).st_ino for s in pair}
-    netlink, proc = live.sock_diag_dump(inodes=inodes), live.tcp_table(None, inodes)
+    netlink, proc = sockdiag.dump(inodes=inodes), procfs.tcp_table(None, inodes)
     assert set(netlink) == set(proc) == inodes
     for inode, entry in proc.items():
         other = netlink[inode]
@@ -267,4 +267,4 @@ def test_sock_diag_lists_what_proc_net_tcp_lists(pair: tuple[socket.socket, sock
         assert other.timer.name == entry.timer.name and abs(other.timer.expires - entry.timer.expires) < 1
     mine = os.fstat(pair[1].fileno()).st_ino
     assert netlink[mine].timer.name == "keepalive" and 48 < netlink[mine].timer.expires <= 50
-    assert set(live.sock_diag_dump(states=["listen"], inodes=inodes)) == set()  # filtered in the kernel
+    assert set(sockdiag.dump(states=["listen"], inodes=inodes)) == set()  # filtered in the kernel

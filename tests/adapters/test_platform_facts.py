@@ -1,10 +1,9 @@
-"""Platform facts checked without the recording stand-in: capabilities, limits, names, extras."""
+"""Platform facts checked without the recording stand-in: capabilities, limits, names."""
 
 from __future__ import annotations
 
 import errno
 import importlib
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,8 +14,6 @@ from ka._options import OS_CALLS, WSAEINVAL, WSAENOPROTOOPT, Option
 from ka.errors import option_error
 from ka.protocol import Spec
 from ka.results import settings_of
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_read_never_presents_defaults() -> None:
@@ -110,22 +107,6 @@ def test_bench_uses_this_os_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         monkeypatch.undo()
         importlib.reload(methods)
-
-
-def test_wheel_test_extra_has_wheels_everywhere() -> None:
-    """Defect 10: `test` holds only what has win_arm64 wheels for every CPython; the integration
-    libraries (and numpy) are in `integrations`, which CI installs too."""
-    pyproject = ROOT / "pyproject.toml"
-    if not pyproject.exists() or not (ROOT / "noxfile.py").exists():
-        pytest.skip("pyproject.toml and noxfile.py are not next to the tests")
-    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the stdlib from Python 3.11")
-    config = tomllib.loads(pyproject.read_text())
-    extras = config["project"]["optional-dependencies"]
-    names = {req.split(">")[0].split(";")[0].strip() for req in extras["test"]}
-    assert names == {"pytest", "hypothesis"}
-    assert {"numpy", "aiohttp>=3.12"} <= set(extras["integrations"])
-    assert config["tool"]["cibuildwheel"]["test-extras"] == ["test"]
-    assert '"KA_TEST_EXTRAS", "test,integrations"' in (ROOT / "noxfile.py").read_text()  # nox tests default
 
 
 def test_winsock_errors_are_named() -> None:

@@ -19,6 +19,8 @@ import pytest
 
 import ka
 from ka import cli, live, server, system
+from ka._impl import env_flag
+from ka.live import pidfd
 from reliability_helpers import default_timeout, fd_state, fdinfo_flags, open_fds, run_python
 
 linux_only = pytest.mark.skipif(
@@ -110,7 +112,7 @@ def test_live_apply_and_read_leave_the_other_process_flags_alone(
 @pytest.mark.parametrize("twin", [False, True], ids=["c", "python"])
 def test_ka_apply_and_show_pid_leave_the_other_process_flags_alone(holder: Holder, twin: bool) -> None:
     """Defect 3 through the command, in a process with socket.setdefaulttimeout(5) set."""
-    if not twin and os.environ.get("KA_NO_EXTENSIONS"):
+    if not twin and env_flag("KA_NO_EXTENSIONS"):
         pytest.skip("KA_NO_EXTENSIONS is set: the compiled core is not under test")
     before = holder.flags()
     code = f"""
@@ -134,7 +136,7 @@ def test_ctrl_c_while_duplicating_leaks_no_descriptor(
 ) -> None:
     """Nothing duplicated and leaked: SIGINT right after the at-th pidfd_getfd (the window
     between a dup and its store) leaves this process with the descriptors it had."""
-    real = live.pidfd_getfd
+    real = pidfd.pidfd_getfd
     calls = 0
 
     def getfd_then_sigint(pidfd: int, fd: int) -> int:

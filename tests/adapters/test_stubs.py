@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
-import os
 from pathlib import Path
 from types import ModuleType
 
@@ -13,6 +12,7 @@ import pytest
 
 import ka
 from ka import _ka_py
+from ka._impl import env_flag
 
 STUB = Path(ka.__file__).parent / "_ka_c.pyi"
 
@@ -72,7 +72,7 @@ def _runtime_names(module: ModuleType) -> set[str]:
     return names
 
 
-@pytest.mark.skipif(bool(os.environ.get("KA_NO_EXTENSIONS")), reason="KA_NO_EXTENSIONS: no compiled core")
+@pytest.mark.skipif(env_flag("KA_NO_EXTENSIONS"), reason="KA_NO_EXTENSIONS: no compiled core")
 def test_stub_matches_the_compiled_core() -> None:
     compiled = importlib.import_module("ka._ka_c")
     stub = _own_names(_stub())

@@ -31,6 +31,7 @@ import pytest
 
 import ka
 from helpers import kernel_values
+from ka._impl import env_flag
 
 CAPS = ka.capabilities()
 GOOD = ka.KeepAlive(idle=5, interval=2, count=3)
@@ -387,7 +388,7 @@ def _traced_lines(trace: str) -> tuple[list[str], list[str]]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="strace is Linux only")
 @pytest.mark.parametrize("implementation", ["c", "python"])
 def test_strace_sees_no_socket_option_call(implementation: str, tmp_path: Path) -> None:
-    if implementation == "c" and os.environ.get("KA_NO_EXTENSIONS"):
+    if implementation == "c" and env_flag("KA_NO_EXTENSIONS"):
         pytest.skip("KA_NO_EXTENSIONS is set: the compiled core is not under test")
     env = dict(os.environ)
     env.pop("KA_NO_EXTENSIONS", None)

@@ -16,6 +16,7 @@ import pytest
 
 import ka
 from helpers import core_apply_many, core_read_many, kernel_values, ss_timers
+from ka._impl import env_flag
 from ka.bench.pool import LoopbackPool
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux option numbers")
@@ -118,9 +119,7 @@ def test_both_implementations_agree(mixed: tuple) -> None:  # type: ignore[type-
 
 
 def _no_ext() -> bool:
-    import os
-
-    return bool(os.environ.get("KA_NO_EXTENSIONS"))
+    return env_flag("KA_NO_EXTENSIONS")
 
 
 def test_read_many_columns(core: ModuleType, mixed: tuple) -> None:  # type: ignore[type-arg]

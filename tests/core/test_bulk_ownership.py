@@ -20,11 +20,12 @@ from typing import Any
 import pytest
 
 from helpers import build_shim_program
+from ka._impl import env_flag
 from reliability_helpers import run_python
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux: /proc, io_uring, fork"),
-    pytest.mark.skipif(bool(os.environ.get("KA_NO_EXTENSIONS")), reason="KA_NO_EXTENSIONS: no compiled core"),
+    pytest.mark.skipif(env_flag("KA_NO_EXTENSIONS"), reason="KA_NO_EXTENSIONS: no compiled core"),
 ]
 
 

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import ka
 from ka import _ka_py
+from ka._impl import env_flag
 from reliability_helpers import fd_state
 
 np = pytest.importorskip("numpy")
@@ -29,7 +30,7 @@ np = pytest.importorskip("numpy")
 if not sys.platform.startswith("linux"):
     pytest.skip("resets and reads Linux option numbers; uses /proc/self/fdinfo", allow_module_level=True)
 
-if os.environ.get("KA_NO_EXTENSIONS"):
+if env_flag("KA_NO_EXTENSIONS"):
     pytest.skip("KA_NO_EXTENSIONS is set: the compiled core is not under test", allow_module_level=True)
 from ka import _ka_c  # noqa: E402
 

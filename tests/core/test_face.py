@@ -14,6 +14,7 @@ import pytest
 
 import ka
 from ka import _impl
+from ka._impl import env_flag
 
 
 def _implementation_in_child(**env: str) -> str:
@@ -35,19 +36,81 @@ def test_apply_and_read_are_the_active_cores() -> None:
     assert ka.IMPLEMENTATION == _impl.core.IMPLEMENTATION
 
 
-def test_no_extensions_selects_the_twin() -> None:
-    assert _implementation_in_child(KA_NO_EXTENSIONS="1") == "python True"
+@pytest.mark.parametrize("value", ["1", "true", "YES", " on "])
+def test_no_extensions_selects_the_twin(value: str) -> None:
+    assert _implementation_in_child(KA_NO_EXTENSIONS=value) == "python True"
 
 
-@pytest.mark.skipif(sys.implementation.name != "cpython", reason="the compiled core is for CPython")
-def test_the_compiled_core_is_active_by_default() -> None:
+def _require_compiled_core() -> None:
+    if sys.implementation.name != "cpython":
+        pytest.skip("the compiled core is for CPython")
     try:
         import ka._ka_c  # noqa: F401
     except ImportError as exc:
-        if os.environ.get("KA_REQUIRE_EXTENSIONS"):
+        if env_flag("KA_REQUIRE_EXTENSIONS"):
             raise
         pytest.skip(f"the compiled core is not built here: {exc}")
+
+
+def test_the_compiled_core_is_active_by_default() -> None:
+    _require_compiled_core()
     assert _implementation_in_child() == "c True"
+
+
+@pytest.mark.parametrize("value", ["0", "false", "No", "off", ""])
+def test_a_false_no_extensions_keeps_the_compiled_core(value: str) -> None:
+    """Issue 23: KA_NO_EXTENSIONS=0 selected the twin (any non-empty value counted)."""
+    _require_compiled_core()
+    assert _implementation_in_child(KA_NO_EXTENSIONS=value) == "c True"
+
+
+def _import_in_child(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("KA_NO_EXTENSIONS", "KA_REQUIRE_EXTENSIONS")}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**environ, **env},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_an_unknown_no_extensions_value_is_refused_by_name() -> None:
+    done = _import_in_child("import ka", KA_NO_EXTENSIONS="maybe")
+    assert done.returncode != 0
+    expected = "ValueError: KA_NO_EXTENSIONS='maybe' is not an on/off value: expected 1, true, yes or on"
+    assert expected in done.stderr
+
+
+# ``None`` in sys.modules makes ``import ka._ka_c`` raise ImportError, as a broken build would.
+_BROKEN_CORE = (
+    "import sys; sys.modules['ka._ka_c'] = None\n"
+    "import ka; print(ka.IMPLEMENTATION, ka.read is ka._impl.core.read)"
+)
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="elsewhere the twin is chosen, no fallback")
+def test_a_compiled_core_that_fails_to_import_falls_back_with_a_warning() -> None:
+    """Issue 23: the fallback to the twin (2.5x slower) was silent; it names the import error."""
+    done = _import_in_child(_BROKEN_CORE)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "python True"
+    warning = "RuntimeWarning: the compiled core of ka could not be imported (ModuleNotFoundError: "
+    assert warning in done.stderr
+    assert "import of ka._ka_c halted; None in sys.modules" in done.stderr
+    # Chosen on purpose: no warning.
+    quiet = _import_in_child(_BROKEN_CORE, KA_NO_EXTENSIONS="1")
+    assert quiet.returncode == 0 and quiet.stdout.strip() == "python True" and not quiet.stderr, quiet.stderr
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="the compiled core is for CPython")
+def test_require_extensions_turns_the_fallback_into_the_import_error() -> None:
+    done = _import_in_child(_BROKEN_CORE, KA_REQUIRE_EXTENSIONS="1")
+    assert done.returncode != 0
+    assert "ModuleNotFoundError: import of ka._ka_c halted" in done.stderr
+    assert "RuntimeWarning" not in done.stderr
+    assert _import_in_child(_BROKEN_CORE, KA_REQUIRE_EXTENSIONS="0").stdout.strip() == "python True"
 
 
 def test_apply_many_and_read_many_reach_the_active_core(pair: tuple[socket.socket, socket.socket]) -> None:

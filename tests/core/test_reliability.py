@@ -18,6 +18,7 @@ import pytest
 import ka
 from helpers import core_apply_many, core_read_many
 from ka import KeepAlive
+from ka._impl import env_flag
 from reliability_helpers import default_timeout, fd_state, open_fds, run_python
 
 POLICY = KeepAlive(idle=31, interval=7, count=4)
@@ -69,7 +70,7 @@ SHRINKING_LIST = """
 @pytest.mark.parametrize("twin", [False, True], ids=["c", "python"])
 def test_list_cleared_by_a_fileno_during_the_call_gives_a_clean_result(twin: bool) -> None:
     """Defect 1: a target whose fileno() clears the list: every entry taken at the call is applied."""
-    if not twin and os.environ.get("KA_NO_EXTENSIONS"):
+    if not twin and env_flag("KA_NO_EXTENSIONS"):
         pytest.skip("KA_NO_EXTENSIONS is set: the compiled core is not under test")
     done = run_python(SHRINKING_LIST, twin=twin)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
@@ -289,7 +290,7 @@ def test_every_buffer_shape_gives_the_same_fds_in_both(socks: list[socket.socket
     """Defect 6, more widely: strided, reversed, unsigned and field views give identical fds."""
     from ka import _ka_py
 
-    if os.environ.get("KA_NO_EXTENSIONS"):
+    if env_flag("KA_NO_EXTENSIONS"):
         pytest.skip("KA_NO_EXTENSIONS is set: the compiled core is not under test")
     from ka import _ka_c
 

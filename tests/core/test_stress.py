@@ -8,12 +8,12 @@ number, not a dead pytest."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from ka._impl import env_flag
 from reliability_helpers import run_python
 
 WORKER = Path(__file__).resolve().parents[1] / "stress_worker.py"
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="us
 
 @pytest.mark.parametrize("twin", [False, True], ids=["c", "python"])
 def test_bulk_calls_over_a_list_mutated_by_other_threads(twin: bool) -> None:
-    if not twin and os.environ.get("KA_NO_EXTENSIONS"):
+    if not twin and env_flag("KA_NO_EXTENSIONS"):
         pytest.skip("KA_NO_EXTENSIONS is set: the compiled core is not under test")
     argv = ["w", str(SECONDS), str(CALLERS), str(MUTATORS)]
     code = f"import runpy, sys; sys.argv = {argv!r}; runpy.run_path({str(WORKER)!r}, run_name='__main__')"
@@ -44,7 +44,7 @@ def test_bulk_calls_over_a_list_mutated_by_other_threads(twin: bool) -> None:
 
 @pytest.mark.parametrize("twin", [False, True], ids=["c", "python"])
 def test_calls_over_reused_numbers_with_a_daemonizer_and_forks_touch_nothing_foreign(twin: bool) -> None:
-    if not twin and os.environ.get("KA_NO_EXTENSIONS"):
+    if not twin and env_flag("KA_NO_EXTENSIONS"):
         pytest.skip("KA_NO_EXTENSIONS is set: the compiled core is not under test")
     argv = ["w", "ownership", str(SECONDS)]
     code = f"import runpy, sys; sys.argv = {argv!r}; runpy.run_path({str(WORKER)!r}, run_name='__main__')"

@@ -90,8 +90,8 @@ class Progress:
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.live = not quiet and sys.stderr.isatty() and sys.stdout.isatty()
-        self.started = time.monotonic()
+        self.live: bool = not quiet and sys.stderr.isatty() and sys.stdout.isatty()
+        self.started: float = time.monotonic()
 
     def _line(self, text: str) -> str:
         return f"[{time.monotonic() - self.started:5.1f}s] {text}"

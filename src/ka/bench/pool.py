@@ -107,7 +107,7 @@ class LoopbackPool:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.host = host
         self.sockets: list[socket.socket] = []
-        self.accept_ns = 0
+        self.accept_ns: int = 0
         self._child: subprocess.Popen[str] | None = None
         if connect_first and n > somaxconn():
             raise ValueError(f"connect_first holds all {n} connections in the backlog: at most {somaxconn()}")

@@ -8,6 +8,7 @@ import argparse
 from collections.abc import Sequence
 
 from .. import live
+from ..live.filters import compile_name
 from .checks import UsageError, validated
 
 
@@ -76,7 +77,7 @@ def process_filter(args: argparse.Namespace) -> live.ProcessFilter:
     pids = tuple(args.pid or ())
     for pid in pids:
         validated(live.check_pid, pid, "--pid")
-    names = tuple(validated(live.compile_name, text, "--name") for text in args.name or ())
+    names = tuple(validated(compile_name, text, "--name") for text in args.name or ())
     if args.all and (pids or names or args.cgroup or args.unit):
         raise UsageError("--all picks every process: give it alone, or --pid/--name/--cgroup/--unit")
     groups = []

@@ -41,6 +41,7 @@ __all__ = [
     "with_policy",
 ]
 
+#: One ``setsockopt`` call as client libraries take it: ``(level, option, value)``.
 SocketOption = tuple[int, int, int]
 
 

@@ -13,7 +13,7 @@ server's end of the same connection: ``server_settings=ka.integrations.postgres_
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -23,7 +23,18 @@ from ..policy import KeepAlive, require_policy
 __all__ = ["KeepAliveConnection", "connection_class"]
 
 
-class KeepAliveConnection(asyncpg.Connection):  # type: ignore[misc]
+if TYPE_CHECKING:
+    # asyncpg ships no type information: for type checkers, the part of asyncpg.Connection this
+    # subclass uses (so its own type, and connection_class's, are known).
+    class _Connection:
+        def __init__(self, protocol: Any, transport: Any, loop: Any, addr: Any, *args: Any) -> None: ...
+        def terminate(self) -> None: ...
+
+else:
+    _Connection = asyncpg.Connection
+
+
+class KeepAliveConnection(_Connection):
     """An ``asyncpg.Connection`` that applies its class's ``keepalive`` policy to its TCP socket.
 
     Use ``connection_class(policy)`` for a subclass carrying a policy. If applying fails, the

@@ -3,7 +3,8 @@ sync and gthread workers and uvicorn-worker 0.4.0's ``UvicornWorker``; uvicorn 0
 
 As the config module (the policy from ``KA_POLICY``)::
 
-    KA_POLICY="idle=60 interval=10 count=5" gunicorn -c python:ka.integrations.gunicorn -w 4 app:app
+    export KA_POLICY="idle=60 interval=10 count=5"
+    gunicorn -c python:ka.integrations.gunicorn -w 4 -k gthread app:app
 
 In your own config file, import the hooks and name the policy (``keepalive_policy``: a policy
 string or a ``ka.KeepAlive``; without it, ``KA_POLICY``)::

@@ -71,8 +71,8 @@ class KeepAliveBackend(httpcore.NetworkBackend):
     Unix-socket connections (``uds=``) are passed through unchanged."""
 
     def __init__(self, policy: KeepAlive, backend: httpcore.NetworkBackend | None = None) -> None:
-        self.policy = require_policy(policy)
-        self.backend = httpcore.SyncBackend() if backend is None else backend
+        self.policy: KeepAlive = require_policy(policy)
+        self.backend: httpcore.NetworkBackend = httpcore.SyncBackend() if backend is None else backend
 
     def connect_tcp(
         self,
@@ -105,13 +105,13 @@ class KeepAliveAsyncBackend(httpcore.AsyncNetworkBackend):
     choice httpcore's own ``AutoBackend`` makes)."""
 
     def __init__(self, policy: KeepAlive, backend: httpcore.AsyncNetworkBackend | None = None) -> None:
-        self.policy = require_policy(policy)
+        self.policy: KeepAlive = require_policy(policy)
         if backend is None:
             # The default of httpcore's async pools; exported by no public name in httpcore 1.0.
             from httpcore._backends.auto import AutoBackend
 
             backend = AutoBackend()
-        self.backend = backend
+        self.backend: httpcore.AsyncNetworkBackend = backend
 
     async def connect_tcp(
         self,

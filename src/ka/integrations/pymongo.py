@@ -22,9 +22,11 @@ from ..system import SystemDefaults, system_defaults
 
 __all__ = ["PYMONGO_MAX_COUNT", "PYMONGO_MAX_IDLE", "PYMONGO_MAX_INTERVAL", "keepalive_values"]
 
-# pymongo's _MAX_TCP_KEEPIDLE, _MAX_TCP_KEEPINTVL, _MAX_TCP_KEEPCNT (seconds, seconds, probes).
+#: pymongo's ``_MAX_TCP_KEEPIDLE``: the highest idle (seconds) it leaves on its sockets.
 PYMONGO_MAX_IDLE = 120
+#: pymongo's ``_MAX_TCP_KEEPINTVL``: the highest probe interval (seconds).
 PYMONGO_MAX_INTERVAL = 10
+#: pymongo's ``_MAX_TCP_KEEPCNT``: the highest probe count.
 PYMONGO_MAX_COUNT = 9
 
 

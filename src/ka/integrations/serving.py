@@ -129,10 +129,10 @@ class AcceptHook:
     __slots__ = ("_addresses", "plans", "policy")
 
     def __init__(self, plans: Iterable[ListenerPlan]) -> None:
-        self.plans = list(plans)
+        self.plans: list[ListenerPlan] = list(plans)
         if not self.plans:
             raise ValueError("AcceptHook needs at least one ListenerPlan")
-        self.policy = self.plans[0].policy
+        self.policy: KeepAlive = self.plans[0].policy
         self._addresses = [_local_address(plan.listener) for plan in self.plans]
 
     @property

@@ -1,5 +1,5 @@
 """tornado: servers whose accepted connections carry a keepalive policy (checked with tornado 6.6.1,
-and 6.5.10 on Python 3.9).
+and 6.5.10 on Python 3.9). ::
 
     server = ka.integrations.tornado.listen(app, 8888, policy="idle=60 interval=10 count=5")
 

@@ -22,6 +22,7 @@ call is logged and the connection proceeds. ``policy`` is a ``ka.KeepAlive``, a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IAddress, IListeningPort, IProtocolFactory, ITransport
@@ -64,7 +65,7 @@ else:  # the subscript is for the type checker: not every Twisted release allows
 class KeepAliveFactory(_WrappingFactory):
     """Wraps a server factory so each connection's socket gets the policy of ``hook`` first."""
 
-    protocol = _KeepAliveProtocol
+    protocol: Callable[..., _KeepAliveProtocol] = _KeepAliveProtocol
 
     def __init__(self, wrapped_factory: IProtocolFactory, hook: AcceptHook) -> None:
         super().__init__(wrapped_factory)  # type: ignore[no-untyped-call]

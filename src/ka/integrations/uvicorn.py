@@ -32,6 +32,7 @@ ka does not depend on uvicorn: importing this module imports it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import sys
@@ -56,6 +57,8 @@ class Config(uvicorn.Config):
     yet listening (or, with ``fd=``, the inherited listener with the policy).
     """
 
+    http_protocol_class: type[asyncio.Protocol]  # uvicorn's own type; load() may wrap the class
+
     def __init__(
         self,
         app: Any,
@@ -64,9 +67,9 @@ class Config(uvicorn.Config):
         keepalive_platform: Platform | None = None,
         **kwargs: Any,
     ) -> None:
-        self.keepalive = resolve_policy(keepalive)
-        self.keepalive_platform = Platform.check(keepalive_platform)
-        self.keepalive_pending = 0  # connections queued on an inherited listener before the policy
+        self.keepalive: KeepAlive = resolve_policy(keepalive)
+        self.keepalive_platform: Platform = Platform.check(keepalive_platform)
+        self.keepalive_pending: int = 0  # connections queued on an inherited listener before the policy
         super().__init__(app, **kwargs)
         if self.uds is not None:
             raise ValueError(

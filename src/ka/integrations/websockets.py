@@ -1,5 +1,5 @@
 """websockets: ``serve()`` whose connections carry a keepalive policy (checked with websockets 17.4,
-and 15.0.1 on Python 3.9).
+and 15.0.1 on Python 3.9). ::
 
     policy = "idle=60 interval=10 count=5"
     async with ka.integrations.websockets.serve(handler, "0.0.0.0", 8765, policy=policy) as server:

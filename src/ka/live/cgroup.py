@@ -26,6 +26,19 @@ from typing import NamedTuple
 
 from .._options import PLATFORM
 
+__all__ = [
+    "MOUNTINFO",
+    "Cgroup",
+    "CgroupError",
+    "cgroup2_mount",
+    "of_pid",
+    "of_unit",
+    "pids",
+    "resolve",
+    "unit_name",
+]
+
+#: Where the cgroup v2 mount is looked up: this process's mount table.
 MOUNTINFO = Path("/proc/self/mountinfo")
 PROC = Path("/proc")
 

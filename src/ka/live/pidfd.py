@@ -156,8 +156,8 @@ class Duplicates:
 
     def __init__(self, pidfd: int, pid: int, conns: Sequence[Connection]) -> None:
         self.pid = pid
-        self.conns = list(conns)
-        self.fds = array.array("i", [-1] * len(self.conns))
+        self.conns: list[Connection] = list(conns)
+        self.fds: array.array[int] = array.array("i", [-1] * len(self.conns))
         self.gone: list[str | None] = [None] * len(self.conns)
         try:
             # A signal between a dup and its store would leak the dup: held until all are made.
@@ -214,9 +214,9 @@ class Process:
     """A pidfd on a running process, from which its descriptors are duplicated. Linux 5.6+."""
 
     def __init__(self, pid: int) -> None:
-        self.pid = check_pid(pid)
+        self.pid: int = check_pid(pid)
         check_socket_tags(pid)
-        self.pidfd = pidfd_open(pid)
+        self.pidfd: int = pidfd_open(pid)
 
     def duplicate(self, conns: Sequence[Connection]) -> Duplicates:
         """Duplicates of the connections' descriptors (see ``Duplicates``)."""
