@@ -196,7 +196,7 @@ class Retrofit:
     def __init__(
         self, targets: Targets, policy: KeepAlive, *, threads: int | None = None, backend: Backend = "auto"
     ) -> None:
-        self.policy = require_policy(policy)
+        self.policy: KeepAlive = require_policy(policy)
         check_arguments(threads, backend)
         # SO_KEEPALIVE and the user timeout alone re-arm no timer: one step is safe for them.
         times = (self.policy.idle, self.policy.interval, self.policy.count)
@@ -204,17 +204,17 @@ class Retrofit:
         if bridge is not None:
             check_bridgeable(self.policy, bridge)
             spec = bridge.spec
-            self.bridge_policy = KeepAlive(spec.idle, spec.interval, spec.count)
-        self.bridge = bridge
-        self.threads = threads
-        self.backend = backend
-        self.fds = core.collect_fds(targets)
+            self.bridge_policy: KeepAlive = KeepAlive(spec.idle, spec.interval, spec.count)
+        self.bridge: Bridge | None = bridge
+        self.threads: int | None = threads
+        self.backend: Backend = backend
+        self.fds: array.array[int] = core.collect_fds(targets)
         n = len(self.fds)
-        self.errnos = array.array("i", bytes(4 * n))
-        self.options = array.array("B", bytes(n))
-        self.routes = array.array("B", bytes(n))
+        self.errnos: array.array[int] = array.array("i", bytes(4 * n))
+        self.options: array.array[int] = array.array("B", bytes(n))
+        self.routes: array.array[int] = array.array("B", bytes(n))
         self.bridged: list[int] = []
-        self.wait = 0.0
+        self.wait: float = 0.0
         self._started = 0.0
 
     def _apply(self, indices: list[int], policy: KeepAlive, route: Route) -> list[int]:

@@ -141,17 +141,18 @@ class Collector:
         interval: float | None = None,
         source: str = "auto",
     ) -> None:
-        self.rules = tuple(rules)
-        self.processes = processes or ProcessFilter()
+        self.rules: tuple[Rule, ...] = tuple(rules)
+        self.processes: ProcessFilter = processes or ProcessFilter()
         base = connections or ConnectionFilter(states=None)
         states = None if base.states is None else base.states | {"listen"}
-        self.connections = dataclasses.replace(base, states=states)  # listeners tell in from out
-        self.interval = interval
-        self.source = source
-        self.errors = 0
-        self.refreshes = 0
-        self.duration = 0.0
-        self.refreshed_at = 0.0
+        # listeners tell in from out
+        self.connections: ConnectionFilter = dataclasses.replace(base, states=states)
+        self.interval: float | None = interval
+        self.source: str = source
+        self.errors: int = 0  # refreshes that failed
+        self.refreshes: int = 0
+        self.duration: float = 0.0  # seconds the last refresh took
+        self.refreshed_at: float = 0.0  # Unix time the last refresh ended
         self.last: Snapshot | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()

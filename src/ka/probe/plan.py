@@ -286,15 +286,16 @@ class Plan:
     """The search over one target; see the module docstring."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.ages = first_wave(settings.max, settings.precision, settings.connections - settings.reserved)
+        self.settings: Settings = settings
+        silent = settings.connections - settings.reserved  # the first wave's lines
+        self.ages: list[float] = first_wave(settings.max, settings.precision, silent)
         self.lines: dict[int, Line] = {}
         self.tests: list[Test] = []
         self.keepalive_deaths: list[Test] = []
-        self.rtt = 0.001  # seconds; the runner updates it from TCP_INFO
+        self.rtt: float = 0.001  # seconds; the runner updates it from TCP_INFO
         self.started: float | None = None
-        self.probes_sent = 0
-        self.connect_failures = 0
+        self.probes_sent: int = 0
+        self.connect_failures: int = 0
         self._finished = False
 
     # -- what the runner saw ------------------------------------------------------------------
