@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ka.probe import Precision, Settings, first_wave
-from ka.probe.plan import KEEPALIVE_LINES, SPARE_LINES, Plan, Role
+from ka.probe import Precision, first_wave
+from ka.probe.plan import KEEPALIVE_LINES, SPARE_LINES, Plan, Role, Settings
 from probe_sim import Box, simulate
 
 # (death the box causes, whether probes refresh it, the death ka must report)

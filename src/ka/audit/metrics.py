@@ -37,9 +37,23 @@ from ..system import SystemDefaults, system_defaults
 from .check import Report, audit, judge
 from .rules import Rule
 
-# Seconds: 30 s to the Linux default's 2 h 11 min 15 s (7875), and beyond.
+__all__ = [
+    "DETECTION_BUCKETS",
+    "GROUP_LABELS",
+    "KEEPALIVE_STATES",
+    "Collector",
+    "Group",
+    "Snapshot",
+    "keepalive_state",
+    "snapshot",
+]
+
+#: The upper bounds (seconds) of ``ka_detection_seconds``' buckets: 5 s to the Linux default's
+#: 2 h 11 min 15 s (7875), and beyond.
 DETECTION_BUCKETS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7875.0, float("inf"))
+#: The labels of a group: process id, command name, service port, ``in`` (accepted) or ``out``.
 GROUP_LABELS = ("pid", "command", "port", "direction")
+#: The values of ``ka_connections``' ``keepalive`` label (see ``keepalive_state``).
 KEEPALIVE_STATES = ("off", "system", "own")
 
 
@@ -189,14 +203,19 @@ class Collector:
         self._thread.start()
 
     def stop(self) -> None:
+        """End the background refresh that ``start()`` began (a no-op without one)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
 
     def describe(self) -> Iterator[Any]:
-        return iter(())  # no scrape at registration: the metrics are known only once read
+        """Nothing: prometheus-client then does not scrape at registration (the metrics are
+        known only once read)."""
+        return iter(())
 
     def collect(self) -> Iterator[Any]:
+        """The metric families (prometheus-client calls it on each scrape): refreshes first when
+        there is no interval."""
         from prometheus_client.core import (
             CounterMetricFamily,
             GaugeMetricFamily,
