@@ -387,7 +387,9 @@ class Plan:
             if test.alive:
                 low = max(low, age)
             else:
-                high = min(high, age)
+                # The middlebox last refreshed the flow between our packet and its answer: the
+                # age it saw can exceed the age counted from the answer by up to the slack.
+                high = min(high, age + self.slack)
                 if test.passive:
                     low = max(low, age - self.tolerance)
         if not refresh:
@@ -471,7 +473,9 @@ class Plan:
         )
 
     def precise_enough(self, low: float, high: float) -> bool:
-        return high - low <= 2 * self.settings.precision.at((low + high) / 2)
+        """The bracket's middle is within the precision of every timeout in (low, high]: judged at
+        ``low``, where a fractional precision allows the least."""
+        return high - low <= 2 * self.settings.precision.at(low)
 
     def done(self, now: float) -> bool:
         if self._finished:
