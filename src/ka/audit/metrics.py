@@ -20,7 +20,7 @@ The metrics (every one documented in docs/audit.md):
 - ``ka_scrape_duration_seconds`` (the last refresh), ``ka_scrape_errors_total``,
   ``ka_refreshes_total``, ``ka_last_refresh_timestamp_seconds``.
 
-``prometheus-client`` is imported only here (``ka[prometheus]`` carries it, ``ka[integrations]`` too).
+``prometheus-client`` is imported only here, when metrics are collected (the ``ka[prometheus]`` extra).
 """
 
 from __future__ import annotations

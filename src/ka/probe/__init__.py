@@ -1,5 +1,5 @@
 """``ka.probe``: how long the path to a service keeps an idle TCP flow, how the flow dies, whether
-keepalive probes keep it open, and the policy (or heartbeat) it needs. Linux, unprivileged.
+keepalive probes keep it open, and the policy (or heartbeat) it needs. Linux, unprivileged::
 
     import ka.probe
     result = ka.probe("10.0.0.7:6379", max=600)     # ka.probe.measure(...): the typed name
