@@ -150,7 +150,16 @@ def missing_libraries(test: doctest.DocTest) -> list[str]:
     return sorted(absent)
 
 
-class PageExamples(pytest.Item):
+class PageItem(pytest.Item):
+    """An item of a page: its failure is the page's expected and actual output, not a traceback."""
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, DocExampleFailure):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo))
+
+
+class PageExamples(PageItem):
     def __init__(self, *, test: doctest.DocTest, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.test = test
@@ -169,11 +178,6 @@ class PageExamples(pytest.Item):
             self.test.globs.clear()
         if runner.failures:
             raise DocExampleFailure("".join(output))
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, DocExampleFailure):
-            return str(excinfo.value)
-        return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"examples in {self.path.name}"
@@ -203,7 +207,7 @@ def console_commands(block: CodeBlock) -> list[Command]:
     return commands
 
 
-class ConsoleSession(pytest.Item):
+class ConsoleSession(PageItem):
     def __init__(self, *, block: CodeBlock, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.block = block
@@ -241,11 +245,6 @@ class ConsoleSession(pytest.Item):
                 )
         if failures:
             raise DocExampleFailure("\n".join(failures))
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, DocExampleFailure):
-            return str(excinfo.value)
-        return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, self.block.line - 1, f"session at {self.path.name}:{self.block.line}"
