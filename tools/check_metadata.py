@@ -89,8 +89,11 @@ def check(metadata: Message, sdist_files: set[str]) -> list[str]:
         problems.append("no License-File: LICENSE")
 
     urls = dict(u.split(", ", 1) for u in metadata.get_all("Project-URL") or [])
-    problems += [f"Project-URL {n} is missing or not https: {urls.get(n)!r}" for n in URL_NAMES
-                 if not urls.get(n, "").startswith("https://")]
+    problems += [
+        f"Project-URL {n} is missing or not https: {urls.get(n)!r}"
+        for n in URL_NAMES
+        if not urls.get(n, "").startswith("https://")
+    ]
     if problems:
         return problems
 

@@ -21,7 +21,7 @@ def package_version(init: Path = ROOT / "src" / "ka" / "__init__.py") -> str:
     """``__version__`` as written in the package (the one place it is written)."""
     found = re.search(r'^__version__ = "([^"]+)"', init.read_text(encoding="utf-8"), re.MULTILINE)
     if found is None:
-        raise ValueError(f"{init} has no __version__ = \"...\" line")
+        raise ValueError(f'{init} has no __version__ = "..." line')
     return found[1]
 
 

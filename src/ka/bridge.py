@@ -26,6 +26,11 @@ ka bridges only on request: it cannot tell a quiet connection from a fresh one (
 receive clock; FreeBSD's ``tcpi_last_data_recv`` counts microseconds in 32 bits and wraps every
 71.6 minutes), and a bridge costs the caller a two-second wait. ``ka.apply``/``apply_many`` and
 the server and client glue, which apply to fresh sockets, stay one step.
+
+``retrofit`` and ``RetrofitResult`` are the face's (``ka.retrofit``, ``ka.RetrofitResult``); this
+module's own public names (``__all__``) are what reads a result (``Route``), what a program with
+its own event loop runs in two halves (``Retrofit``: ``ka.aio.retrofit`` is one), and the bridge
+each platform uses (``bridge_for``, ``check_bridgeable``, ``Bridge``).
 """
 
 from __future__ import annotations
@@ -47,16 +52,18 @@ from .results import BulkResult
 from .targets import Backend, Targets
 from .units import platform_name, platform_named
 
-# Seconds between the bridge and the policy: the bridge's 1 s idle, plus xnu's keepalive timer
-# running on a 500 ms quantum (tcp_timer.h 222-233 IS_TIMER_HZ_500MS; tcp_timer.c 1936-1974
-# need_to_resched_timerlist), plus half a second to spare: the bridge's probe has left by then.
+__all__ = ["BRIDGE_WAIT", "MIN_PROBE_SPAN", "Bridge", "Retrofit", "Route", "bridge_for", "check_bridgeable"]
+
+#: Seconds between the bridge and the policy: the bridge's 1 s idle, plus xnu's keepalive timer
+#: running on a 500 ms quantum (tcp_timer.h 222-233 IS_TIMER_HZ_500MS; tcp_timer.c 1936-1974
+#: need_to_resched_timerlist), plus half a second to spare: the bridge's probe has left by then.
 BRIDGE_WAIT = 2.0
-# The smallest interval * count (seconds) ``retrofit`` takes where it bridges. The bridge's first
-# probe leaves 1 s after it (at the earliest), so when the policy lands 2 s after the bridge the
-# last reply is at most 1 s old, and the policy's first expiry may come 500 ms late (xnu's
-# quantum): the kernel then finds the connection quiet for idle + 1.5 s at most, under its drop
-# threshold idle + interval * count for any span of 2 s or more, not for 1 s
-# (tests/adapters/test_retrofit_model.py walks the cases).
+#: The smallest interval * count (seconds) ``retrofit`` takes where it bridges. The bridge's first
+#: probe leaves 1 s after it (at the earliest), so when the policy lands 2 s after the bridge the
+#: last reply is at most 1 s old, and the policy's first expiry may come 500 ms late (xnu's
+#: quantum): the kernel then finds the connection quiet for idle + 1.5 s at most, under its drop
+#: threshold idle + interval * count for any span of 2 s or more, not for 1 s
+#: (tests/adapters/test_retrofit_model.py walks the cases).
 MIN_PROBE_SPAN = 2
 
 # The option that reads a socket's TCP state (byte 0 of the answer): xnu tcp.h
@@ -196,7 +203,7 @@ class Retrofit:
     def __init__(
         self, targets: Targets, policy: KeepAlive, *, threads: int | None = None, backend: Backend = "auto"
     ) -> None:
-        self.policy = require_policy(policy)
+        self.policy: KeepAlive = require_policy(policy)
         check_arguments(threads, backend)
         # SO_KEEPALIVE and the user timeout alone re-arm no timer: one step is safe for them.
         times = (self.policy.idle, self.policy.interval, self.policy.count)
@@ -204,17 +211,17 @@ class Retrofit:
         if bridge is not None:
             check_bridgeable(self.policy, bridge)
             spec = bridge.spec
-            self.bridge_policy = KeepAlive(spec.idle, spec.interval, spec.count)
-        self.bridge = bridge
-        self.threads = threads
-        self.backend = backend
-        self.fds = core.collect_fds(targets)
+            self.bridge_policy: KeepAlive = KeepAlive(spec.idle, spec.interval, spec.count)
+        self.bridge: Bridge | None = bridge
+        self.threads: int | None = threads
+        self.backend: Backend = backend
+        self.fds: array.array[int] = core.collect_fds(targets)
         n = len(self.fds)
-        self.errnos = array.array("i", bytes(4 * n))
-        self.options = array.array("B", bytes(n))
-        self.routes = array.array("B", bytes(n))
+        self.errnos: array.array[int] = array.array("i", bytes(4 * n))
+        self.options: array.array[int] = array.array("B", bytes(n))
+        self.routes: array.array[int] = array.array("B", bytes(n))
         self.bridged: list[int] = []
-        self.wait = 0.0
+        self.wait: float = 0.0
         self._started = 0.0
 
     def _apply(self, indices: list[int], policy: KeepAlive, route: Route) -> list[int]:

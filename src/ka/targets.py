@@ -34,8 +34,14 @@ class SupportsFileno(Protocol):
     def fileno(self) -> int: ...
 
 
+#: One socket (``ka.apply``, ``ka.read``): an int descriptor, or an object with ``fileno()``.
 Target = Union[SupportsFileno, int]
+#: Many sockets (``ka.apply_many``, ``ka.read_many``, ``ka.retrofit``): an iterable of ``Target``,
+#: or an integer buffer such as ``array('i')`` or a numpy int32/int64 array (the fast path).
 Targets = Union[Iterable[Target], Buffer]
+#: ``apply_many``'s ``backend=``: ``"auto"`` (io_uring for calls of 64 sockets or more where it
+#: can be used, else system calls), ``"io_uring"`` or ``"syscalls"``; ``ka.capabilities()``
+#: says which ``auto`` uses here, and why.
 Backend = Literal["auto", "io_uring", "syscalls"]
 
 __all__ = ["Backend", "Buffer", "SupportsFileno", "Target", "Targets"]

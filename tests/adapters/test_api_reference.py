@@ -44,6 +44,26 @@ INTERNAL = {
     "ka.live.pidfd": "re-exported by ka.live",
     "ka.live.flows": "re-exported by ka.live",
     "ka.live.scanning": "re-exported by ka.live",
+    "ka.live.sockdiag": "the netlink parsing behind ka.live.scan's sock_diag source (ka.live.SOURCES)",
+    "ka.live.netns": "threads that enter another network namespace, for ka guard's sweep and coverage",
+    "ka.probe.plan": "the search behind ka.probe.measure, no I/O (re-exported: Precision, first_wave, ...)",
+    "ka.probe.lines": "the probe's sockets and TCP_INFO reads, driven by ka.probe.measure",
+    "ka.probe.run": "re-exported by ka.probe (measure, Interrupted, ProbeError)",
+    "ka.probe.result": "re-exported by ka.probe (ProbeResult)",
+    "ka.probe.serve": "re-exported by ka.probe (listener, serve, HOLD)",
+    "ka.audit.rules": "re-exported by ka.audit (Rule, AtLeastPolicy, MaxDetection, PathTimeout, ...)",
+    "ka.audit.check": "re-exported by ka.audit (audit, judge, Report, Violation, ProcessSummary)",
+    "ka.guard.attachment": "re-exported by ka.guard (Attachment and its states; attach/detach wrap it)",
+    "ka.guard.sweeper": "re-exported by ka.guard (SweepReport, Reach, METHODS; sweep wraps it)",
+    "ka.guard.coverage": "re-exported by ka.guard (uncovered_listeners, Listener, Unreadable)",
+    "ka.guard.errors": "re-exported by ka.guard (GuardError and its kinds)",
+    "ka.guard.pins": "the bpffs layout (BPFFS re-exported by ka.guard)",
+    "ka.guard.programs": "the BPF programs and their records (Counters re-exported; docs/guard.md lists one)",
+    "ka.guard.asm": "the eBPF assembler the programs are written with",
+    "ka.guard.loader": "loading maps and programs, the verifier's log, descriptors owned",
+    "ka.guard.btf": "the reader of the kernel's BTF, for the sweep's offsets",
+    "ka.guard.syscall": "the bpf(2) system call through ctypes",
+    "ka.guard.checks": "the kernel version and capability checks run before anything is loaded",
 }
 # Whole packages that are commands, not API: the `ka` command (docs/cli.md) and the benchmark
 # (docs/performance/benchmarks.md).
@@ -102,13 +122,17 @@ def test_every_module_is_public_or_internal_with_a_reason() -> None:
     assert not [m for m in documented if _is_private(m) or m in INTERNAL], "a private module is documented"
     expected = {"ka.integrations." + n for n in ("aiohttp", "anyio", "asyncpg", "asyncssh", "gunicorn")}
     assert expected | {"ka.listen", "ka.live.cgroup", "ka.integrations.websockets"} <= documented
+    rooms = {"ka.targets", "ka.bridge", "ka.probe", "ka.guard", "ka.audit"}
+    assert rooms | {"ka.audit.report", "ka.audit.metrics"} <= documented
 
 
 def test_each_documented_module_shows_exactly_its_all() -> None:
     """automodule with :members: documents a module's __all__ (imported names included) and,
     with :undoc-members:, the names without a docstring too; nothing else may widen it."""
     modules = [(target, options) for directive, target, options in _directives() if directive == "automodule"]
-    assert len(modules) >= 26  # ka.server, aio, listen, http, the 21 integrations modules, live, cgroup
+    # ka.server, aio, listen, http, the 21 integrations modules, live, cgroup, targets, bridge, probe,
+    # audit and its report and metrics, guard
+    assert len(modules) >= 33
     for name, options in modules:
         names = _all_of(name)
         assert names is not None, f"{name} has no __all__: its public names are not decided"
@@ -122,6 +146,34 @@ def test_each_documented_module_shows_exactly_its_all() -> None:
                 raise
             continue  # its library is not installed here: __all__ as written was checked above
         assert all(hasattr(module, n) for n in names), f"{name}.__all__ names a missing attribute"
+
+
+def test_single_entries_name_public_names_only() -> None:
+    """An autoclass/autofunction/data entry documents a name of a documented module's __all__ (or
+    a member of one): not an object of an internal module (the reference showed
+    ka.policy.PathMeasurement, a module that is not public)."""
+    directives = _directives()
+    modules = {target for directive, target, _ in directives if directive in ("automodule", "module")}
+    wrong = []
+    for directive, target, _ in directives:
+        if directive in ("automodule", "module", "autosummary"):
+            continue
+        name = target if "." in target else f"{_current_module(target)}.{target}"
+        owner = max((m for m in modules if name.startswith(m + ".")), key=len, default=None)
+        public = None if owner is None else (_all_of(owner) or [])
+        if owner is None or public is None or name[len(owner) + 1 :].split(".")[0] not in public:
+            wrong.append(f"{directive}:: {target}")
+    assert not wrong, f"entries that are not public names of a documented module: {wrong}"
+
+
+def _current_module(name: str) -> str:
+    """The module a bare ``.. data:: NAME`` on the page belongs to: the last ``automodule`` or
+    ``module`` directive above it."""
+    text = API.read_text(encoding="utf-8")
+    at = re.search(rf"^\.\. [\w:]+:: {re.escape(name)}$", text, re.MULTILINE)
+    assert at is not None, name
+    above: list[str] = re.findall(r"^\.\. (?:automodule|module):: (\S+)$", text[: at.start()], re.MULTILINE)
+    return above[-1]
 
 
 def test_the_face_shows_exactly_kas_all() -> None:

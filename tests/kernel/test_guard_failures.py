@@ -12,9 +12,11 @@ import fcntl
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -247,6 +249,32 @@ def test_a_removed_cgroup_shows_in_list_and_detach_clears_it(guard_bpffs: Path) 
     assert listed["state"] == "cgroup removed" and listed["cgroup"] is None
     guard("detach", "--cgroup-id", str(attached["cgroup_id"]), "--bpffs", str(guard_bpffs))
     assert not Path(attached["pins"]).exists()
+
+
+def test_removing_the_pins_by_hand_detaches_as_the_page_says(guard_bpffs: Path) -> None:
+    """docs/guard.md, "Removing an attachment by hand": the directory under ka/ is the cgroup
+    directory's inode number, bpftool shows the program as ka_guard, attached with the multi
+    flag, and ``rm -r`` of the directory detaches it (the link goes with its last pin)."""
+    with made_cgroup("byhand") as cgroup:
+        attached = guard("attach", POLICY_TEXT, "--cgroup", cgroup.path, "--bpffs", str(guard_bpffs))
+        pins = Path(attached["pins"])
+        assert pins.parent == guard_bpffs / "ka" and pins.name == str(os.stat(cgroup.directory).st_ino)
+        assert len(attached_programs(cgroup.directory)) == 1
+        if shutil.which("bpftool"):
+            shown = subprocess.run(
+                ["bpftool", "cgroup", "show", str(cgroup.directory)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert re.search(r"\bcgroup_sock_ops\s+multi\s+ka_guard\b", shown.stdout), shown
+        subprocess.run(["rm", "-r", str(pins)], check=True, timeout=30)
+        deadline = time.monotonic() + 5  # the kernel frees a link whose last pin went in a work item
+        while attached_programs(cgroup.directory):
+            assert time.monotonic() < deadline, "the program is still attached after rm -r of its pins"
+            time.sleep(0.05)
+        listed = guard("list", "--bpffs", str(guard_bpffs))["attachments"]
+        assert [a for a in listed if a["cgroup_id"] == attached["cgroup_id"]] == []
 
 
 def _kernel_listing(

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ka.probe import Precision, Settings, first_wave
-from ka.probe.plan import KEEPALIVE_LINES, SPARE_LINES, Plan, Role
+from ka.probe import Precision, first_wave
+from ka.probe.plan import KEEPALIVE_LINES, SPARE_LINES, Plan, Role, Settings
 from probe_sim import Box, simulate
 
 # (death the box causes, whether probes refresh it, the death ka must report)
@@ -64,6 +64,23 @@ def test_every_kind_at_real_defaults(kind: str, timeout: float) -> None:
 @given(kind=st.sampled_from(sorted(KINDS)), timeout=st.floats(5, 300).map(lambda t: round(t, 2)))
 def test_any_timeout_up_to_five_minutes(kind: str, timeout: float) -> None:
     check(kind, timeout)
+
+
+@pytest.mark.parametrize("timeout", [132.0, 107.0])
+def test_a_death_seen_from_the_last_answer_still_brackets_the_timeout(timeout: float) -> None:
+    """The middlebox refreshes the flow when the probe passes it, a round trip before the answer
+    the idle is counted from: a line dead at exactly an answer's age + T - rtt put the bracket's
+    top 2 ms below T (high 131.998 for T = 132.0; hypothesis found it)."""
+    check("nat-silent", timeout)
+
+
+def test_the_search_stops_only_when_every_timeout_in_the_bracket_is_within_the_precision() -> None:
+    """Judged at the bracket's middle, (264.0, 291.7] passed for +-5% (13.9 s at 277.9) while a
+    timeout of 264.5 allows 13.2 s: the reported 277.9 was 13.4 s off. Judged at the low end."""
+    check("nat-silent", 264.5)
+    plan = Plan(Settings())
+    assert not plan.precise_enough(264.0, 291.75)  # 27.75 s > 2 x 5% of 264
+    assert plan.precise_enough(264.0, 290.4)
 
 
 def test_an_open_path_ends_at_max_with_no_timeout() -> None:

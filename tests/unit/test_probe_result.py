@@ -69,6 +69,14 @@ def test_a_nat_that_counts_probes_gets_for_middlebox_of_the_lower_bound() -> Non
     assert result.precision_met and result.error == 5.0
 
 
+def test_precision_met_holds_wherever_the_timeout_lies_in_the_bracket() -> None:
+    """+-5% judged at the middle (277.9 s: 13.9 s) passed a bracket whose low end allows 13.2 s."""
+    wide = build_result("10.0.0.7:6379", estimate(264.0, 291.75, True), 900, Precision(), 300.0, True)
+    assert not wide.precision_met and wide.as_json()["precision_met"] is False
+    narrow = build_result("10.0.0.7:6379", estimate(264.0, 290.4, True), 900, Precision(), 300.0, True)
+    assert narrow.precision_met
+
+
 def test_a_proxy_that_ignores_probes_needs_a_heartbeat() -> None:
     result = build_result(
         "10.0.0.7:80", estimate(44.9, 45.1, False, "fin", passive=True), 900, Precision(), 45.2, True

@@ -20,7 +20,7 @@ The metrics (every one documented in docs/audit.md):
 - ``ka_scrape_duration_seconds`` (the last refresh), ``ka_scrape_errors_total``,
   ``ka_refreshes_total``, ``ka_last_refresh_timestamp_seconds``.
 
-``prometheus-client`` is imported only here (``ka[prometheus]`` carries it, ``ka[integrations]`` too).
+``prometheus-client`` is imported only here, when metrics are collected (the ``ka[prometheus]`` extra).
 """
 
 from __future__ import annotations
@@ -37,9 +37,23 @@ from ..system import SystemDefaults, system_defaults
 from .check import Report, audit, judge
 from .rules import Rule
 
-# Seconds: 30 s to the Linux default's 2 h 11 min 15 s (7875), and beyond.
+__all__ = [
+    "DETECTION_BUCKETS",
+    "GROUP_LABELS",
+    "KEEPALIVE_STATES",
+    "Collector",
+    "Group",
+    "Snapshot",
+    "keepalive_state",
+    "snapshot",
+]
+
+#: The upper bounds (seconds) of ``ka_detection_seconds``' buckets: 5 s to the Linux default's
+#: 2 h 11 min 15 s (7875), and beyond.
 DETECTION_BUCKETS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7875.0, float("inf"))
+#: The labels of a group: process id, command name, service port, ``in`` (accepted) or ``out``.
 GROUP_LABELS = ("pid", "command", "port", "direction")
+#: The values of ``ka_connections``' ``keepalive`` label (see ``keepalive_state``).
 KEEPALIVE_STATES = ("off", "system", "own")
 
 
@@ -141,17 +155,18 @@ class Collector:
         interval: float | None = None,
         source: str = "auto",
     ) -> None:
-        self.rules = tuple(rules)
-        self.processes = processes or ProcessFilter()
+        self.rules: tuple[Rule, ...] = tuple(rules)
+        self.processes: ProcessFilter = processes or ProcessFilter()
         base = connections or ConnectionFilter(states=None)
         states = None if base.states is None else base.states | {"listen"}
-        self.connections = dataclasses.replace(base, states=states)  # listeners tell in from out
-        self.interval = interval
-        self.source = source
-        self.errors = 0
-        self.refreshes = 0
-        self.duration = 0.0
-        self.refreshed_at = 0.0
+        # listeners tell in from out
+        self.connections: ConnectionFilter = dataclasses.replace(base, states=states)
+        self.interval: float | None = interval
+        self.source: str = source
+        self.errors: int = 0  # refreshes that failed
+        self.refreshes: int = 0
+        self.duration: float = 0.0  # seconds the last refresh took
+        self.refreshed_at: float = 0.0  # Unix time the last refresh ended
         self.last: Snapshot | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -188,14 +203,19 @@ class Collector:
         self._thread.start()
 
     def stop(self) -> None:
+        """End the background refresh that ``start()`` began (a no-op without one)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
 
     def describe(self) -> Iterator[Any]:
-        return iter(())  # no scrape at registration: the metrics are known only once read
+        """Nothing: prometheus-client then does not scrape at registration (the metrics are
+        known only once read)."""
+        return iter(())
 
     def collect(self) -> Iterator[Any]:
+        """The metric families (prometheus-client calls it on each scrape): refreshes first when
+        there is no interval."""
         from prometheus_client.core import (
             CounterMetricFamily,
             GaugeMetricFamily,

@@ -1,4 +1,9 @@
-"""A report as data: one JSON-ready object (``ka audit --json``), and the exit status it means."""
+"""A report as data: one JSON-ready object (``ka audit --json``), and the exit status it means.
+
+``report_data(report)`` is the object ``ka audit --json`` prints (without its ``exit_code``);
+``outcome(report)`` is one of the four outcomes below, each an exit status of ``ka audit``
+(docs/cli.md: 0, 1, 3, 6).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,26 @@ from ..live import Connection, Endpoint, dead_peer_after
 from ..results import KeepAliveSettings
 from .check import Report
 
+__all__ = [
+    "CLEAN",
+    "UNREADABLE_ERROR",
+    "UNREADABLE_PERMISSION",
+    "VIOLATIONS",
+    "connection_data",
+    "outcome",
+    "report_data",
+    "settings_data",
+]
+
 # What each exit status of `ka audit` means (the numbers are ka.cli.checks' EXIT_*).
-CLEAN, VIOLATIONS, UNREADABLE_PERMISSION, UNREADABLE_ERROR = "clean", "violations", "permission", "error"
+#: Every picked connection passes every rule, and every picked process was read (exit 0).
+CLEAN = "clean"
+#: A connection breaks a rule (exit 1).
+VIOLATIONS = "violations"
+#: No violation, but a picked process could not be read for lack of ptrace permission (exit 3).
+UNREADABLE_PERMISSION = "permission"
+#: No violation, but a picked process could not be read for another reason (exit 6).
+UNREADABLE_ERROR = "error"
 
 
 def outcome(report: Report) -> str:
@@ -30,6 +53,7 @@ def _endpoint(endpoint: Endpoint) -> dict[str, Any]:
 
 
 def connection_data(conn: Connection) -> dict[str, Any]:
+    """One connection as JSON data: descriptor, socket inode, family, both ends, TCP state."""
     return {
         "fd": conn.fd,
         "inode": conn.inode,
@@ -41,6 +65,8 @@ def connection_data(conn: Connection) -> dict[str, Any]:
 
 
 def settings_data(settings: KeepAliveSettings) -> dict[str, Any]:
+    """One connection's keepalive values as JSON data, with when a silent dead peer is found
+    (``dead_peer_after``: seconds; None with keepalive off or a value unknown)."""
     return {**settings._asdict(), "dead_peer_after": dead_peer_after(settings)}
 
 

@@ -80,7 +80,9 @@ def rules_from(args: argparse.Namespace) -> list[checking.Rule]:
     return rules
 
 
-def register(sub: argparse._SubParsersAction, json_parent: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], json_parent: argparse.ArgumentParser
+) -> None:
     parser = sub.add_parser(
         "audit",
         parents=[json_parent],

@@ -32,7 +32,9 @@ def listen_address(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-def register(sub: argparse._SubParsersAction, json_parent: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], json_parent: argparse.ArgumentParser
+) -> None:
     parser = sub.add_parser(
         "exporter",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -30,7 +30,7 @@ EXAMPLES = (
     "ka guard sweep --unit myapp.service                  # and the connections it already has",
     "ka guard list                                        # what is attached where, with counters",
 )
-EXIT_CODES = {
+EXIT_CODES: dict[type[guard.GuardError], int] = {
     guard.NotPermitted: EXIT_PERMISSION,
     guard.Unsupported: EXIT_UNSUPPORTED,
     guard.Refused: EXIT_REFUSED,

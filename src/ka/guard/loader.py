@@ -28,8 +28,8 @@ class Fd:
     """One descriptor of a BPF object (map, program, link, iterator), closed once."""
 
     def __init__(self, fd: int, what: str) -> None:
-        self.fd = fd
-        self.what = what
+        self.fd: int = fd  # -1 once closed
+        self.what: str = what
 
     def fileno(self) -> int:
         if self.fd < 0:

@@ -30,11 +30,14 @@ __all__ = [
     "MOUNTINFO",
     "Cgroup",
     "CgroupError",
+    "by_id",
     "cgroup2_mount",
+    "cgroup_id",
     "of_pid",
     "of_unit",
     "pids",
     "resolve",
+    "subtree",
     "unit_name",
 ]
 

@@ -42,8 +42,8 @@ class Tables:
     def __init__(self, source: str = "auto", states: Iterable[str] | None = None) -> None:
         if source not in SOURCES:
             raise ValueError(f"TCP table source {source!r}: expected one of {', '.join(SOURCES)}")
-        self.source = source
-        self.states = None if states is None else frozenset(states)
+        self.source: str = source
+        self.states: frozenset[str] | None = None if states is None else frozenset(states)
         self.used: dict[int, str] = {}
         self._own = _netns(None)
 

@@ -135,12 +135,12 @@ class Connection:
     __slots__ = ("address", "armed_at", "line", "payload_due", "role", "sock")
 
     def __init__(self, line: int, role: Role, address: Address) -> None:
-        self.line = line
-        self.role = role
-        self.address = address
+        self.line: int = line
+        self.role: Role = role
+        self.address: Address = address
         self.armed_at: float | None = None
-        self.payload_due = math.inf
-        self.sock = socket.socket(address.family, socket.SOCK_STREAM)
+        self.payload_due: float = math.inf
+        self.sock: socket.socket = socket.socket(address.family, socket.SOCK_STREAM)
 
     def start(self) -> None:
         """Begin the non-blocking connect."""

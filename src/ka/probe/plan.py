@@ -286,15 +286,16 @@ class Plan:
     """The search over one target; see the module docstring."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.ages = first_wave(settings.max, settings.precision, settings.connections - settings.reserved)
+        self.settings: Settings = settings
+        silent = settings.connections - settings.reserved  # the first wave's lines
+        self.ages: list[float] = first_wave(settings.max, settings.precision, silent)
         self.lines: dict[int, Line] = {}
         self.tests: list[Test] = []
         self.keepalive_deaths: list[Test] = []
-        self.rtt = 0.001  # seconds; the runner updates it from TCP_INFO
+        self.rtt: float = 0.001  # seconds; the runner updates it from TCP_INFO
         self.started: float | None = None
-        self.probes_sent = 0
-        self.connect_failures = 0
+        self.probes_sent: int = 0
+        self.connect_failures: int = 0
         self._finished = False
 
     # -- what the runner saw ------------------------------------------------------------------
@@ -386,7 +387,9 @@ class Plan:
             if test.alive:
                 low = max(low, age)
             else:
-                high = min(high, age)
+                # The middlebox last refreshed the flow between our packet and its answer: the
+                # age it saw can exceed the age counted from the answer by up to the slack.
+                high = min(high, age + self.slack)
                 if test.passive:
                     low = max(low, age - self.tolerance)
         if not refresh:
@@ -470,7 +473,9 @@ class Plan:
         )
 
     def precise_enough(self, low: float, high: float) -> bool:
-        return high - low <= 2 * self.settings.precision.at((low + high) / 2)
+        """The bracket's middle is within the precision of every timeout in (low, high]: judged at
+        ``low``, where a fractional precision allows the least."""
+        return high - low <= 2 * self.settings.precision.at(low)
 
     def done(self, now: float) -> bool:
         if self._finished:

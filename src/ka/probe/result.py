@@ -62,10 +62,12 @@ class ProbeResult:
 
     @property
     def precision_met(self) -> bool:
-        """Whether the bracket is within the precision asked (True when no timeout was found)."""
+        """Whether the bracket is within the precision asked wherever the timeout lies in it (judged
+        at its low end, where a fractional precision allows the least; True when no timeout was
+        found)."""
         if self.idle_timeout is None or self.idle_timeout_low is None or self.idle_timeout_high is None:
             return self.complete
-        return self.error <= self.precision.at(self.idle_timeout) + 1e-9
+        return self.error <= self.precision.at(self.idle_timeout_low) + 1e-9
 
     @property
     def error(self) -> float:

@@ -16,7 +16,9 @@ from collections.abc import Callable
 
 __all__ = ["HOLD", "listener", "serve"]
 
-HOLD = 7200.0  # seconds: longer than any --max a probe is likely to use
+#: Seconds a ``serve`` connection is held without payload (``ka probe --serve --hold``): longer
+#: than any ``--max`` a probe is likely to use.
+HOLD = 7200.0
 
 
 def listener(port: int, host: str | None = None, backlog: int = 1024) -> socket.socket:
