@@ -1,0 +1,72 @@
+"""A pytest plugin for mutation runs (``-p ka_mutation_plugin``, set in pyproject's [tool.mutmut]).
+
+- Subprocess calls count: while mutmut maps tests to functions, the functions subprocesses called
+  (recorded by sitecustomize.py beside this file) are added to the running test's before mutmut
+  reads them, so a mutant in code that only runs under ``python -m ka`` is tested too.
+- Fast files first: a mutant's tests run file by file, the files whose tests took least time
+  while mutmut mapped them first (tests keep their order within a file, and so their shared
+  fixtures), so a killed mutant dies early.
+- Leftovers can be found: each pytest process writes its pid to ``$KA_MUTATION_HITS/../pids``;
+  resources the tests name after their pid (network namespaces, cgroups) that a test killed at
+  its time limit could not remove are then removed by tools/mutation.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Generator
+from pathlib import Path
+
+import pytest
+
+
+def _hits_dir() -> Path | None:
+    hits = os.environ.get("KA_MUTATION_HITS")
+    return Path(hits) if hits else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    hits = _hits_dir()
+    if hits is not None:
+        with open(hits.parent / "pids", "a", encoding="utf-8") as pids:
+            pids.write(f"{os.getpid()}\n")
+
+
+def _mutant_under_test() -> bool:
+    return "__mutmut_" in os.environ.get("MUTANT_UNDER_TEST", "")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    stats = Path("mutmut-stats.json")  # mutmut runs the tests in mutants/, where it keeps this
+    if not _mutant_under_test() or not stats.exists():
+        return
+    durations: dict[str, float] = json.loads(stats.read_text(encoding="utf-8"))["duration_by_test"]
+    by_file: dict[str, float] = {}
+    for item in items:
+        path = item.nodeid.partition("::")[0]
+        by_file[path] = by_file.get(path, 0.0) + durations.get(item.nodeid, 0.0)
+    items.sort(key=lambda item: by_file[item.nodeid.partition("::")[0]])  # stable: order within a file kept
+
+
+def _collect_subprocess_hits(hits: Path) -> set[str]:
+    names: set[str] = set()
+    for path in hits.glob("*.hits"):
+        try:
+            text = path.read_text(encoding="utf-8")
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        names.update(line for line in text.splitlines() if line)
+    return names
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    hits = _hits_dir()
+    if hits is not None and os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        from mutmut.state import state
+
+        state()._stats.update(_collect_subprocess_hits(hits))
+    yield
