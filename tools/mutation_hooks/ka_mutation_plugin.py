@@ -3,9 +3,9 @@
 - Subprocess calls count: while mutmut maps tests to functions, the functions subprocesses called
   (recorded by sitecustomize.py beside this file) are added to the running test's before mutmut
   reads them, so a mutant in code that only runs under ``python -m ka`` is tested too.
-- Fast files first: a mutant's tests run file by file, the files whose tests took least time
-  while mutmut mapped them first (tests keep their order within a file, and so their shared
-  fixtures), so a killed mutant dies early.
+- The suite's order: mutmut names the tests to run in no particular order; they run in the
+  suite's (files by path, tests by line: what the tests were written for), and for a mutant the
+  files whose tests took least time while mutmut mapped them first, so a killed mutant dies early.
 - Leftovers can be found: each pytest process writes its pid to ``$KA_MUTATION_HITS/../pids``;
   resources the tests name after their pid (network namespaces, cgroups) that a test killed at
   its time limit could not remove are then removed by tools/mutation.py.
@@ -33,21 +33,28 @@ def pytest_configure(config: pytest.Config) -> None:
             pids.write(f"{os.getpid()}\n")
 
 
-def _mutant_under_test() -> bool:
-    return "__mutmut_" in os.environ.get("MUTANT_UNDER_TEST", "")
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    stats = Path("mutmut-stats.json")  # mutmut runs the tests in mutants/, where it keeps this
-    if not _mutant_under_test() or not stats.exists():
+    active = os.environ.get("MUTANT_UNDER_TEST")
+    if active is None or not items:
         return
-    durations: dict[str, float] = json.loads(stats.read_text(encoding="utf-8"))["duration_by_test"]
+    durations: dict[str, float] = {}
+    stats = Path("mutmut-stats.json")  # mutmut runs the tests in mutants/, where it keeps this
+    if "__mutmut_" in active and stats.exists():
+        durations = json.loads(stats.read_text(encoding="utf-8"))["duration_by_test"]
     by_file: dict[str, float] = {}
     for item in items:
         path = item.nodeid.partition("::")[0]
         by_file[path] = by_file.get(path, 0.0) + durations.get(item.nodeid, 0.0)
-    items.sort(key=lambda item: by_file[item.nodeid.partition("::")[0]])  # stable: order within a file kept
+    # mutmut names the tests in no particular order: put them back in the suite's (files by
+    # path, tests by line), which the tests were written for, with a mutant's fastest files first.
+    position = {id(item): i for i, item in enumerate(items)}
+
+    def key(item: pytest.Item) -> tuple[float, str, int, int]:
+        path = item.nodeid.partition("::")[0]
+        return (by_file[path], path, item.location[1] or 0, position[id(item)])
+
+    items.sort(key=key)
 
 
 def _collect_subprocess_hits(hits: Path) -> set[str]:
