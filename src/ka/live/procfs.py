@@ -80,7 +80,10 @@ def _endpoint(text: str, family: str) -> Endpoint:
 
 
 def parse_tcp_line(line: str, family: str) -> TcpEntry:
-    """One data line of ``/proc/net/tcp`` (family ``ipv4``) or ``tcp6`` (``ipv6``)."""
+    """One data line of ``/proc/net/tcp`` (family ``ipv4``) or ``tcp6`` (``ipv6``).
+
+    A state or timer code these tables do not know (a newer kernel's) is named by its number,
+    ``state-13`` or ``timer-12``, not dropped."""
     f = line.split()
     timer_code, _, when = f[5].partition(":")
     code = int(timer_code, 16)
