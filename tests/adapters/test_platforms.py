@@ -433,3 +433,17 @@ def test_old_windows_user_timeout_read_back(standins: dict[str, ctypes.CDLL], se
     calls, err, option, values = twin_read("windows", OLD_WINDOWS, preset)
     assert (err, option, values) == (0, 0, (1, -1, -1, -1, ms))
     assert c_read(standins["windows"], OLD_WINDOWS, preset) == (calls, err, option, values)
+
+
+@needs_standin
+def test_user_timeout_read_edges(standins: dict[str, ctypes.CDLL]) -> None:
+    # macOS reads TCP_RXT_CONNDROPTIME in seconds: the largest whose milliseconds fit an int
+    preset = ((0xFFFF, 8, 1), (6, 0x80, 2147483))
+    calls, err, option, values = twin_read("darwin", preset=preset)
+    assert (err, values[4]) == (0, 2147483000)
+    assert c_read(standins["darwin"], preset=preset) == (calls, err, option, values)
+    # a failing user-timeout read names that option
+    fail: tuple[Call, ...] = ((GET, 6, 18, errno.EPERM),)
+    calls, err, option, values = twin_read("linux", fail)
+    assert (err, option) == (errno.EPERM, Option.USER_TIMEOUT)
+    assert c_read(standins["linux"], fail) == (calls, err, option, values)

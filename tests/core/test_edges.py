@@ -6,6 +6,7 @@ from __future__ import annotations
 import array
 import json
 import re
+import socket
 import subprocess
 import sys
 from types import ModuleType
@@ -100,3 +101,22 @@ def test_numbers_at_the_64_bit_edges_get_the_error_that_names_them(
     if kind == "c-int":  # a signed 8-byte buffer holds it: the same error, by position
         with pytest.raises(ValueError, match=expect(f"targets[1] is {number}")):
             core.apply_many(array.array("q", [0, number]), policy, 1, "syscalls")
+
+
+def test_one_second_reads_back_as_one(core: ModuleType, pair: tuple[socket.socket, socket.socket]) -> None:
+    client, _ = pair
+    core.apply(client, ka.KeepAlive(1, 1, 1, user_timeout=0.001))
+    assert core.read(client) == ka.KeepAliveSettings(True, 1, 1, 1, 0.001)
+    assert ka.ReadResult.from_columns(core.read_many([client], 1))[0] == ka.KeepAliveSettings(
+        True, 1, 1, 1, 0.001
+    )
+
+
+def test_a_buffer_of_another_shape_is_named(core: ModuleType) -> None:
+    np = pytest.importorskip("numpy")
+    message = (
+        "a buffer of descriptors must be one-dimensional 4- or 8-byte integers (array('i'), array('q'), "
+        "numpy int32/int64), not format 'i' with itemsize 4 and 2 dimensions"
+    )
+    with pytest.raises(TypeError, match="^" + re.escape(message) + "$"):
+        core.apply_many(np.zeros((2, 2), dtype=np.int32), ka.KeepAlive(30), 1, "syscalls")
