@@ -245,3 +245,21 @@ def test_connections_of_processes_in_two_namespaces(pair: netns.NetnsPair) -> No
     }
     near_tcp = {e.inode for e in tables[ns["near"]].values()}
     assert {c.inode for c in near_conns} <= near_tcp and not {c.inode for c in far_conns} & near_tcp
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a process's uids needs root")
+def test_process_owner_is_the_effective_uid() -> None:
+    # real and saved uid 0, effective 65534 (nobody): the uid permission checks use
+    code = "import os, sys\nos.setresuid(0, 65534, 0)\nprint(flush=True)\nsys.stdin.read()\n"
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as child:
+        assert child.stdin is not None and child.stdout is not None
+        child.stdout.readline()
+        try:
+            assert procfs.process_owner(child.pid) == 65534
+            assert procfs.thread_group(child.pid) == child.pid
+        finally:
+            child.stdin.close()
+            child.wait(10)
+    assert procfs.process_owner(child.pid) is None  # gone
