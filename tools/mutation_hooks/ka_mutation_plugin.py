@@ -28,6 +28,13 @@ def _hits_dir() -> Path | None:
 
 def pytest_configure(config: pytest.Config) -> None:
     hits = _hits_dir()
+    if hits is not None and os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        # This process is mutmut's: its calls go to mutmut's recorder, test by test, even if
+        # sitecustomize.py put the subprocesses' recorder in place at start-up.
+        from mutmut.mutation import trampoline
+        from mutmut.stats import record_trampoline_hit
+
+        vars(trampoline)["record_trampoline_hit"] = record_trampoline_hit
     if hits is not None:
         with open(hits.parent / "pids", "a", encoding="utf-8") as pids:
             pids.write(f"{os.getpid()}\n")

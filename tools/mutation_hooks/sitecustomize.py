@@ -11,6 +11,7 @@ plugin beside this file hands them to mutmut, which maps them to the running tes
 from __future__ import annotations
 
 import os
+import sys
 
 
 def _record_subprocess_hits(hits_dir: str) -> None:
@@ -36,5 +37,6 @@ def _record_subprocess_hits(hits_dir: str) -> None:
 
 
 _hits_dir = os.environ.get("KA_MUTATION_HITS")
-if _hits_dir and os.environ.get("MUTANT_UNDER_TEST") == "stats":
+# Not in mutmut's own pytest process (the plugin is loaded there): mutmut records its hits per test.
+if _hits_dir and os.environ.get("MUTANT_UNDER_TEST") == "stats" and "ka_mutation_plugin" not in sys.modules:
     _record_subprocess_hits(_hits_dir)
