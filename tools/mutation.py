@@ -425,7 +425,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if to_run:
             code = run_mutmut(to_run, args.max_children, args.nice)
             if code != 0:
-                print(f"mutation: mutmut exited {code}", file=sys.stderr)
+                print(
+                    f"mutation: mutmut exited {code}. Where it says a clean or stats run failed, a test "
+                    "failed with no mutant active (often one that times something, on a loaded machine): "
+                    "run again, or add debug = true to pyproject.toml's [tool.mutmut] to see which.",
+                    file=sys.stderr,
+                )
                 return code
     return report(chosen, load_equivalents(), args.fail_under)
 
