@@ -313,8 +313,17 @@ def run_mutmut(names: Sequence[str], max_children: int, niceness: int) -> int:
     env["KA_MUTATION_HITS"] = str(hits)
     env["KA_MUTATION_RUN"] = token
     command = ["nice", "-n", str(niceness), str(mutmut), "run", "--max-children", str(max_children), *names]
+    stats = ROOT / MUTANTS / "mutmut-stats.json"
+    mapped_before = stats.exists()
     try:
-        return subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
+        code = subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
+        if code != 0 and not mapped_before and stats.exists():
+            # The first run maps every test in mutmut's own process, then runs the clean tests
+            # there too, among what the whole suite left behind (threads, descriptors); a second
+            # run reads the mapping from disk and starts clean.
+            print("mutation: the first run after the mapping failed; running once more")
+            code = subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
+        return code
     finally:
         remove_leftovers(token, work / "pids")
         shutil.rmtree(work, ignore_errors=True)
