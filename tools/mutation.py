@@ -302,6 +302,9 @@ def run_mutmut(names: Sequence[str], max_children: int, niceness: int) -> int:
     work.chmod(0o755)
     token = secrets.token_hex(8)
     env = dict(os.environ)
+    # Exists before mutmut starts: a path missing at start-up is cached as no place to import
+    # from, and ka would then come from the tree (or not at all) in mutmut's own process.
+    (ROOT / MUTANTS / SOURCE).mkdir(parents=True, exist_ok=True)
     # Subprocesses (python -m ka, servers) import the mutated copy and see the active mutant
     # through MUTANT_UNDER_TEST, which mutmut sets in the environment they inherit.
     env["PYTHONPATH"] = os.pathsep.join(
@@ -323,6 +326,9 @@ def run_mutmut(names: Sequence[str], max_children: int, niceness: int) -> int:
             # run reads the mapping from disk and starts clean.
             print("mutation: the first run after the mapping failed; running once more")
             code = subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
+        if code != 0 and (work / "tests.log").exists():
+            tail = (work / "tests.log").read_text(encoding="utf-8").splitlines()[-15:]
+            print("mutation: the last tests pytest started or failed:\n  " + "\n  ".join(tail))
         return code
     finally:
         remove_leftovers(token, work / "pids")

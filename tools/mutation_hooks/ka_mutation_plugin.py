@@ -6,6 +6,9 @@
 - The suite's order: mutmut names the tests to run in no particular order; they run in the
   suite's (files by path, tests by line: what the tests were written for), and for a mutant the
   files whose tests took least time while mutmut mapped them first, so a killed mutant dies early.
+- A failed run can be explained: each pytest process notes the test it starts and how its
+  session ended in ``$KA_MUTATION_HITS/../tests.log`` (tools/mutation.py prints the end of it
+  when mutmut fails, whose own output is hidden).
 - Leftovers can be found: each pytest process writes its pid to ``$KA_MUTATION_HITS/../pids``;
   resources the tests name after their pid (network namespaces, cgroups) that a test killed at
   its time limit could not remove are then removed by tools/mutation.py.
@@ -84,3 +87,23 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
 
         state()._stats.update(_collect_subprocess_hits(hits))
     yield
+
+
+def _note(line: str) -> None:
+    hits = _hits_dir()
+    if hits is not None and "__mutmut_" not in os.environ.get("MUTANT_UNDER_TEST", ""):
+        with open(hits.parent / "tests.log", "a", encoding="utf-8") as log:
+            log.write(f"{os.getpid()} {line}\n")
+
+
+def pytest_runtest_logstart(nodeid: str) -> None:
+    _note(f"start {nodeid}")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed:
+        _note(f"{report.when} failed {report.nodeid}: {str(report.longrepr)[-2000:]}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _note(f"session ended with exit status {int(exitstatus)}")
