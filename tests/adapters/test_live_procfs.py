@@ -74,6 +74,13 @@ def test_ipv6_addresses_without_zero_words() -> None:
     assert entry.family == "ipv6" and entry.inode == 777
 
 
+@pytest.mark.skipif(sys.byteorder != "little", reason="the literal below is a little-endian kernel's line")
+def test_ipv4_addresses_whose_word_is_above_a_signed_int() -> None:
+    # 10.0.0.200 and 192.168.1.1: their native-endian words are 0xC800000A and 0x0101A8C0
+    entry = procfs.parse_tcp_line(tcp4_line(local="C800000A:0050", remote="0101A8C0:D431"), "ipv4")
+    assert entry.local == ("10.0.0.200", 80) and entry.remote == ("192.168.1.1", 54321)
+
+
 # --- a /proc tree made by the test -----------------------------------------------------------------
 
 

@@ -47,6 +47,8 @@ def test_bulk_error_lists_five_failures_then_counts_the_rest() -> None:
         str(five)
         == f"[Errno {errno.EBADF}] 5 of 6 sockets failed ({', '.join(_shown(i) for i in range(1, 6))})"
     )
+    six = BulkError(_bulk([errno.EBADF] * 6))
+    assert six.strerror == f"6 of 6 sockets failed ({', '.join(_shown(i) for i in range(5))} and 1 more)"
     seven = BulkError(_bulk([errno.EBADF] * 7 + [0, 0]))
     shown = ", ".join(_shown(i) for i in range(5))
     assert seven.strerror == f"7 of 9 sockets failed ({shown} and 2 more)"
@@ -99,6 +101,7 @@ def test_settings_of_keeps_one_and_hides_what_the_os_cannot_tell() -> None:
     assert settings_of(Spec(1, 1, 1, 1, 0)) == KeepAliveSettings(True, 1, 1, 1, 0.0)  # 1 s is a value
     # -1 (and 0, which no OS reports for these) is unknown: None, never a number shown as the socket's
     assert settings_of(Spec(1, -1, 0, -1, -1)) == KeepAliveSettings(True, None, None, None, None)
+    assert settings_of(Spec(1, 0, -1, 0, -1)) == KeepAliveSettings(True, None, None, None, None)
     assert settings_of(Spec(0, 7200, 75, 9, 1)).user_timeout == 0.001
 
 
