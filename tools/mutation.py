@@ -431,10 +431,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.report_only:
         wanted = {"none": {"not checked"}, "survived": {"not checked", "survived", "no tests"}, "all": None}
         statuses = wanted[args.rerun]
+        listed = {e.change for e in load_equivalents()}
         to_run = []
         for path, names in chosen.items():
             known = results_of(path)
-            to_run += [n for n in names if statuses is None or known.get(n, "not checked") in statuses]
+            for name in names:
+                status = known.get(name, "not checked")
+                if statuses is not None and status not in statuses:
+                    continue
+                # a survivor listed as equivalent stays one: --rerun survived skips it
+                survivor = args.rerun == "survived" and status == "survived"
+                if survivor and change_of(module_of(path), name, diff_of(path, name)) in listed:
+                    continue
+                to_run.append(name)
         sampled = sum(map(len, chosen.values()))
         print(f"mutation: {sampled} mutants sampled (seed {args.seed}), {len(to_run)} to run")
         if to_run:
