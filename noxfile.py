@@ -156,6 +156,19 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def mutation(session: nox.Session) -> None:
+    """Mutation testing (mutmut): a seeded sample of mutants per module; args go to tools/mutation.py.
+
+    ``nox -s mutation -- ka.policy`` (a module, file or folder), ``-- --changed`` (this branch's
+    files against main, also the default), ``--sample N``/``--all``, ``--seed S``. CPU-heavy and
+    long: not part of ``check``. ka is installed editable so the compiled core sits in src/ka/,
+    where mutmut copies it from.
+    """
+    session.install(*group("mutation"), "-e", ".[test,integrations]")
+    session.run("python", "tools/mutation.py", *session.posargs)
+
+
+@nox.session
 def wheels(session: nox.Session) -> None:
     """cibuildwheel, as the wheel workflow runs it; args go to cibuildwheel.
 

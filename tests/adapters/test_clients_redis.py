@@ -167,6 +167,9 @@ def test_celery_redis_result_backend_takes_only_on_or_off(port: int) -> None:
         assert client_values(port)[:4] == (1, 30, 5, 3)  # redis-py's defaults, not the policy
     finally:
         app.backend.client.close()
+        # Celery hands the client its own pool, which close() leaves open: a later test reading
+        # this process's sockets to the server would find this one too.
+        app.backend.client.connection_pool.disconnect()
 
 
 def test_documentation_example(port: int) -> None:

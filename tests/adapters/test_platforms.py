@@ -30,6 +30,10 @@ from standin_build import (
     recorded_calls,
 )
 
+# exc.errno for a Winsock code (CPython's PC/errmap.h: WSAEINVAL -> 22, WSAEACCES -> 13; the rest
+# stay as they are, and Windows' errno.ENOPROTOOPT is 10042, shown here as this host's ENOPROTOOPT)
+_CPYTHON_ERRNO = {WSAENOPROTOOPT: errno.ENOPROTOOPT, WSAEINVAL: errno.EINVAL, 10013: errno.EACCES}
+
 
 class FakeSocket:
     """What the twin calls, recorded; failures raised as CPython raises them on that OS."""
@@ -44,7 +48,7 @@ class FakeSocket:
         for k, lv, nm, err in self.fail:
             if k == kind and lv in (-1, level) and nm == name:
                 if self.os.windows:  # CPython maps Winsock codes through winerror_to_errno
-                    mapped = {WSAENOPROTOOPT: errno.ENOPROTOOPT, WSAEINVAL: errno.EINVAL}.get(err, err)
+                    mapped = _CPYTHON_ERRNO.get(err, err)
                     exc = OSError(mapped, "stand-in")
                     exc.winerror = err  # type: ignore[attr-defined]
                     raise exc
@@ -316,3 +320,83 @@ def test_netbsd_reads_back_unknown_where_getsockopt_is_refused(standins: dict[st
     # Elsewhere ENOPROTOOPT on a read still fails it (a UDP socket, for one).
     freebsd = tuple((GET, 6, name, ENOPROTO) for name in N["freebsd"][2:5])
     assert c_read(standins["freebsd"], freebsd, preset)[1:3] == (ENOPROTO, Option.IDLE)
+
+
+# Issue 24: values the stand-in can tell apart. A Winsock code CPython maps to another errno
+# (PC/errmap.h: WSAEACCES -> EACCES) shows whether the twin reports exc.winerror, as the shim
+# reports WSAGetLastError(), at each call that can fail.
+# (The stand-in keeps 8 failure rules: OLD_WINDOWS[:4] are its setsockopt ones.)
+WSAEACCES = 10013
+
+
+@needs_standin
+@pytest.mark.parametrize("ms", [1, 999, 1000, 1001, 30000, 30001])
+def test_old_windows_user_timeout_rounds_up(standins: dict[str, ctypes.CDLL], ms: int) -> None:
+    spec = (1, 60, 10, -1, ms)
+    seconds = (ms + 999) // 1000  # TCP_MAXRT takes seconds: never shorter than asked
+    calls, err, option = twin_apply("windows", spec, OLD_WINDOWS)
+    assert calls[-2:] == [("set", 6, 14, ms), ("set", 6, 5, seconds)] and (err, option) == (0, 0)
+    assert c_apply(standins["windows"], spec, OLD_WINDOWS) == (calls, 0, 0)
+
+
+@needs_standin
+@pytest.mark.parametrize(
+    ("fail", "spec", "option"),
+    [
+        (((SET, 0xFFFF, 8, WSAEACCES),), FULL, Option.KEEPALIVE),
+        (((SET, 6, 3, WSAEACCES),), FULL, Option.IDLE),  # not "missing": no fallback
+        (((SET, 6, 16, WSAEACCES),), FULL, Option.COUNT),
+        (((SET, 6, 14, WSAEACCES),), FULL, Option.USER_TIMEOUT),
+        ((*OLD_WINDOWS[:4], (IOCTL, -1, SIO_KEEPALIVE_VALS, WSAEACCES)), FULL, Option.IDLE),
+        (
+            (*OLD_WINDOWS[:4], (SET, 6, 5, WSAEACCES)),
+            (1, 60, 10, -1, 30500),
+            Option.USER_TIMEOUT,
+        ),  # TCP_MAXRT
+    ],
+)
+def test_windows_failures_report_the_winsock_code(
+    standins: dict[str, ctypes.CDLL], fail: tuple[Call, ...], spec: tuple[int, ...], option: Option
+) -> None:
+    calls, err, failed = twin_apply("windows", spec, fail)
+    assert (err, failed) == (WSAEACCES, option)  # not 13, CPython's exc.errno
+    assert c_apply(standins["windows"], spec, fail) == (calls, err, failed)
+
+
+@needs_standin
+@pytest.mark.parametrize(
+    ("fail", "option"),
+    [(((GET, 0xFFFF, 8, WSAEACCES),), Option.KEEPALIVE), (((GET, 6, 17, WSAEACCES),), Option.INTERVAL)],
+)
+def test_windows_read_failures_report_the_winsock_code(
+    standins: dict[str, ctypes.CDLL], fail: tuple[Call, ...], option: Option
+) -> None:
+    calls, err, failed, values = twin_read("windows", fail)
+    assert (err, failed) == (WSAEACCES, option)
+    assert c_read(standins["windows"], fail) == (calls, err, failed, values)
+
+
+@needs_standin
+@pytest.mark.parametrize(
+    ("seconds", "ms"),
+    [(0, 0), (31, 31000), (2147483, 2147483000), (2147484, -1), (-5, -1)],  # beyond an int of ms: unknown
+)
+def test_old_windows_user_timeout_read_back(standins: dict[str, ctypes.CDLL], seconds: int, ms: int) -> None:
+    preset = ((0xFFFF, 8, 1), (6, 5, seconds))  # TCP_MAXRT (s), read where TCP_MAXRTMS is missing
+    calls, err, option, values = twin_read("windows", OLD_WINDOWS, preset)
+    assert (err, option, values) == (0, 0, (1, -1, -1, -1, ms))
+    assert c_read(standins["windows"], OLD_WINDOWS, preset) == (calls, err, option, values)
+
+
+@needs_standin
+def test_user_timeout_read_edges(standins: dict[str, ctypes.CDLL]) -> None:
+    # macOS reads TCP_RXT_CONNDROPTIME in seconds: the largest whose milliseconds fit an int
+    preset = ((0xFFFF, 8, 1), (6, 0x80, 2147483))
+    calls, err, option, values = twin_read("darwin", preset=preset)
+    assert (err, values[4]) == (0, 2147483000)
+    assert c_read(standins["darwin"], preset=preset) == (calls, err, option, values)
+    # a failing user-timeout read names that option
+    fail: tuple[Call, ...] = ((GET, 6, 18, errno.EPERM),)
+    calls, err, option, values = twin_read("linux", fail)
+    assert (err, option) == (errno.EPERM, Option.USER_TIMEOUT)
+    assert c_read(standins["linux"], fail) == (calls, err, option, values)

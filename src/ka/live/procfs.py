@@ -86,7 +86,10 @@ def _endpoint(text: str, family: str, addresses: dict[str, str]) -> Endpoint:
 
 
 def _entry(f: list[str], family: str, addresses: dict[str, str]) -> TcpEntry:
-    """A data line's first ten fields (split at whitespace) as an entry."""
+    """A data line's first ten fields (split at whitespace) as an entry.
+
+    A state or timer code these tables do not know (a newer kernel's) is named by its number,
+    ``state-13`` or ``timer-12``, not dropped."""
     timer_code, _, when = f[5].partition(":")
     code = int(timer_code, 16)
     timer = Timer(
