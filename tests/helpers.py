@@ -95,8 +95,13 @@ def core_read_many(core: ModuleType, targets: object, threads: int = 1) -> ka.Re
     return ka.ReadResult.from_columns(core.read_many(targets, threads))
 
 
-# The C shim's headers under test (KA_SHIM_DIR: another checkout's, to see what a fix changed).
-SHIM_DIR = os.environ.get("KA_SHIM_DIR", os.path.join(os.path.dirname(__file__), "..", "src", "ka"))
+# The C shim's headers under test (KA_SHIM_DIR: another checkout's, to see what a fix changed):
+# the source tree's, else the installed package's (the wheel ships them), as when the suite runs
+# from outside the tree against a wheel.
+_TREE_SHIM = os.path.join(os.path.dirname(__file__), "..", "src", "ka")
+SHIM_DIR = os.environ.get("KA_SHIM_DIR") or (
+    _TREE_SHIM if os.path.exists(os.path.join(_TREE_SHIM, "_platform.h")) else os.path.dirname(ka.__file__)
+)
 
 
 def build_shim_program(source: str, directory: Any, *flags: str) -> str:

@@ -23,12 +23,15 @@ mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/de
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ka-sid.XXXXXX")
 CHROOT="$WORK/root"
 cleanup() {
-    mountpoint -q "$CHROOT/proc" && umount "$CHROOT/proc"
+    for point in "$CHROOT/dev/pts" "$CHROOT/proc" "$CHROOT"; do
+        mountpoint -q "$point" && umount "$point"
+    done
     rm -rf --one-file-system "$WORK"
 }
 trap cleanup EXIT
 
-packages=gcc,libc6-dev
+# procps: sysctl, for the ka defaults --persist test
+packages=gcc,libc6-dev,procps
 for version in $VERSIONS; do packages="$packages,python$version,python$version-dev,python$version-venv"; done
 echo "== debootstrap sid ($packages)"
 debootstrap --variant=minbase --include="$packages" sid "$CHROOT" "$mirror" >"$WORK/debootstrap.log" 2>&1 ||
@@ -36,7 +39,13 @@ debootstrap --variant=minbase --include="$packages" sid "$CHROOT" "$mirror" >"$W
 # The host's resolver and trust store, so pip inside reaches the package index as pip outside does.
 cp /etc/resolv.conf "$CHROOT/etc/resolv.conf"
 cp /etc/ssl/certs/ca-certificates.crt "$CHROOT/etc/ssl/certs/ca-certificates.crt"
-mount -t proc proc "$CHROOT/proc"  # the tests read /proc/self/fd and fdinfo
+# The chroot's root a mount point of its own (unshare --propagation private, in the read-only
+# /proc/sys test, needs one), /proc (the tests read /proc/self/fd and fdinfo) and the host's
+# ptys (the terminal tests open one through /dev/ptmx).
+mount --bind "$CHROOT" "$CHROOT"
+mount -t proc proc "$CHROOT/proc"
+mkdir -p "$CHROOT/dev/pts"
+mount --bind /dev/pts "$CHROOT/dev/pts"
 mkdir "$CHROOT/ka"
 git ls-files -z | tar --null -T - -c | tar -x -C "$CHROOT/ka"
 
