@@ -117,3 +117,13 @@ def build_shim_program(source: str, directory: Any, *flags: str) -> str:
     build = subprocess.run(command, capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     return path
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """End a child with SIGTERM, waiting ``timeout`` seconds before SIGKILL; always reaped."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

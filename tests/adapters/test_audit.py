@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import pytest
 
 import ka
+from helpers import terminate
 from ka import audit
 from ka.bench.pool import stop_child
 from ka.cli import EXIT_FAILED, EXIT_OK, EXIT_PERMISSION, EXIT_UNSUPPORTED, EXIT_USAGE
@@ -77,12 +78,7 @@ def redis() -> Iterator[Redis]:
                     time.sleep(0.05)
             yield Redis(proc, port)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from helpers import terminate
 from live_helpers import apply_to_remote, echo_server, linux_only, run_json
 
 pytest.importorskip(
@@ -38,15 +39,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def wait_http(url: str, proc: subprocess.Popen[Any], timeout: float = 20) -> None:
@@ -106,7 +98,7 @@ def prometheus_for() -> Iterator[Any]:
         yield start
     finally:
         for proc in started:
-            stop(proc)
+            terminate(proc)
         work.cleanup()
 
 
@@ -177,7 +169,7 @@ def test_prometheus_sees_what_ka_show_sees(prometheus_for: Any) -> None:
             if os.environ.get("KA_EXPORTER_PLOT"):  # the docs' plot (a file name), drawn from this run
                 _plot(query, srv.pid, os.environ["KA_EXPORTER_PLOT"])
         finally:
-            stop(exporter)
+            terminate(exporter)
             assert exporter.stderr is not None
             exporter.stderr.close()
 

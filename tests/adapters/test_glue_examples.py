@@ -25,6 +25,7 @@ from glue_helpers import (
     wait_for,
     wrk_while,
 )
+from helpers import terminate
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads Linux option numbers and /proc/self/fd"
@@ -99,12 +100,7 @@ def example() -> Iterator[Callable[[str], tuple[int, int]]]:
 
     yield start
     for proc in started:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
 
 
 def check_shown(pid: int, port: int, peers: set[int] | None = None) -> None:
