@@ -3,6 +3,9 @@ process moved into it, a unit found by name; mountinfo parsing from text."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import socket
 import subprocess
@@ -12,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import ka.cli
+import ka.guard
 from ka.live import cgroup
 from live_helpers import made_cgroup
 
@@ -71,6 +76,21 @@ def test_paths_outside_the_hierarchy_or_not_cgroups_are_refused(tmp_path: Path) 
     with pytest.raises(cgroup.CgroupError, match="is not a cgroup v2 directory"):
         cgroup.resolve("/no-such-cgroup-here", root)
     assert cgroup.resolve("/", root) == cgroup.Cgroup(root, "/")
+
+
+def test_an_empty_path_is_refused_not_taken_for_the_root() -> None:
+    # ``--cgroup "$UNSET"`` must not guard, sweep or audit every process of the host.
+    root = _v2_or_skip()
+    with pytest.raises(cgroup.CgroupError, match="empty"):
+        cgroup.resolve("", root)
+    with pytest.raises(cgroup.CgroupError, match="empty"):
+        ka.guard.target("")
+    assert cgroup.resolve(".", root) == cgroup.resolve("/", root) == cgroup.Cgroup(root, "/")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = ka.cli.main(["audit", "--cgroup", "", "--max-detection", "1m", "--json"])
+    assert code == 2, out.getvalue()
+    assert "empty" in json.loads(out.getvalue())["error"]["message"]
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", ".hidden", "x" * 256, "sp ace.service"])
