@@ -213,6 +213,8 @@ def test_selection_flags_pick_processes_and_connections() -> None:
         (["--all", "--pid", "1", "--max-detection", "60"], "--all picks every process"),
         (["--all", "--policy", "off"], "turns keepalive off, so no connection can carry less"),
         (["--all", "--max-detection", "soon"], "--max-detection 'soon' is not a duration"),
+        (["--all", "--max-detection", "0"], "--max-detection '0': expected a positive duration"),
+        (["--all", "--max-detection", "0s", "--json"], "--max-detection '0s': expected a positive duration"),
         (["--all", "--path-timeout", "2s"], "expected at least 3 seconds"),
         (["--all", "--path-timeout", "/nonexistent/probe.json"], "cannot read it"),
         (["--all", "--remote", "db.example:5432", "--max-detection", "60"], "no host names"),
@@ -242,6 +244,10 @@ def test_path_timeout_from_a_probe_result(tmp_path: Path) -> None:
     result.write_text("[1]")
     with pytest.raises(ValueError, match="expected a `ka probe --json` result"):
         audit.probe_result(result)
+    for endless in ("Infinity", "1e400", "NaN"):  # Python's json reads all three as floats
+        result.write_text(f'{{"idle_timeout": {endless}}}')
+        with pytest.raises(ValueError, match="expected at least 3 seconds, a finite number"):
+            audit.probe_result(result)
 
 
 def settings(enabled: bool, idle: int, interval: int, count: int, ut: float = 0.0) -> ka.KeepAliveSettings:

@@ -68,7 +68,10 @@ def rules_from(args: argparse.Namespace) -> list[checking.Rule]:
         policy = validated(ka.KeepAlive.parse, args.policy)
         rules.append(validated(checking.AtLeastPolicy, policy))
     if args.max_detection is not None:
-        rules.append(checking.MaxDetection(parse_duration(args.max_detection, "--max-detection")))
+        seconds = parse_duration(args.max_detection, "--max-detection")
+        if not seconds > 0:
+            raise UsageError(f"--max-detection {args.max_detection!r}: expected a positive duration")
+        rules.append(checking.MaxDetection(seconds))
     if args.path_timeout is not None:
         text = args.path_timeout
         if os.path.exists(text) or text.endswith(".json"):
