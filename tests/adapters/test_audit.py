@@ -394,3 +394,15 @@ def test_the_exporter_without_prometheus_client_names_the_extra_that_installs_it
         tomllib = pytest.importorskip("tomllib", reason="tomllib is in the stdlib from Python 3.11")
         extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
         assert [r for r in extras["prometheus"] if r.startswith("prometheus-client")]
+
+
+@linux_only
+def test_the_exporter_names_a_listen_address_it_cannot_serve_on() -> None:
+    pytest.importorskip("prometheus_client", reason="ka exporter needs prometheus-client")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        in_use = f"127.0.0.1:{taken.getsockname()[1]}"
+        elsewhere = f"192.0.2.1:{taken.getsockname()[1]}"  # TEST-NET-1: no address of this machine
+        for address, cause in ((in_use, "Address already in use"), (elsewhere, "Cannot assign requested address")):
+            out = ka_command("exporter", "--listen", address, "--interval", "1s", "--pid", str(os.getpid()))
+            assert out.returncode == EXIT_USAGE, out.stderr
+            assert out.stderr == f"ka exporter: --listen '{address}': cannot serve there: {cause}\n"
