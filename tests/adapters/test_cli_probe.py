@@ -175,3 +175,42 @@ def test_serve_holds_a_connection_until_its_hold_runs_out() -> None:
         finally:
             child.send_signal(signal.SIGTERM)
             assert child.wait(timeout=10) == 0
+
+
+def test_serve_outlives_running_out_of_descriptors() -> None:
+    """More connections than the far end may open descriptors (EMFILE on accept): it keeps those it
+    holds and takes the queued ones as descriptors free up, instead of ending and dropping every
+    connection (which a probe would read as the path resetting its flows)."""
+    import resource
+
+    limit = 24
+    with subprocess.Popen(
+        [*KA, "--serve", "0", "--bind", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)),
+    ) as child:
+        assert child.stdout is not None
+        port = int(child.stdout.readline().split("127.0.0.1:")[1].split()[0])
+        clients: list[socket.socket] = []
+        try:
+            clients += [socket.create_connection(("127.0.0.1", port)) for _ in range(limit + 8)]
+            time.sleep(1.5)
+            assert child.poll() is None, "the far end ended"
+            held = len(os.listdir(f"/proc/{child.pid}/fd"))
+            assert held == limit  # every descriptor it may have: the rest wait in the listen queue
+            for client in clients[:8]:
+                client.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    client.recv(1)  # still open at the far end: no end of file, no reset
+            for client in clients[:10]:
+                client.close()
+            deadline = time.monotonic() + 5
+            while len(os.listdir(f"/proc/{child.pid}/fd")) < limit - 2 and time.monotonic() < deadline:
+                time.sleep(0.1)  # the queued ones are taken as descriptors free up
+            assert child.poll() is None and len(os.listdir(f"/proc/{child.pid}/fd")) >= limit - 2
+        finally:
+            for client in clients:
+                client.close()
+            child.send_signal(signal.SIGTERM)
+            assert child.wait(timeout=10) == 0
