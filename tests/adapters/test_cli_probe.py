@@ -214,3 +214,20 @@ def test_serve_outlives_running_out_of_descriptors() -> None:
                 client.close()
             child.send_signal(signal.SIGTERM)
             assert child.wait(timeout=10) == 0
+
+
+def test_more_connections_than_descriptors_is_a_usage_error_before_any_connection() -> None:
+    import resource
+
+    out = subprocess.run(
+        [*KA, "127.0.0.1:1", "--connections", "200", "--json"],  # port 1: nothing is ever reached
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)),
+    )
+    assert out.returncode == EXIT_USAGE, out.stderr
+    message = json.loads(out.stdout)["error"]["message"]
+    assert message.startswith("connections=200 needs 200 descriptors at once, and this process may open ")
+    assert "(RLIMIT_NOFILE 64" in message and message.endswith("raise it (ulimit -n) or use fewer connections")
