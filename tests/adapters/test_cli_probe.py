@@ -70,6 +70,15 @@ def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixtu
     assert message in error["message"] and error["exit_code"] == EXIT_USAGE
 
 
+def test_serve_names_an_address_it_cannot_listen_on(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        for bind, cause in (("127.0.0.1", "Address already in use"), ("192.0.2.1", "Cannot assign requested")):
+            assert main(["probe", "--serve", str(port), "--bind", bind, "--json"]) == EXIT_USAGE
+            message = json.loads(capsys.readouterr().out)["error"]["message"]
+            assert message.startswith(f"--serve {port} --bind {bind}: cannot listen there: {cause}"), message
+
+
 @pytest.mark.slow
 def test_json_keeps_the_contract(far_end: int) -> None:
     done = subprocess.run(
