@@ -402,7 +402,8 @@ def test_the_exporter_names_a_listen_address_it_cannot_serve_on() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         in_use = f"127.0.0.1:{taken.getsockname()[1]}"
         elsewhere = f"192.0.2.1:{taken.getsockname()[1]}"  # TEST-NET-1: no address of this machine
-        for address, cause in ((in_use, "Address already in use"), (elsewhere, "Cannot assign requested address")):
+        causes = {in_use: "Address already in use", elsewhere: "Cannot assign requested address"}
+        for address, cause in causes.items():
             out = ka_command("exporter", "--listen", address, "--interval", "1s", "--pid", str(os.getpid()))
             assert out.returncode == EXIT_USAGE, out.stderr
             assert out.stderr == f"ka exporter: --listen '{address}': cannot serve there: {cause}\n"

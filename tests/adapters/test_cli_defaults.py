@@ -397,7 +397,8 @@ def test_a_netns_name_that_is_no_network_namespace_is_a_usage_error() -> None:
             out = ka_command("defaults", "--netns", stale.name, *args, "--json")
             assert out.returncode == 2, out.stderr
             message = json.loads(out.stdout)["error"]["message"]
-            assert message == f"--netns {stale.name!r}: {stale} is not a network namespace (see 'ip netns list')"
+            expected = f"--netns {stale.name!r}: {stale} is not a network namespace (see 'ip netns list')"
+            assert message == expected
     finally:
         stale.unlink()
         if made_directory:

@@ -73,7 +73,8 @@ def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixtu
 def test_serve_names_an_address_it_cannot_listen_on(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        for bind, cause in (("127.0.0.1", "Address already in use"), ("192.0.2.1", "Cannot assign requested")):
+        causes = {"127.0.0.1": "Address already in use", "192.0.2.1": "Cannot assign requested"}
+        for bind, cause in causes.items():
             assert main(["probe", "--serve", str(port), "--bind", bind, "--json"]) == EXIT_USAGE
             message = json.loads(capsys.readouterr().out)["error"]["message"]
             assert message.startswith(f"--serve {port} --bind {bind}: cannot listen there: {cause}"), message
@@ -239,4 +240,5 @@ def test_more_connections_than_descriptors_is_a_usage_error_before_any_connectio
     assert out.returncode == EXIT_USAGE, out.stderr
     message = json.loads(out.stdout)["error"]["message"]
     assert message.startswith("connections=200 needs 200 descriptors at once, and this process may open ")
-    assert "(RLIMIT_NOFILE 64" in message and message.endswith("raise it (ulimit -n) or use fewer connections")
+    assert "(RLIMIT_NOFILE 64" in message
+    assert message.endswith("raise it (ulimit -n) or use fewer connections")

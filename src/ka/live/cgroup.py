@@ -105,7 +105,9 @@ def resolve(path: str | os.PathLike[str], mount: Path | None = None) -> Cgroup:
     no such cgroup, or for an empty path (which would name the root, every process of the host:
     an unset shell variable must not select them all; give ``/`` for the root)."""
     if not os.fspath(path):
-        raise CgroupError("an empty cgroup path names no cgroup: give one, or '/' for the root (every process)")
+        raise CgroupError(
+            "an empty cgroup path names no cgroup: give one, or '/' for the root (every process)"
+        )
     root = cgroup2_mount() if mount is None else mount
     given = Path(path)
     directory = given if given.is_relative_to(root) else root / str(given).lstrip("/")
