@@ -18,7 +18,7 @@ import pytest
 import ka.cli
 import ka.guard
 from ka.live import cgroup
-from live_helpers import made_cgroup
+from live_helpers import ka_command, made_cgroup
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="cgroups are Linux only")
 
@@ -91,6 +91,26 @@ def test_an_empty_path_is_refused_not_taken_for_the_root() -> None:
         code = ka.cli.main(["audit", "--cgroup", "", "--max-detection", "1m", "--json"])
     assert code == 2, out.getvalue()
     assert "empty" in json.loads(out.getvalue())["error"]["message"]
+
+
+def test_a_process_in_the_root_cgroup_does_not_name_the_whole_host(tmp_path: Path) -> None:
+    # ``ka guard attach ... --pid P`` for a process in the root cgroup (every process of a host
+    # without a cgroup manager is) would guard, and --sweep change, every connection of the host.
+    root = _v2_or_skip()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as child:
+        try:
+            if cgroup.of_pid(child.pid).path != "/":
+                if os.geteuid() != 0:
+                    pytest.skip("moving a process to the root cgroup needs root")
+                (root / "cgroup.procs").write_text(str(child.pid))
+            with pytest.raises(ValueError, match=f"process {child.pid} runs in the root cgroup"):
+                ka.guard.target(pid=child.pid)
+            out = ka_command("guard", "detach", "--pid", str(child.pid), "--bpffs", str(tmp_path), "--json")
+            assert out.returncode == 2, out.stderr
+            assert "give --cgroup / (cgroup='/') to mean that" in json.loads(out.stdout)["error"]["message"]
+        finally:
+            child.kill()
+    assert ka.guard.target("/") == cgroup.Cgroup(root, "/")  # named as such, the root is taken
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", ".hidden", "x" * 256, "sp ace.service"])
