@@ -253,8 +253,8 @@ def _staging_dirs(where: PinDir) -> list[PinDir]:
 
 
 def _attach_new(record: PolicyRecord, cgroup: cgroups.Cgroup, where: PinDir) -> None:
-    for leftover in _staging_dirs(where):
-        pins.remove(leftover)
+    for stale in _staging_dirs(where):
+        pins.remove(stale)
     staging = where.directory.with_name(
         f"new-{where.cgroup_id}-{os.getpid()}"
     )  # bpffs refuses names with dots
