@@ -511,7 +511,7 @@ def _defer_seconds(text: str | None) -> int | None:
         raise ListenError(str(exc)) from None
     whole = int(-(-value // 1))  # rounded up: 0.5 s waits 1 s, never 0 (which turns it off)
     if not 1 <= whole <= _MAX_BACKLOG:
-        raise ListenError(f"--defer-accept {text!r} is out of range: expected 1 second or more")
+        raise ListenError(f"--defer-accept {text!r} is out of range: expected 1 to {_MAX_BACKLOG} seconds")
     return whole
 
 

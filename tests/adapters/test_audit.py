@@ -213,6 +213,8 @@ def test_selection_flags_pick_processes_and_connections() -> None:
         (["--all", "--pid", "1", "--max-detection", "60"], "--all picks every process"),
         (["--all", "--policy", "off"], "turns keepalive off, so no connection can carry less"),
         (["--all", "--max-detection", "soon"], "--max-detection 'soon' is not a duration"),
+        (["--all", "--max-detection", "0"], "--max-detection '0': expected a positive duration"),
+        (["--all", "--max-detection", "0s", "--json"], "--max-detection '0s': expected a positive duration"),
         (["--all", "--path-timeout", "2s"], "expected at least 3 seconds"),
         (["--all", "--path-timeout", "/nonexistent/probe.json"], "cannot read it"),
         (["--all", "--remote", "db.example:5432", "--max-detection", "60"], "no host names"),
@@ -242,6 +244,10 @@ def test_path_timeout_from_a_probe_result(tmp_path: Path) -> None:
     result.write_text("[1]")
     with pytest.raises(ValueError, match="expected a `ka probe --json` result"):
         audit.probe_result(result)
+    for endless in ("Infinity", "1e400", "NaN"):  # Python's json reads all three as floats
+        result.write_text(f'{{"idle_timeout": {endless}}}')
+        with pytest.raises(ValueError, match="expected at least 3 seconds, a finite number"):
+            audit.probe_result(result)
 
 
 def settings(enabled: bool, idle: int, interval: int, count: int, ut: float = 0.0) -> ka.KeepAliveSettings:
@@ -388,3 +394,16 @@ def test_the_exporter_without_prometheus_client_names_the_extra_that_installs_it
         tomllib = pytest.importorskip("tomllib", reason="tomllib is in the stdlib from Python 3.11")
         extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
         assert [r for r in extras["prometheus"] if r.startswith("prometheus-client")]
+
+
+@linux_only
+def test_the_exporter_names_a_listen_address_it_cannot_serve_on() -> None:
+    pytest.importorskip("prometheus_client", reason="ka exporter needs prometheus-client")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        in_use = f"127.0.0.1:{taken.getsockname()[1]}"
+        elsewhere = f"192.0.2.1:{taken.getsockname()[1]}"  # TEST-NET-1: no address of this machine
+        causes = {in_use: "Address already in use", elsewhere: "Cannot assign requested address"}
+        for address, cause in causes.items():
+            out = ka_command("exporter", "--listen", address, "--interval", "1s", "--pid", str(os.getpid()))
+            assert out.returncode == EXIT_USAGE, out.stderr
+            assert out.stderr == f"ka exporter: --listen '{address}': cannot serve there: {cause}\n"

@@ -3,6 +3,9 @@ process moved into it, a unit found by name; mountinfo parsing from text."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import socket
 import subprocess
@@ -12,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+import ka.cli
+import ka.guard
 from ka.live import cgroup
-from live_helpers import made_cgroup
+from live_helpers import ka_command, made_cgroup
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="cgroups are Linux only")
 
@@ -71,6 +76,41 @@ def test_paths_outside_the_hierarchy_or_not_cgroups_are_refused(tmp_path: Path) 
     with pytest.raises(cgroup.CgroupError, match="is not a cgroup v2 directory"):
         cgroup.resolve("/no-such-cgroup-here", root)
     assert cgroup.resolve("/", root) == cgroup.Cgroup(root, "/")
+
+
+def test_an_empty_path_is_refused_not_taken_for_the_root() -> None:
+    # ``--cgroup "$UNSET"`` must not guard, sweep or audit every process of the host.
+    root = _v2_or_skip()
+    with pytest.raises(cgroup.CgroupError, match="empty"):
+        cgroup.resolve("", root)
+    with pytest.raises(cgroup.CgroupError, match="empty"):
+        ka.guard.target("")
+    assert cgroup.resolve(".", root) == cgroup.resolve("/", root) == cgroup.Cgroup(root, "/")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = ka.cli.main(["audit", "--cgroup", "", "--max-detection", "1m", "--json"])
+    assert code == 2, out.getvalue()
+    assert "empty" in json.loads(out.getvalue())["error"]["message"]
+
+
+def test_a_process_in_the_root_cgroup_does_not_name_the_whole_host(tmp_path: Path) -> None:
+    # ``ka guard attach ... --pid P`` for a process in the root cgroup (every process of a host
+    # without a cgroup manager is) would guard, and --sweep change, every connection of the host.
+    root = _v2_or_skip()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as child:
+        try:
+            if cgroup.of_pid(child.pid).path != "/":
+                if os.geteuid() != 0:
+                    pytest.skip("moving a process to the root cgroup needs root")
+                (root / "cgroup.procs").write_text(str(child.pid))
+            with pytest.raises(ValueError, match=f"process {child.pid} runs in the root cgroup"):
+                ka.guard.target(pid=child.pid)
+            out = ka_command("guard", "detach", "--pid", str(child.pid), "--bpffs", str(tmp_path), "--json")
+            assert out.returncode == 2, out.stderr
+            assert "give --cgroup / (cgroup='/') to mean that" in json.loads(out.stdout)["error"]["message"]
+        finally:
+            child.kill()
+    assert ka.guard.target("/") == cgroup.Cgroup(root, "/")  # named as such, the root is taken
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", ".hidden", "x" * 256, "sp ace.service"])

@@ -381,3 +381,25 @@ def test_defaults_of_a_named_namespace() -> None:
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
     out = ka_command("defaults", "--netns", name)
     assert out.returncode == 2 and f"there is no /run/netns/{name}" in out.stderr
+
+
+@linux_only
+@root_only
+def test_a_netns_name_that_is_no_network_namespace_is_a_usage_error() -> None:
+    # What `ip netns add` leaves when its bind mount is gone: a plain file under /run/netns.
+    run_netns = Path("/run/netns")
+    made_directory = not run_netns.exists()
+    run_netns.mkdir(exist_ok=True)
+    stale = run_netns / f"ka-{os.getpid()}-stale"
+    stale.touch()
+    try:
+        for args in ([], ["--set", "idle=77"]):
+            out = ka_command("defaults", "--netns", stale.name, *args, "--json")
+            assert out.returncode == 2, out.stderr
+            message = json.loads(out.stdout)["error"]["message"]
+            expected = f"--netns {stale.name!r}: {stale} is not a network namespace (see 'ip netns list')"
+            assert message == expected
+    finally:
+        stale.unlink()
+        if made_directory:
+            run_netns.rmdir()

@@ -70,6 +70,16 @@ def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixtu
     assert message in error["message"] and error["exit_code"] == EXIT_USAGE
 
 
+def test_serve_names_an_address_it_cannot_listen_on(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        causes = {"127.0.0.1": "Address already in use", "192.0.2.1": "Cannot assign requested"}
+        for bind, cause in causes.items():
+            assert main(["probe", "--serve", str(port), "--bind", bind, "--json"]) == EXIT_USAGE
+            message = json.loads(capsys.readouterr().out)["error"]["message"]
+            assert message.startswith(f"--serve {port} --bind {bind}: cannot listen there: {cause}"), message
+
+
 @pytest.mark.slow
 def test_json_keeps_the_contract(far_end: int) -> None:
     done = subprocess.run(
@@ -175,3 +185,60 @@ def test_serve_holds_a_connection_until_its_hold_runs_out() -> None:
         finally:
             child.send_signal(signal.SIGTERM)
             assert child.wait(timeout=10) == 0
+
+
+def test_serve_outlives_running_out_of_descriptors() -> None:
+    """More connections than the far end may open descriptors (EMFILE on accept): it keeps those it
+    holds and takes the queued ones as descriptors free up, instead of ending and dropping every
+    connection (which a probe would read as the path resetting its flows)."""
+    import resource
+
+    limit = 24
+    with subprocess.Popen(
+        [*KA, "--serve", "0", "--bind", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)),
+    ) as child:
+        assert child.stdout is not None
+        port = int(child.stdout.readline().split("127.0.0.1:")[1].split()[0])
+        clients: list[socket.socket] = []
+        try:
+            clients += [socket.create_connection(("127.0.0.1", port)) for _ in range(limit + 8)]
+            time.sleep(1.5)
+            assert child.poll() is None, "the far end ended"
+            held = len(os.listdir(f"/proc/{child.pid}/fd"))
+            assert held == limit  # every descriptor it may have: the rest wait in the listen queue
+            for client in clients[:8]:
+                client.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    client.recv(1)  # still open at the far end: no end of file, no reset
+            for client in clients[:10]:
+                client.close()
+            deadline = time.monotonic() + 5
+            while len(os.listdir(f"/proc/{child.pid}/fd")) < limit - 2 and time.monotonic() < deadline:
+                time.sleep(0.1)  # the queued ones are taken as descriptors free up
+            assert child.poll() is None and len(os.listdir(f"/proc/{child.pid}/fd")) >= limit - 2
+        finally:
+            for client in clients:
+                client.close()
+            child.send_signal(signal.SIGTERM)
+            assert child.wait(timeout=10) == 0
+
+
+def test_more_connections_than_descriptors_is_a_usage_error_before_any_connection() -> None:
+    import resource
+
+    out = subprocess.run(
+        [*KA, "127.0.0.1:1", "--connections", "200", "--json"],  # port 1: nothing is ever reached
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)),
+    )
+    assert out.returncode == EXIT_USAGE, out.stderr
+    message = json.loads(out.stdout)["error"]["message"]
+    assert message.startswith("connections=200 needs 200 descriptors at once, and this process may open ")
+    assert "(RLIMIT_NOFILE 64" in message
+    assert message.endswith("raise it (ulimit -n) or use fewer connections")

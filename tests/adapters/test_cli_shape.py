@@ -23,6 +23,7 @@ import pytest
 
 import ka
 from ka.cli import EXIT_OK, EXIT_USAGE, build_parser
+from ka.cli.checks import EXIT_PERMISSION, EXIT_REFUSED, EXIT_UNREADABLE, EXIT_UNSUPPORTED
 from ka.cli.completion import commands, script
 from ka.cli.parser import COMMANDS, examples_text
 from live_helpers import EchoServer, echo_server, ka_command, linux_only
@@ -112,6 +113,16 @@ def test_help_shows_an_example_of_every_command() -> None:
         for line in command.EXAMPLES:
             assert line.partition("  # ")[0] in examples
     assert "exit codes: 0 ok" in text and "5 the sysctls are read-only here" in text
+
+
+def test_commands_help_gives_the_exit_codes_checks_defines() -> None:
+    # Each command's own list of codes, as `ka audit --help` and `ka guard --help` print it.
+    audit_help = " ".join(ka_command("audit", "--help").stdout.split())
+    assert f"{EXIT_UNREADABLE}: one could not be read for another reason" in audit_help
+    assert f"{EXIT_PERMISSION}: a picked process could not be read for lack of ptrace" in audit_help
+    guard_help = " ".join(ka_command("guard", "--help").stdout.split())
+    assert f"{EXIT_REFUSED} the kernel refused the program or the attachment" in guard_help
+    assert f"{EXIT_UNSUPPORTED} the kernel or system lacks a piece" in guard_help
 
 
 def test_examples_line_up_their_comments() -> None:

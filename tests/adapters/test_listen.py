@@ -379,6 +379,10 @@ def test_hypercorn_bind_fd_3(tmp_path: Path) -> None:
             "--backlog 99999999999 is not a queue length: expected 1 to",
         ),
         (["127.0.0.1:0", "--defer-accept", "soon"], "--defer-accept 'soon' is not a duration"),
+        (
+            ["127.0.0.1:0", "--defer-accept", "99999999999"],
+            "--defer-accept '99999999999' is out of range: expected 1 to 2147483647 seconds",
+        ),
         (["127.0.0.1:0", "--inherited"], "--inherited takes the listeners it was passed: give no address"),
         (["--inherited"], "--inherited takes the listeners a socket activator passed in LISTEN_FDS"),
         ([], "no address: expected ka listen ADDR"),

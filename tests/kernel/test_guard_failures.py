@@ -373,3 +373,32 @@ def _attach_mounting(default: Path) -> None:
                 attachment.detach(ours.cgroup_id, default)
             if pins.is_mounted(default):
                 assert pins.unmount_if_empty(default), os.listdir(default)
+
+
+def test_an_attach_killed_before_its_pins_moved_into_place_is_cleared_by_the_next(guard_bpffs: Path) -> None:
+    """SIGKILL after the maps are pinned in the staging directory, before it is renamed into
+    place: no program is attached, and the next attach (or detach) on that cgroup removes the
+    staging directory's pins instead of leaving them for ever under ka/."""
+    with made_cgroup("killed") as cgroup:
+        killed = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import os, signal, pathlib, ka.guard\n"
+                "pathlib.Path.rename = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+                f"ka.guard.attach({POLICY_TEXT!r}, {cgroup.path!r}, "
+                f"bpffs=pathlib.Path({str(guard_bpffs)!r}))\n",
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert killed.returncode == -9, killed.stderr
+        cgroup_id = os.stat(cgroup.directory).st_ino
+        (left,) = (guard_bpffs / "ka").glob(f"new-{cgroup_id}-*")
+        assert sorted(p.name for p in left.iterdir()) == ["counters", "policy"]
+        assert attached_programs(cgroup.directory) == []
+        attached = guard("attach", POLICY_TEXT, "--cgroup", cgroup.path, "--bpffs", str(guard_bpffs))
+        assert not left.exists() and attached["state"] == "attached"
+        guard("detach", "--cgroup", cgroup.path, "--bpffs", str(guard_bpffs))
+        assert list((guard_bpffs / "ka").glob(f"*{cgroup_id}*")) == []

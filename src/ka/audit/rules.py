@@ -120,10 +120,10 @@ class PathTimeout:
     name: str = "path-timeout"
 
     def __post_init__(self) -> None:
-        if not self.idle_timeout >= 3:
+        if not (self.idle_timeout >= 3 and math.isfinite(self.idle_timeout)):
             raise ValueError(
-                f"path idle timeout {self.idle_timeout!r}: expected at least 3 seconds (a probe "
-                "before the timeout and a margin)"
+                f"path idle timeout {self.idle_timeout!r}: expected at least 3 seconds, a finite "
+                "number (a probe before the timeout and a margin)"
             )
 
     @property
@@ -187,4 +187,7 @@ def probe_result(path: str | Path) -> PathTimeout:
         )
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise ValueError(f"--path-timeout {path}: idle_timeout {timeout!r} is not a number of seconds")
-    return PathTimeout(float(timeout), f"probed on {target}, {Path(path).name}")
+    try:
+        return PathTimeout(float(timeout), f"probed on {target}, {Path(path).name}")
+    except ValueError as exc:
+        raise ValueError(f"--path-timeout {path}: {exc}") from None

@@ -12,6 +12,7 @@ from .checks import (
     EXIT_OK,
     EXIT_PERMISSION,
     EXIT_UNREADABLE,
+    EXIT_USAGE,
     UsageError,
     parse_duration,
     validated,
@@ -68,7 +69,10 @@ def rules_from(args: argparse.Namespace) -> list[checking.Rule]:
         policy = validated(ka.KeepAlive.parse, args.policy)
         rules.append(validated(checking.AtLeastPolicy, policy))
     if args.max_detection is not None:
-        rules.append(checking.MaxDetection(parse_duration(args.max_detection, "--max-detection")))
+        seconds = parse_duration(args.max_detection, "--max-detection")
+        if not seconds > 0:
+            raise UsageError(f"--max-detection {args.max_detection!r}: expected a positive duration")
+        rules.append(checking.MaxDetection(seconds))
     if args.path_timeout is not None:
         text = args.path_timeout
         if os.path.exists(text) or text.endswith(".json"):
@@ -91,9 +95,9 @@ def register(
         description="Read the keepalive values of the picked processes' TCP connections from the\n"
         "live sockets (as ka show does) and check each against every rule given. Prints each\n"
         "connection that breaks a rule (what it has, what it lacks) and a summary per process\n"
-        "and rule. Exit 0: every connection passes; 1: violations; 3: a picked process could not\n"
-        "be read for lack of ptrace permission (each is named, with the cause); 5: one could not\n"
-        "be read for another reason; 2: bad usage.",
+        f"and rule. Exit {EXIT_OK}: every connection passes; {EXIT_FAILED}: violations; {EXIT_PERMISSION}: a "
+        "picked process could\nnot be read for lack of ptrace permission (each is named, with the cause); "
+        f"{EXIT_UNREADABLE}: one\ncould not be read for another reason; {EXIT_USAGE}: bad usage.",
         epilog="examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES),
     )
     add_process_selection(parser, "needed: say which processes, or --all")

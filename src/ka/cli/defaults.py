@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +26,9 @@ from .checks import EXIT_OK, UsageError, parse_duration, seconds, validated
 from .format import human, paint, print_json
 
 T = TypeVar("T")
+
+CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), linux/nsfs.h
 
 EXAMPLES: tuple[str, ...] = (
     "ka defaults  # the keepalive sysctls of this network namespace, in words",
@@ -132,8 +136,28 @@ def _namespace_path(args: argparse.Namespace) -> str | None:
         path = f"/run/netns/{name}"
         if not os.path.exists(path):
             raise UsageError(f"--netns {name!r}: there is no {path} (see 'ip netns list')")
+        if _namespace_type(path) not in (None, CLONE_NEWNET):
+            raise UsageError(f"--netns {name!r}: {path} is not a network namespace (see 'ip netns list')")
         return path
     return None
+
+
+def _namespace_type(path: str) -> int | None:
+    """The kind of namespace the file at ``path`` is (``NS_GET_NSTYPE``, Linux 4.11+: a CLONE_NEW*
+    flag), 0 for a file that is none (a file ``ip netns add`` left without its bind mount), None
+    where it cannot be told (not readable here, an older kernel): setns then decides."""
+    import fcntl  # POSIX only; --netns is Linux's
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return int(fcntl.ioctl(fd, NS_GET_NSTYPE))
+    except OSError as exc:
+        return 0 if exc.errno == errno.ENOTTY else None
+    finally:
+        os.close(fd)
 
 
 def _this_thread_netns() -> str:

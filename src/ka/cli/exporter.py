@@ -85,9 +85,13 @@ def run(args: argparse.Namespace) -> int:
     collector = Collector(rules, processes, connections, interval=interval, source=args.source)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
+    # Served first: an address it cannot serve on is told before any process is read.
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:  # a name that does not resolve, a port in use, an address not here
+        raise UsageError(f"--listen {args.listen!r}: cannot serve there: {exc.strerror or exc}") from None
     if interval is not None:
         collector.start()
-    server, thread = start_http_server(port, addr=host, registry=registry)
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stop.set())

@@ -21,6 +21,7 @@ from .checks import (
     EXIT_PERMISSION,
     EXIT_REFUSED,
     EXIT_UNSUPPORTED,
+    EXIT_USAGE,
     UsageError,
 )
 from .format import compact, print_json, table
@@ -75,9 +76,9 @@ def register(sub: argparse._SubParsersAction[Any], json_parent: argparse.Argumen
         "`sweep` gives the policy to the connections that already exist. Needs root (CAP_BPF and\n"
         "CAP_NET_ADMIN; CAP_PERFMON for the sweep's iterator) and Linux 5.9+.",
         epilog="examples:\n  " + "\n  ".join(EXAMPLES) + "\n\n"
-        "exit codes: 0 ok, 1 failed (or nothing attached there), 2 bad usage or no such cgroup,\n"
-        "3 missing permission, 4 the kernel or system lacks a piece, 5 the kernel refused the\n"
-        "program or the attachment.",
+        f"exit codes: {EXIT_OK} ok, {EXIT_FAILED} failed (or nothing attached there), {EXIT_USAGE} bad "
+        f"usage or no such cgroup,\n{EXIT_PERMISSION} missing permission, {EXIT_UNSUPPORTED} the kernel or "
+        f"system lacks a piece, {EXIT_REFUSED} the kernel refused\nthe program or the attachment.",
     )
     actions = command.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True

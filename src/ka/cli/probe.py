@@ -149,7 +149,11 @@ def _serve(args: argparse.Namespace) -> int:
     hold = parse_duration(args.hold, "--hold") if args.hold is not None else probe.HOLD
     if hold <= 0:
         raise UsageError(f"--hold must be a positive duration, not {args.hold!r}")
-    sock = validated(probe.listener, args.serve, args.bind)
+    try:
+        sock = validated(probe.listener, args.serve, args.bind)
+    except OSError as exc:  # a port in use, an address not of this host, a name that does not resolve
+        where = f"--serve {args.serve}" + (f" --bind {args.bind}" if args.bind is not None else "")
+        raise UsageError(f"{where}: cannot listen there: {exc.strerror or exc}") from None
     host, port = sock.getsockname()[:2]
     print(
         f"ka probe --serve: holding idle connections on {host}:{port} (nothing is sent; Ctrl-C stops)",

@@ -63,9 +63,10 @@ def target(
     cgroup: str | os.PathLike[str] | None = None, *, unit: str | None = None, pid: int | None = None
 ) -> cgroups.Cgroup:
     """The cgroup v2 named by exactly one of: a path (a directory under the v2 mount, or relative to
-    its root), a systemd unit, a process. ``ValueError`` unless exactly one is given,
-    ``Unsupported`` without a cgroup v2 hierarchy, ``ka.live.cgroup.CgroupError`` when there is
-    no such cgroup."""
+    its root), a systemd unit, a process. ``ValueError`` unless exactly one is given, and for a
+    process in the root cgroup (every process of the host is there: name the root as ``"/"``
+    if that is meant); ``Unsupported`` without a cgroup v2 hierarchy,
+    ``ka.live.cgroup.CgroupError`` when there is no such cgroup."""
     given = [name for name, value in (("cgroup", cgroup), ("unit", unit), ("pid", pid)) if value is not None]
     if len(given) != 1:
         raise ValueError(f"name the cgroup by exactly one of cgroup=, unit= or pid= (got {given or 'none'})")
@@ -80,7 +81,13 @@ def target(
     assert pid is not None
     if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
         raise ValueError(f"pid={pid!r} is not a process id: expected a positive number")
-    return cgroups.of_pid(pid)
+    found = cgroups.of_pid(pid)
+    if found.path == "/":
+        raise ValueError(
+            f"process {pid} runs in the root cgroup, where every process of the host is: its cgroup "
+            "would be every connection of the host; give --cgroup / (cgroup='/') to mean that"
+        )
+    return found
 
 
 def attach(

@@ -7,7 +7,8 @@ two calls. Before the pin, every way out (an error, Ctrl-C) closes the descripto
 detaches and frees everything, and removes the pins made so far. After it, the attachment
 stands on its own. A SIGKILL between the maps' pins and the link's leaves a directory without a
 link (no program attached), which ``list`` shows as incomplete and the next ``attach`` or
-``detach`` removes.
+``detach`` removes; killed before the rename into place, a ``new-<cgroup-id>-<pid>`` staging
+directory, which the next ``attach`` or ``detach`` on that cgroup removes too.
 
 Attaching to a cgroup that has ka's program already replaces the program in its link at once
 (``BPF_LINK_UPDATE``) with one that reads the new policy and keeps the counters: no moment
@@ -245,7 +246,15 @@ def _link_failed(exc: BpfError, cgroup: cgroups.Cgroup) -> GuardError:
     )
 
 
+def _staging_dirs(where: PinDir) -> list[PinDir]:
+    """Staging directories of attaches to this cgroup that never finished (killed before the
+    rename into place): under the lock no attach is running, so every one is left over."""
+    return [PinDir(d, where.cgroup_id) for d in where.directory.parent.glob(f"new-{where.cgroup_id}-*")]
+
+
 def _attach_new(record: PolicyRecord, cgroup: cgroups.Cgroup, where: PinDir) -> None:
+    for stale in _staging_dirs(where):
+        pins.remove(stale)
     staging = where.directory.with_name(
         f"new-{where.cgroup_id}-{os.getpid()}"
     )  # bpffs refuses names with dots
@@ -337,6 +346,8 @@ def detach(cgroup_id: int, bpffs: Path = BPFFS) -> Attachment:
         raise NotGuarded(f"nothing is attached: no BPF filesystem is mounted at {bpffs}", "attachment")
     with pins.locked(bpffs):
         where = pins.pin_dir(bpffs, cgroup_id)
+        for leftover in _staging_dirs(where):
+            pins.remove(leftover)
         if not where.directory.exists():
             raise NotGuarded(
                 f"ka has no attachment on cgroup id {cgroup_id} (pins {where.directory})", "attachment"

@@ -102,7 +102,12 @@ def cgroup2_mount(mountinfo: Path = MOUNTINFO) -> Path:
 def resolve(path: str | os.PathLike[str], mount: Path | None = None) -> Cgroup:
     """The cgroup at ``path``: a directory under the v2 mount, or a path relative to its root
     (``/system.slice/x.service`` as ``/proc/PID/cgroup`` shows it). ``CgroupError`` if there is
-    no such cgroup."""
+    no such cgroup, or for an empty path (which would name the root, every process of the host:
+    an unset shell variable must not select them all; give ``/`` for the root)."""
+    if not os.fspath(path):
+        raise CgroupError(
+            "an empty cgroup path names no cgroup: give one, or '/' for the root (every process)"
+        )
     root = cgroup2_mount() if mount is None else mount
     given = Path(path)
     directory = given if given.is_relative_to(root) else root / str(given).lstrip("/")

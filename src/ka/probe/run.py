@@ -254,6 +254,28 @@ class _Run:
 Duration = Union[int, float, datetime.timedelta]
 
 
+def _check_descriptors(connections: int) -> None:
+    """ValueError unless this process may open ``connections`` more descriptors at once (its
+    RLIMIT_NOFILE less those open, and one for the selector): said before any connection opens,
+    not as EMFILE part way. Where the limit or the count cannot be read, nothing is checked."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        in_use = len(os.listdir("/proc/self/fd")) - 1  # less the one listdir itself opened
+    except (ImportError, OSError, ValueError):
+        return
+    if soft == resource.RLIM_INFINITY:
+        return
+    free = soft - in_use - 1
+    if connections > free:
+        raise ValueError(
+            f"connections={connections} needs {connections} descriptors at once, and this process "
+            f"may open {max(free, 0)} more (RLIMIT_NOFILE {soft}, {in_use} open): raise it (ulimit -n) "
+            "or use fewer connections"
+        )
+
+
 def measure(
     target: str | tuple[str, int],
     *,
@@ -271,7 +293,8 @@ def measure(
     idle connections open (``ka probe --serve PORT`` is one). ``max``: the longest silence tested
     (seconds or a timedelta; at least 5). ``precision``: ``"5s,5%"`` (the default: within 5 s or
     5%, whichever is larger), or a ``Precision``. ``connections``: how many may be open at once
-    (fewer: a coarser first wave, a longer run). ``payload``: bytes (or text, UTF-8) that one
+    (fewer: a coarser first wave, a longer run; more than the descriptor limit leaves free is a
+    ValueError). ``payload``: bytes (or text, UTF-8) that one
     connection may send every second to tell whether an application heartbeat keeps the path open;
     None (the default) sends no payload at all. ``progress`` is called with a ``Progress`` after
     every step (about 4 to 50 times a second).
@@ -294,5 +317,6 @@ def measure(
         raise NotImplementedError(
             "ka probe runs on Linux only: it reads TCP_INFO and re-arms keepalive timers"
         )
+    _check_descriptors(connections)
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return _Run(shown, resolve(host, port), settings, payload, progress, clock).run()

@@ -9,6 +9,7 @@ otherwise be held for ever.
 
 from __future__ import annotations
 
+import errno
 import selectors
 import socket
 import time
@@ -19,6 +20,9 @@ __all__ = ["HOLD", "listener", "serve"]
 #: Seconds a ``serve`` connection is held without payload (``ka probe --serve --hold``): longer
 #: than any ``--max`` a probe is likely to use.
 HOLD = 7200.0
+#: Seconds ``serve`` stops accepting after running out of descriptors (or kernel memory).
+ACCEPT_PAUSE = 0.5
+_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 def listener(port: int, host: str | None = None, backlog: int = 1024) -> socket.socket:
@@ -43,13 +47,17 @@ def serve(
 ) -> None:
     """Hold every connection ``sock`` accepts until its peer ends it or it has carried no payload
     for ``hold`` seconds; runs until interrupted (KeyboardInterrupt, let through after every
-    connection is closed). ``on_change`` gets the number held after each change."""
+    connection is closed). ``on_change`` gets the number held after each change. Out of
+    descriptors (EMFILE), it keeps what it holds and pauses accepting for ``ACCEPT_PAUSE``
+    seconds at a time: new connections wait in the listen queue."""
     if not hold > 0:
         raise ValueError(f"hold must be a positive number of seconds, not {hold!r}")
     selector = selectors.DefaultSelector()
     held: dict[int, tuple[socket.socket, float]] = {}  # fd -> (connection, last payload)
     sock.setblocking(False)
     selector.register(sock, selectors.EVENT_READ)
+
+    resume_at: float | None = None  # while out of descriptors: when to accept again
 
     def drop(fd: int) -> None:
         conn, _ = held.pop(fd)
@@ -59,11 +67,26 @@ def serve(
     try:
         while True:
             changed = False
-            for key, _ in selector.select(timeout=min(60.0, hold / 4)):
+            timeout = min(60.0, hold / 4)
+            if resume_at is not None:
+                if clock() >= resume_at:
+                    selector.register(sock, selectors.EVENT_READ)
+                    resume_at = None
+                else:
+                    timeout = min(timeout, max(0.0, resume_at - clock()))
+            for key, _ in selector.select(timeout=timeout):
                 if key.fileobj is sock:
                     try:
                         conn, _ = sock.accept()
                     except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                        continue
+                    except OSError as exc:
+                        if exc.errno not in _OUT_OF_DESCRIPTORS:
+                            raise
+                        # The held connections stay; new ones wait in the listen queue until a
+                        # descriptor frees up (ending here would drop every flow being probed).
+                        selector.unregister(sock)
+                        resume_at = clock() + ACCEPT_PAUSE
                         continue
                     conn.setblocking(False)
                     held[conn.fileno()] = (conn, clock())
