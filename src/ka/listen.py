@@ -516,10 +516,12 @@ def _defer_seconds(text: str | None) -> int | None:
 
 
 def _print_listening(
-    fds: Sequence[int], names: Sequence[str], where: Sequence[str], policy: KeepAlive
+    fds: Sequence[int], names: Sequence[str], where: Sequence[str | None], policy: KeepAlive
 ) -> None:
     for fd, name, address in zip(fds, names, where):
-        print(f"ka listen: fd {fd} ({name}) listens on {address} with {policy}", file=sys.stderr)
+        # An address, or None for an inherited descriptor that is no TCP listener.
+        what = f"listens on {address} with {policy}" if address else "is no TCP listener: passed on untouched"
+        print(f"ka listen: fd {fd} ({name}) {what}", file=sys.stderr)
     sys.stderr.flush()
 
 
@@ -550,11 +552,11 @@ def _run_inherited(
         raise ListenError("--backlog applies to listeners ka makes: with --inherited they listen already")
     inherited = inherited_descriptors(os.environ)
     names = fd_names(args.fdname, len(inherited.fds)) if args.fdname else inherited.names
-    where: list[str] = []
+    where: list[str | None] = []
     for fd in inherited.fds:
         sock = _tcp_listener(fd)
         if sock is None:
-            where.append("(not a TCP listener: passed on untouched)")
+            where.append(None)
             continue
         try:
             text = _sockname_text(sock)

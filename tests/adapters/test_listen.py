@@ -577,3 +577,16 @@ def test_inherited_keeps_the_activators_socket_and_adds_the_policy() -> None:
     assert report["queued"] == [0]  # made before ka's policy: keeps what it had, as documented
     assert f"fd 3 (web) listens on 127.0.0.1:{port} with {POLICY_TEXT}" in err
     assert "1 connection(s) already queued on fd 3" in err
+
+
+def test_an_inherited_descriptor_that_is_no_tcp_listener_is_said_to_be_passed_on(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ka.listen import _print_listening
+
+    _print_listening([3, 4], ["web", "admin"], ["127.0.0.1:8000", None], ka.KeepAlive(idle=37))
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "ka listen: fd 3 (web) listens on 127.0.0.1:8000 with idle=37",
+        "ka listen: fd 4 (admin) is no TCP listener: passed on untouched",
+    ]
