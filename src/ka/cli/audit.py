@@ -12,6 +12,7 @@ from .checks import (
     EXIT_OK,
     EXIT_PERMISSION,
     EXIT_UNREADABLE,
+    EXIT_USAGE,
     UsageError,
     parse_duration,
     validated,
@@ -91,9 +92,9 @@ def register(
         description="Read the keepalive values of the picked processes' TCP connections from the\n"
         "live sockets (as ka show does) and check each against every rule given. Prints each\n"
         "connection that breaks a rule (what it has, what it lacks) and a summary per process\n"
-        "and rule. Exit 0: every connection passes; 1: violations; 3: a picked process could not\n"
-        "be read for lack of ptrace permission (each is named, with the cause); 5: one could not\n"
-        "be read for another reason; 2: bad usage.",
+        f"and rule. Exit {EXIT_OK}: every connection passes; {EXIT_FAILED}: violations; {EXIT_PERMISSION}: a "
+        "picked process\ncould not be read for lack of ptrace permission (each is named, with the cause); "
+        f"{EXIT_UNREADABLE}:\none could not be read for another reason; {EXIT_USAGE}: bad usage.",
         epilog="examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES),
     )
     add_process_selection(parser, "needed: say which processes, or --all")
