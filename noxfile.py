@@ -162,9 +162,10 @@ def mutation(session: nox.Session) -> None:
     ``nox -s mutation -- ka.policy`` (a module, file or folder), ``-- --changed`` (this branch's
     files against main, also the default), ``--sample N``/``--all``, ``--seed S``. CPU-heavy and
     long: not part of ``check``. ka is installed editable so the compiled core sits in src/ka/,
-    where mutmut copies it from.
+    where mutmut copies it from; with the test peers, as ``tests`` has them (without them the
+    tests that need one skip, and their functions' mutants go untested: the exporter's all).
     """
-    session.install(*group("mutation"), "-e", ".[test,integrations]")
+    session.install(*group("mutation"), *group("peers"), "-e", ".[test]")
     session.run("python", "tools/mutation.py", *session.posargs)
 
 

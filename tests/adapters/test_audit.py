@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -231,6 +232,25 @@ def test_bad_usage_is_refused(args: list[str], message: str) -> None:
             message = str(exc)
     out = ka_command("audit", *args)
     assert out.returncode == EXIT_USAGE and message in out.stderr, out.stderr
+
+
+def test_the_help_gives_the_exit_code_of_each_outcome() -> None:
+    """``ka audit --help`` once said 5 for a process not read for another reason than permission,
+    which exits 6 (5 is a read-only /proc/sys): each outcome's code is the one it exits with."""
+    from ka.cli.audit import EXIT_CODES
+
+    text = " ".join(ka_command("audit", "--help").stdout.split())
+    codes = text.partition("Exit ")[2].partition("bad usage.")[0] + "bad usage."
+    said = dict(re.findall(r"(\d+): ([^;.]+)", codes))
+    words = {
+        audit.report.CLEAN: "every connection passes",
+        audit.report.VIOLATIONS: "violations",
+        audit.report.UNREADABLE_PERMISSION: "lack of ptrace permission",
+        audit.report.UNREADABLE_ERROR: "for another reason",
+    }
+    for outcome, meaning in words.items():
+        assert meaning in said.get(str(EXIT_CODES[outcome]), ""), (outcome, said)
+    assert said[str(EXIT_USAGE)] == "bad usage"
 
 
 def test_path_timeout_from_a_probe_result(tmp_path: Path) -> None:
