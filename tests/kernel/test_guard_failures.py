@@ -29,7 +29,7 @@ from guard_helpers import attached_programs, guard, made_cgroup, unavailable
 from helpers import POLICY
 from ka.cli.checks import EXIT_REFUSED
 from ka.guard import attachment, loader, pins, programs, sweeper, syscall
-from ka.guard.asm import R0, Assembler, Program
+from ka.guard.asm import R0, R1, R2, R3, R6, Assembler, Program, W
 from ka.guard.btf import Btf
 from ka.guard.syscall import AttachType, MapType, ProgType
 from live_helpers import ka_command
@@ -341,6 +341,32 @@ def test_the_programs_are_what_the_kernel_disassembles() -> None:
             else:
                 assert theirs == text, (index, text, theirs)
         print(f"\n{name} program: {len(program)} instructions, each as the kernel reads it")
+
+
+def test_immediates_at_their_ends_are_what_the_kernel_disassembles() -> None:
+    """32-bit immediates given as bit patterns (0xffffffff, 0x80000000) or negative, in moves and
+    jumps, as the kernel's verifier log prints what it loaded: the sign is the kernel's."""
+    asm = Assembler()
+    asm.mov(R6, R1)
+    asm.load(R2, R6, 0, W)  # ctx->op: unknown to the verifier, so it follows both ways of each jump
+    asm.mov(R1, 0xFFFFFFFF)  # r1 = -1: the immediate is sign-extended
+    asm.mov(R3, -(2**31))
+    asm.jump_if(R2, "&", 0x80000000, "set")
+    asm.jump_if(R2, "!=", 0xFFFFFFFF, "set")
+    asm.mov(R0, 0)
+    asm.exit()
+    asm.label("set")
+    asm.mov(R0, 1)
+    asm.exit()
+    program = asm.assemble()
+    kernel = _kernel_listing(program, ProgType.SOCK_OPS, {}, AttachType.CGROUP_SOCK_OPS)
+    if not kernel:
+        pytest.skip("this kernel's verifier log prints no instructions")
+    ours = {
+        int(index): text for index, text in (line.split(": ", 1) for line in program.listing().splitlines())
+    }
+    assert ours == kernel
+    assert ours[2] == "(b7) r1 = -1" and ours[4] == "(45) if r2 & 0x80000000 goto pc+3"
 
 
 def test_attach_mounts_the_bpffs_when_none_is_mounted() -> None:

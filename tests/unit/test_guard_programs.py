@@ -18,7 +18,7 @@ import pytest
 
 import ka
 from ka.guard import attachment, checks, programs
-from ka.guard.asm import DW, FP, R0, R1, R2, R6, R8, Assembler, Helper, W
+from ka.guard.asm import DW, FP, R0, R1, R2, R6, R8, Assembler, B, H, Helper, W
 from ka.guard.btf import FUNC, INT, PTR, STRUCT, VMLINUX, Btf, BtfError
 from ka.guard.errors import NotPermitted, Unsupported
 from ka.guard.programs import Counters, PolicyRecord
@@ -46,6 +46,12 @@ ENCODINGS: dict[str, tuple[Callable[[Assembler], None], str]] = {
     "lock *(u64 *)(r8 +0) += r1 (STX|ATOMIC|DW)": (lambda a: a.atomic_add(R8, 0, R1), "db 18 0000 00000000"),
     "r2 += -4 (ALU64|ADD|K)": (lambda a: a.add(R2, -4), "07 02 0000 fcffffff"),
     "call bpf_setsockopt (JMP|CALL)": (lambda a: a.call(Helper.setsockopt), "85 00 0000 31000000"),
+    # imm is 32 bits, sign-extended by the CPU: 0xffffffff is written as the bit pattern of -1
+    "r1 = 0xffffffff (ALU64|MOV|K)": (lambda a: a.mov(R1, 0xFFFFFFFF), "b7 01 0000 ffffffff"),
+    "r1 = -2147483648 (ALU64|MOV|K)": (lambda a: a.mov(R1, -(2**31)), "b7 01 0000 00000080"),
+    # off is 16 bits signed: both ends
+    "r2 = *(u8 *)(r6 -32768) (LDX|MEM|B)": (lambda a: a.load(R2, R6, -(2**15), B), "71 62 0080 00000000"),
+    "r2 = *(u16 *)(r6 +32767) (LDX|MEM|H)": (lambda a: a.load(R2, R6, 2**15 - 1, H), "69 62 ff7f 00000000"),
     "r1 = map (LD|DW|IMM, src 1)": (
         lambda a: a.load_map(R1, "policy"),
         "18 11 0000 07000000 00 00 0000 00000000",
@@ -69,6 +75,7 @@ def test_jumps_count_slots_from_the_next_one_and_a_map_load_takes_two() -> None:
     asm.label("end")
     asm.exit()
     program = asm.assemble()
+    assert program.labels == {"end": 4}
     assert program.encode({"policy": 3})[:8] == bytes.fromhex("1502030004000000")
     assert program.listing().splitlines() == [
         "0: (15) if r2 == 0x4 goto pc+3",
@@ -82,8 +89,11 @@ def test_assembler_refuses_what_the_kernel_would() -> None:
     asm = Assembler()
     with pytest.raises(ValueError, match="immediate 4294967296"):
         asm.mov(R0, 2**32)
-    with pytest.raises(ValueError, match="offset 40000"):
-        asm.load(R0, R1, 40000, W)
+    with pytest.raises(ValueError, match="immediate -2147483649"):
+        asm.mov(R0, -(2**31) - 1)
+    for off in (40000, 2**15, -(2**15) - 1):  # beyond a signed 16-bit offset, by one at each end
+        with pytest.raises(ValueError, match=f"offset {off} does not fit"):
+            asm.load(R0, R1, off, W)
     asm.label("here")
     with pytest.raises(ValueError, match="defined twice"):
         asm.label("here")
@@ -97,6 +107,34 @@ def test_assembler_refuses_what_the_kernel_would() -> None:
         unfinished.assemble()
     with pytest.raises(ValueError, match=r"no descriptor for the program's maps \['policy'\]"):
         programs.sock_ops_program().encode({"counters": 4})
+
+
+def _jump_over(slots: int, backward: bool) -> Assembler:
+    """A jump across ``slots`` instructions: ahead to the exit, or back to the first slot."""
+    asm = Assembler()
+    asm.label("first")
+    if not backward:
+        asm.jump("last")
+    for _ in range(slots):
+        asm.mov(R0, 0)
+    if backward:
+        asm.jump("first")
+    asm.label("last")
+    asm.exit()
+    return asm
+
+
+@little_endian
+def test_jumps_reach_as_far_as_16_signed_bits_and_no_further() -> None:
+    ahead = _jump_over(2**15 - 1, backward=False).assemble()  # lands 32767 slots after the next one
+    assert ahead.encode({})[:8] == bytes.fromhex("0500ff7f00000000")
+    back = _jump_over(2**15 - 1, backward=True).assemble()  # back to slot 0 from slot 32767
+    assert back.encode({})[-16:-8] == bytes.fromhex("0500008000000000")
+    assert back.listing().splitlines()[-2] == "32767: (05) goto pc-32768"
+    with pytest.raises(ValueError, match="jump to 'last' is 32768 slots away: beyond 16 bits"):
+        _jump_over(2**15, backward=False).assemble()
+    with pytest.raises(ValueError, match="jump to 'first' is -32769 slots away: beyond 16 bits"):
+        _jump_over(2**15, backward=True).assemble()
 
 
 def test_the_sock_ops_program_handles_only_the_two_established_callbacks() -> None:

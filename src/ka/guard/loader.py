@@ -8,7 +8,6 @@ commits an attachment leaves nothing behind: the ``with`` blocks close what was 
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
@@ -59,17 +58,24 @@ def not_permitted(exc: BpfError, what: str) -> NotPermitted:
         f"the kernel refused to {what} ({exc.strerror}): ka guard needs root, with CAP_BPF and "
         "CAP_NET_ADMIN (CAP_PERFMON too for the sweep's iterator), and no lockdown or LSM forbidding BPF",
         "capabilities",
-        exc.errno or errno.EPERM,
+        exc.errno,
     )
 
 
 def _memlock_for_old_kernels() -> None:
-    # Before 5.11 maps and programs are charged to RLIMIT_MEMLOCK, 64 KiB by default.
+    """Before 5.11 maps and programs are charged to RLIMIT_MEMLOCK (often 64 KiB): raise it to
+    unlimited, or without CAP_SYS_RESOURCE as far as the hard limit; a map or load that still
+    lacks room gets EPERM from the kernel."""
     if kernel_version() < MEMCG_ACCOUNTING:
         import resource  # POSIX only: this module is imported everywhere the ka command runs
 
-        with contextlib.suppress(ValueError, OSError):  # else the map or load that needs it gets EPERM
-            resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
+        for limit in (resource.RLIM_INFINITY, hard):
+            try:
+                resource.setrlimit(resource.RLIMIT_MEMLOCK, (limit, limit))
+                return
+            except (ValueError, OSError):  # ValueError: not allowed to raise the hard limit
+                continue
 
 
 def create_map(map_type: syscall.MapType, key_size: int, value_size: int, max_entries: int, name: str) -> Fd:
@@ -90,12 +96,12 @@ def load(
     name: str,
     maps: Mapping[str, Fd],
     *,
-    expected_attach_type: int = 0,
+    expected_attach_type: syscall.AttachType,
     attach_btf_id: int = 0,
 ) -> Fd:
-    """The program loaded with its maps' descriptors, owned. A refusal is ``Refused`` carrying the
-    verifier's log (the load is repeated once with the log on: the first try skips its cost);
-    EPERM is ``NotPermitted``."""
+    """The program loaded with its maps' descriptors, owned, for the attach point it will be
+    attached to. A refusal is ``Refused`` with the kernel's errno and the verifier's log (the load
+    is repeated once with the log on: the first try skips its cost); EPERM is ``NotPermitted``."""
     code = program.encode({map_name: fd.fileno() for map_name, fd in maps.items()})
     _memlock_for_old_kernels()
 
@@ -115,16 +121,22 @@ def load(
     except BpfError as exc:
         if exc.errno == errno.EPERM:
             raise not_permitted(exc, f"load the {name} program") from exc
-        first = exc
+        refusal = exc
     log = ctypes.create_string_buffer(LOG_SIZE)
     try:
         return attempt(log)
     except BpfError as exc:
         text = log.value.decode(errors="replace").strip()
+        # A log that does not fit makes the kernel answer ENOSPC, not its verdict, and keep only
+        # part of the log (its end since 6.4): the verdict is the first try's errno.
+        cut = exc.errno == errno.ENOSPC and refusal.errno != errno.ENOSPC
+        heading = "verifier log" + (
+            f" (longer than {LOG_SIZE} bytes: the kernel kept part of it)" if cut else ""
+        )
         raise Refused(
-            f"the kernel refused the {name} program ({len(program)} instructions): {exc.strerror}"
-            + (f"\nverifier log:\n{text}" if text else " (the verifier wrote no log)"),
+            f"the kernel refused the {name} program ({len(program)} instructions): {refusal.strerror}"
+            + (f"\n{heading}:\n{text}" if text else " (the verifier wrote no log)"),
             "verifier",
-            exc.errno or first.errno or 0,
+            refusal.errno,
             log=text,
         ) from exc

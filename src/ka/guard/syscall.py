@@ -81,6 +81,8 @@ OBJ_NAME_LEN = 16
 class BpfError(OSError):
     """A failed bpf(2) command: ``errno`` is the kernel's, ``command`` the ``Cmd``."""
 
+    errno: int  # always given, unlike OSError's
+
     def __init__(self, err: int, command: Cmd, detail: str = "") -> None:
         text = f"bpf({command.name}){' ' + detail if detail else ''}: {os.strerror(err)}"
         super().__init__(err, text)
