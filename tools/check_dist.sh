@@ -22,9 +22,12 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 PYENV_VERSIONS=${PYENV_ROOT:-$HOME/.pyenv}/versions
 PYTHONS=${KA_DIST_PYTHONS:-"3.11.7 3.12.1 3.13.0"}
-# A wheel with the compiled core built without debug info is about 250 KB (x86_64 Linux; 556 KB
-# with it): the bound catches a build that keeps -g.
-MAX_WHEEL_BYTES=400000
+# The compiled core built without debug info is about 170 KB (x86_64 Linux; 891 KB with -g): its
+# bound and its section table catch a build that keeps -g. The wheel's bound is for everything
+# else that could slip in (about 400 KB today, most of it ka's Python modules: 250 KB before the
+# probe, audit and guard modules; a stray data file or a second copy of the core goes over it).
+MAX_MODULE_BYTES=300000
+MAX_WHEEL_BYTES=600000
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ka-dist.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -109,7 +112,14 @@ for version in $PYTHONS; do
     wheel=$(ls "$WORK"/wheelhouse/ka-*-cp"${tag/./}"-*.whl)
     size=$(stat -c %s "$wheel")
     echo "wheel: $(basename "$wheel"), $size bytes (bound $MAX_WHEEL_BYTES)"
-    [ "$size" -le "$MAX_WHEEL_BYTES" ] || fail "$(basename "$wheel") is $size bytes, over $MAX_WHEEL_BYTES: built with debug info?"
+    [ "$size" -le "$MAX_WHEEL_BYTES" ] || fail "$(basename "$wheel") is $size bytes, over $MAX_WHEEL_BYTES: what was added?"
+    "$py" -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); z.extractall(sys.argv[2], [n for n in z.namelist() if n.startswith("ka/_ka_c.")])' "$wheel" "$WORK/unpacked-$tag"
+    module=$(ls "$WORK/unpacked-$tag"/ka/_ka_c.*.so)
+    module_size=$(stat -c %s "$module")
+    echo "compiled core: $(basename "$module"), $module_size bytes (bound $MAX_MODULE_BYTES)"
+    [ "$module_size" -le "$MAX_MODULE_BYTES" ] || fail "$(basename "$module") is $module_size bytes, over $MAX_MODULE_BYTES: built with debug info?"
+    sections=$(readelf -S -W "$module")  # not piped into grep -q: pipefail and SIGPIPE would hide a match
+    case "$sections" in *.debug_*) fail "$(basename "$module") carries debug sections (-g)" ;; esac
     # numpy too: the suite's numpy-array targets skip without it.
     "$venv/bin/python" -m pip install -q "$wheel" pytest hypothesis numpy
     # The sdist's own tests, docs and pytest config, away from src/: `import ka` can only be the
