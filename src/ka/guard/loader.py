@@ -126,7 +126,7 @@ def load(
     try:
         return attempt(log)
     except BpfError as exc:
-        text = log.value.decode(errors="replace").strip()
+        text = log.value.decode("latin-1").strip()  # the kernel writes ASCII; latin-1 decodes any byte
         # A log that does not fit makes the kernel answer ENOSPC, not its verdict, and keep only
         # part of the log (its end since 6.4): the verdict is the first try's errno.
         cut = exc.errno == errno.ENOSPC and refusal.errno != errno.ENOSPC
