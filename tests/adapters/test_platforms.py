@@ -12,6 +12,7 @@ import array
 import ctypes
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -110,6 +111,26 @@ def test_full_policy_sequence(standins: dict[str, ctypes.CDLL], name: str) -> No
     want = expected_full(name)
     assert c_apply(standins[name], FULL) == (want, 0, 0)
     assert twin_apply(name, FULL) == (want, 0, 0)
+
+
+INTERNALS = Path(__file__).resolve().parents[2] / "docs" / "performance" / "internals.md"
+
+
+@needs_standin
+@pytest.mark.parametrize("name", ["linux", "darwin", "windows", "freebsd", "netbsd"])
+def test_the_internals_page_tells_the_order_the_shim_keeps(
+    standins: dict[str, ctypes.CDLL], name: str
+) -> None:
+    """Issue 19, 4.9: docs/performance/internals.md said SO_KEEPALIVE went last (so a socket was
+    never left with keepalive on) and that reads filled in the system defaults off Linux; the
+    shim sets SO_KEEPALIVE first on every OS and a read reports only what the kernel answers."""
+    sol, ka_opt = N[name][:2]
+    calls, err, _ = c_apply(standins[name], (*FULL[:4], -1))
+    assert err == 0 and calls[0] == ("set", sol, ka_opt, 1)
+    page = " ".join(INTERNALS.read_text().split())
+    assert "`SO_KEEPALIVE` first" in page
+    for wrong in ("then `SO_KEEPALIVE`)", "never left with keepalive on", "filled in"):
+        assert wrong not in page, wrong
 
 
 @needs_standin
