@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import importlib
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,12 @@ from ka.bench.pool import LoopbackPool
 
 if TYPE_CHECKING:
     from guard_helpers import Servers
+
+# A shell starts a background job with SIGINT ignored (POSIX), and exec passes "ignored" on: run
+# so (CI started with &, nohup), Python installs no KeyboardInterrupt handler, here or in the
+# children the Ctrl-C tests start, and those tests fail. Ctrl-C is what they test: restore it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 IMPLEMENTATIONS = ["c", "python"]
 
