@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "ka"
+from helpers import SHIM_DIR
+
+SRC = Path(SHIM_DIR)  # the tree's headers, or the installed package's when run from outside it
 CC = shutil.which("gcc") or shutil.which("cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (gcc or cc) on PATH")
 
