@@ -247,10 +247,15 @@ def wait_for_port(port: int, server: subprocess.Popen[bytes], name: str, seconds
         if server.poll() is not None:
             raise RuntimeError(f"{name} exited with {server.returncode} before listening on port {port}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                # Nobody listening on a port of the ephemeral range, the kernel may pick that same
+                # port as the source: the socket connects to itself (a TCP simultaneous open), and
+                # the server would be taken for up while still booting (RabbitMQ: seconds of tries).
+                if probe.getsockname() != probe.getpeername():
+                    return
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     raise RuntimeError(f"{name} did not listen on port {port} within {seconds:g} s")
 
 
