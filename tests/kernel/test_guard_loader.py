@@ -129,6 +129,14 @@ def test_the_kernels_eperm_names_the_capabilities_with_its_errno() -> None:
         ), message
 
 
+def test_a_loaded_program_names_itself() -> None:
+    attach = AttachType.CGROUP_SOCK_OPS
+    with loader.load(_returns(1), ProgType.SOCK_OPS, "ka_named", {}, expected_attach_type=attach) as prog:
+        number = prog.fileno()
+        assert repr(prog) == f"Fd({number}, 'program ka_named')"
+        assert os.readlink(f"/proc/self/fd/{number}") == "anon_inode:bpf-prog"
+
+
 def test_a_refusal_carries_the_verifiers_errno_and_log() -> None:
     with pytest.raises(Refused) as info:
         loader.load(

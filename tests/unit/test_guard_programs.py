@@ -85,6 +85,18 @@ def test_jumps_count_slots_from_the_next_one_and_a_map_load_takes_two() -> None:
     ]
 
 
+@little_endian
+def test_a_jump_on_two_registers_carries_both() -> None:
+    asm = Assembler()
+    asm.jump_if(R2, ">", R6, "end")  # JGT|X: the source register in the high nibble
+    asm.mov(R0, 0)
+    asm.label("end")
+    asm.exit()
+    program = asm.assemble()
+    assert program.encode({})[:8] == bytes.fromhex("2d62010000000000")
+    assert program.listing().splitlines()[0] == "0: (2d) if r2 > r6 goto pc+1"
+
+
 def test_assembler_refuses_what_the_kernel_would() -> None:
     asm = Assembler()
     with pytest.raises(ValueError, match="immediate 4294967296"):
