@@ -270,6 +270,19 @@ def _complete(temporary: Path, target: Path, text: str) -> None:
         raise _write_error(exc, target, persist=True) from None
 
 
+def descriptor_use() -> tuple[int, int] | None:
+    """This process's soft limit on open descriptors (RLIMIT_NOFILE) and how many it has open
+    (/proc/self/fd); None without a limit or where either cannot be read (not Linux)."""
+    try:
+        import resource  # POSIX only
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        in_use = len(os.listdir("/proc/self/fd")) - 1  # less the one listdir itself opened
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else (int(soft), in_use)
+
+
 def tcp_retries2() -> int | None:
     """``net.ipv4.tcp_retries2`` of the caller's network namespace (Linux; None elsewhere or if
     unreadable): how many times unacknowledged data is retransmitted before the connection is

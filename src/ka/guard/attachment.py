@@ -246,15 +246,14 @@ def _link_failed(exc: BpfError, cgroup: cgroups.Cgroup) -> GuardError:
     )
 
 
-def _staging_dirs(where: PinDir) -> list[PinDir]:
-    """Staging directories of attaches to this cgroup that never finished (killed before the
-    rename into place): under the lock no attach is running, so every one is left over."""
-    return [PinDir(d, where.cgroup_id) for d in where.directory.parent.glob(f"new-{where.cgroup_id}-*")]
+def _remove_staging(where: PinDir) -> None:
+    """Remove the staging directories of attaches to this cgroup that never finished (killed
+    before the rename into place): under the lock no attach is running, so every one is left over."""
+    for leftover in where.directory.parent.glob(f"new-{where.cgroup_id}-*"):
+        pins.remove(PinDir(leftover, where.cgroup_id))
 
 
 def _attach_new(record: PolicyRecord, cgroup: cgroups.Cgroup, where: PinDir) -> None:
-    for stale in _staging_dirs(where):
-        pins.remove(stale)
     staging = where.directory.with_name(
         f"new-{where.cgroup_id}-{os.getpid()}"
     )  # bpffs refuses names with dots
@@ -321,6 +320,7 @@ def attach(
     try:
         with pins.locked(bpffs):
             where = pins.pin_dir(bpffs, cgroup_id)
+            _remove_staging(where)
             updated = where.complete
             if updated:
                 _read_record(where)  # refuses another layout before replacing anything
@@ -346,8 +346,7 @@ def detach(cgroup_id: int, bpffs: Path = BPFFS) -> Attachment:
         raise NotGuarded(f"nothing is attached: no BPF filesystem is mounted at {bpffs}", "attachment")
     with pins.locked(bpffs):
         where = pins.pin_dir(bpffs, cgroup_id)
-        for leftover in _staging_dirs(where):
-            pins.remove(leftover)
+        _remove_staging(where)
         if not where.directory.exists():
             raise NotGuarded(
                 f"ka has no attachment on cgroup id {cgroup_id} (pins {where.directory})", "attachment"

@@ -19,6 +19,7 @@ from typing import Any, final
 
 from .._options import PLATFORM
 from .._signals import signals_deferred
+from ..system import descriptor_use
 from .cgroup import socket_tags
 from .filters import check_pid
 from .model import Connection, NotPermitted, WouldRetag
@@ -106,18 +107,10 @@ def _has_exited(pidfd: int) -> bool:
 def chunk_size() -> int:
     """How many duplicates this process may hold at once: what its descriptor limit leaves free,
     at most ``MAX_CHUNK``."""
-    try:
-        import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (ImportError, OSError, ValueError):
-        soft = 1024
-    if soft == getattr(resource, "RLIM_INFINITY", -1):
-        soft = 1 << 20
-    try:
-        in_use = len(os.listdir("/proc/self/fd"))
-    except OSError:
-        in_use = _FD_HEADROOM
+    use = descriptor_use()
+    if use is None:  # no limit (or none readable): the chunk's own bound
+        return MAX_CHUNK
+    soft, in_use = use
     return max(1, min(MAX_CHUNK, soft - in_use - _FD_HEADROOM))
 
 

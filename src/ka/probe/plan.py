@@ -97,6 +97,12 @@ class Precision:
         """The allowed error in seconds for a timeout of ``timeout`` seconds."""
         return max(self.seconds, self.fraction * timeout, 0.5)
 
+    def brackets(self, low: float, high: float) -> bool:
+        """Whether the middle of (low, high] is within this precision of every timeout in it:
+        judged at ``low``, where a fractional precision allows the least (with 1 ns of float
+        rounding)."""
+        return (high - low) / 2 <= self.at(low) + 1e-9
+
     @classmethod
     def parse(cls, text: str) -> Precision:
         """``5s,5%``, ``10s``, ``2%``, ``1m,3%``: seconds (a duration) and/or a percentage; a part
@@ -473,9 +479,8 @@ class Plan:
         )
 
     def precise_enough(self, low: float, high: float) -> bool:
-        """The bracket's middle is within the precision of every timeout in (low, high]: judged at
-        ``low``, where a fractional precision allows the least."""
-        return high - low <= 2 * self.settings.precision.at(low)
+        """The bracket's middle is within the precision of every timeout in (low, high]."""
+        return self.settings.precision.brackets(low, high)
 
     def done(self, now: float) -> bool:
         if self._finished:

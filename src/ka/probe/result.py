@@ -67,7 +67,7 @@ class ProbeResult:
         found)."""
         if self.idle_timeout is None or self.idle_timeout_low is None or self.idle_timeout_high is None:
             return self.complete
-        return self.error <= self.precision.at(self.idle_timeout_low) + 1e-9
+        return self.precision.brackets(self.idle_timeout_low, self.idle_timeout_high)
 
     @property
     def error(self) -> float:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Union
 
 from .._signals import signals_deferred
+from ..system import descriptor_use
 from ..units import microseconds
 from .lines import Address, Connection, Gone, parse_target, resolve
 from .plan import PAYLOAD_EVERY, Plan, Precision, Progress, Role, Settings
@@ -258,15 +259,10 @@ def _check_descriptors(connections: int) -> None:
     """ValueError unless this process may open ``connections`` more descriptors at once (its
     RLIMIT_NOFILE less those open, and one for the selector): said before any connection opens,
     not as EMFILE part way. Where the limit or the count cannot be read, nothing is checked."""
-    try:
-        import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        in_use = len(os.listdir("/proc/self/fd")) - 1  # less the one listdir itself opened
-    except (ImportError, OSError, ValueError):
+    use = descriptor_use()
+    if use is None:
         return
-    if soft == resource.RLIM_INFINITY:
-        return
+    soft, in_use = use
     free = soft - in_use - 1
     if connections > free:
         raise ValueError(

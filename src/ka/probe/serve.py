@@ -69,11 +69,12 @@ def serve(
             changed = False
             timeout = min(60.0, hold / 4)
             if resume_at is not None:
-                if clock() >= resume_at:
+                left = resume_at - clock()
+                if left <= 0:
                     selector.register(sock, selectors.EVENT_READ)
                     resume_at = None
                 else:
-                    timeout = min(timeout, max(0.0, resume_at - clock()))
+                    timeout = min(timeout, left)
             for key, _ in selector.select(timeout=timeout):
                 if key.fileobj is sock:
                     try:
