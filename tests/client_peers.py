@@ -25,7 +25,7 @@ from typing import TypeVar
 import pytest
 
 import ka
-from helpers import kernel_values
+from helpers import kernel_values, terminate
 
 linux_only = pytest.mark.skipif(
     ka.capabilities().platform != "linux", reason="reads /proc/self/fd and Linux option numbers"
@@ -272,8 +272,7 @@ def redis_server(workdir: Path) -> Iterator[int]:
             wait_for_port(port, server, "redis-server")
             yield port
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            terminate(server)
 
 
 def postgres_bin(name: str) -> str | None:
@@ -322,23 +321,6 @@ def postgres_server() -> Iterator[int]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _stop(process: subprocess.Popen[bytes], group: bool = False) -> None:
-    """SIGTERM (to the process group when ``group``), then SIGKILL after 15 s."""
-    if process.poll() is None:
-        if group:
-            os.killpg(process.pid, signal.SIGTERM)
-        else:
-            process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        if group:
-            os.killpg(process.pid, signal.SIGKILL)
-        else:
-            process.kill()
-        process.wait(timeout=5)
-
-
 @contextmanager
 def rabbitmq_server(workdir: Path) -> Iterator[int]:
     """RabbitMQ on 127.0.0.1 (user guest/guest), with its own epmd on a free port; yields the AMQP port."""
@@ -384,9 +366,9 @@ def rabbitmq_server(workdir: Path) -> Iterator[int]:
                         pytest.skip(f"RabbitMQ did not start here: {exc}: {tail}")
                     yield port
                 finally:
-                    _stop(server, group=True)
+                    terminate(server, 15, group=True)
         finally:
-            _stop(epmd_process)
+            terminate(epmd_process, 15)
 
 
 @contextmanager
@@ -418,7 +400,7 @@ def sshd_server(workdir: Path) -> Iterator[tuple[int, Path]]:
                 pytest.skip(f"sshd did not start here: {exc}: {(workdir / 'sshd.log').read_text()[-300:]}")
             yield port, workdir / "client_key"
         finally:
-            _stop(server)
+            terminate(server, 15)
 
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -119,11 +120,20 @@ def build_shim_program(source: str, directory: Any, *flags: str) -> str:
     return path
 
 
-def terminate(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
-    """End a child with SIGTERM, waiting ``timeout`` seconds before SIGKILL; always reaped."""
-    proc.terminate()
+def terminate(proc: subprocess.Popen[Any], timeout: float = 10, *, group: bool = False) -> None:
+    """End a child with SIGTERM (to its process group when ``group``: a server that forks), waiting
+    ``timeout`` seconds before SIGKILL; always reaped."""
+
+    def send(number: int) -> None:
+        if proc.poll() is None:
+            if group:
+                os.killpg(proc.pid, number)
+            else:
+                proc.send_signal(number)
+
+    send(signal.SIGTERM)
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        send(signal.SIGKILL)
         proc.wait()

@@ -6,16 +6,15 @@ did not show; each layer is compiled here with only what lies below it."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from helpers import SHIM_DIR
+from standin_build import CC
 
 SRC = Path(SHIM_DIR)  # the tree's headers, or the installed package's when run from outside it
-CC = shutil.which("gcc") or shutil.which("cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (gcc or cc) on PATH")
 
 
